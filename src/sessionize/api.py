@@ -1,0 +1,73 @@
+"""The front door: :func:`run`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from typing import IO, Any
+
+from .engines.duckdb import DuckDBEngine
+from .errors import OptionError
+from .result import Result
+from .rules import ON_INVALID, Rules
+
+__all__ = ["run"]
+
+
+def run(
+    source: Any,
+    *,
+    gap: str | dt.timedelta | float = "30m",
+    user_id: str = "userId",
+    anonymous_id: str = "anonymousId",
+    timestamp: str = "timestamp",
+    message_id: str = "messageId",
+    event: str = "event",
+    type: str = "type",
+    timestamp_unit: str = "auto",
+    on_invalid: str = "raise",
+    database: str | os.PathLike | None = None,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+    temp_directory: str | os.PathLike | None = None,
+    progress: Callable[[str, float | None], None] | None = None,
+    stdin: IO[bytes] | None = None,
+) -> Result:
+    """Sessionize events: every event with its user and session, plus sessions and users.
+
+    ``source`` is a path (JSON array, NDJSON, ``.gz``, Parquet, CSV), a directory,
+    a glob, a list of those, ``"-"`` for NDJSON on stdin, or a pandas/polars
+    DataFrame, a pyarrow Table or a DuckDB relation.
+
+    A new session starts at a user's first event and after a gap strictly greater
+    than ``gap`` (``"30m"``, ``"1h30m"``, ``"90s"``, ``"1d"``, a ``timedelta`` or
+    seconds). The user is ``userId`` if set, else ``anonymousId``. Ties on time
+    are ordered by ``messageId``, then input order.
+
+    ``on_invalid="raise"`` (default) fails on rows with a bad or missing timestamp
+    or no user id, naming them; ``"quarantine"`` sets them aside in
+    ``result.quarantine`` with a reason each. ``database`` keeps the engine's
+    tables in a DuckDB file instead of memory; ``memory_limit`` (e.g. ``"4GB"``),
+    ``threads`` and ``temp_directory`` tune DuckDB.
+
+    >>> import sessionize
+    >>> result = sessionize.run(sessionize.sample_path())
+    >>> len(result.events), len(result.sessions), len(result.users)
+    (6, 4, 3)
+    """
+    if on_invalid not in ON_INVALID:
+        raise OptionError(
+            f"'on_invalid' must be one of {', '.join(ON_INVALID)} (got {on_invalid!r})")
+    rules = Rules.from_options(gap=gap, timestamp_unit=timestamp_unit, user_id=user_id,
+                               anonymous_id=anonymous_id, timestamp=timestamp,
+                               message_id=message_id, event=event, type=type)
+    engine = DuckDBEngine(database=database, memory_limit=memory_limit, threads=threads,
+                          temp_directory=temp_directory, progress=progress)
+    try:
+        outcome = engine.run(source, rules, on_invalid=on_invalid, stdin=stdin)
+    except BaseException:
+        engine.close()
+        raise
+    return Result(engine, gap_us=rules.gap_us, compiled=outcome["compiled"],
+                  source=outcome["loaded"].description, quarantined=outcome["invalid_count"])

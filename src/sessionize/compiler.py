@@ -1,0 +1,252 @@
+"""Compile the rules to SQL, once, through sqlglot's syntax tree.
+
+The compiler is pure: it takes the :class:`~sessionize.rules.Rules`, where each
+field lives in the input (already resolved by the engine against the input's
+schema) and the input's column names, and returns syntax trees. Each engine
+renders them in its own dialect with :meth:`CompiledRules.sql`; functions that
+sqlglot does not translate (epoch arithmetic) are rewritten per dialect here.
+
+The stages, each a view or table in the engine:
+
+``prepared``  the input plus parsed UTC time, resolved user and a reason when
+              the row is invalid (bad or missing timestamp, no user id);
+``events``    valid rows ordered per user by (time, messageId, input order),
+              with the gap to the previous event, the session boundary, its
+              reason, the per-user session number and a global session key;
+``sessions``  one row per session; ``users`` one row per user.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import sqlglot
+from sqlglot import exp
+
+from .errors import InputError
+from .rules import OUTPUT_EVENT_COLUMNS, Rules
+
+__all__ = ["CompiledRules", "Field", "compile_rules", "quote"]
+
+# Internal columns carry this prefix; they never reach the user's tables.
+P = "__sz_"
+SEPARATOR = "|"
+_TEXT_TYPES = ("VARCHAR", "JSON")
+_NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
+                  "USMALLINT", "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
+
+
+def quote(name: str) -> str:
+    """A DuckDB-quoted identifier.
+
+    >>> quote('userId'), quote('a"b')
+    ('"userId"', '"a""b"')
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """Where one field of the rules lives: a SQL expression over the input and its type."""
+
+    sql: str
+    type: str
+    top_level: str | None = None  # the input column's name when the field is a whole column
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledRules:
+    """The syntax trees of every stage, ready to render in any dialect."""
+
+    prepared: exp.Expression
+    events: exp.Expression
+    sessions: exp.Expression
+    users: exp.Expression
+    renamed: dict[str, str]
+
+    def sql(self, stage: str, dialect: str = "duckdb", *, pretty: bool = False) -> str:
+        tree = getattr(self, stage)
+        if dialect != "duckdb":
+            tree = tree.transform(_dialect_rewriter(dialect))
+        return tree.sql(dialect=dialect, pretty=pretty)
+
+
+def _dialect_rewriter(dialect: str):
+    """Rewrite functions sqlglot passes through or mistranslates (DESIGN.md, section 3)."""
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Anonymous) and node.name.upper() == "EPOCH_US":
+            arg = node.expressions[0]
+            if dialect in ("spark", "databricks", "bigquery"):
+                return exp.Anonymous(this="UNIX_MICROS", expressions=[arg])
+            if dialect == "snowflake":
+                return exp.Anonymous(this="DATE_PART", expressions=[
+                    exp.var("EPOCH_MICROSECOND"), arg])
+            return sqlglot.parse_one(
+                f"CAST(EXTRACT(EPOCH FROM {arg.sql(dialect)}) * 1000000 AS BIGINT)", read=dialect)
+        return node
+
+    return rewrite
+
+
+def _epoch_to_timestamp(number: str, unit: str) -> str:
+    """Epoch seconds / milliseconds / microseconds (``auto``: by magnitude) to TIMESTAMPTZ."""
+    scale = {
+        "s": "1000000",
+        "ms": "1000",
+        "us": "1",
+        "auto": f"CASE WHEN abs({number}) < 1e11 THEN 1000000 "
+                f"WHEN abs({number}) < 1e14 THEN 1000 ELSE 1 END",
+    }[unit]
+    micros = f"TRY_CAST(round({number} * ({scale})) AS BIGINT)"
+    return (f"CASE WHEN abs({number}) < 1e17 "
+            f"THEN CAST(make_timestamp({micros}) AS TIMESTAMPTZ) END")
+
+
+def timestamp_sql(field: Field, unit: str) -> str:
+    """SQL that parses the timestamp field to a UTC TIMESTAMPTZ, NULL when invalid.
+
+    Text is accepted when it is ISO-8601 (``2024-01-01T09:00:00Z``, any offset,
+    fractional seconds; no offset means UTC) or a plain number (epoch).
+    """
+    kind = field.type.upper()
+    ref = field.sql
+    if kind.startswith("TIMESTAMP WITH TIME ZONE"):
+        return ref
+    if kind.startswith("TIMESTAMP") or kind == "DATE":
+        return f"CAST(CAST({ref} AS TIMESTAMP) AS TIMESTAMPTZ)"
+    if kind.startswith(_NUMERIC_TYPES):
+        return _epoch_to_timestamp(f"CAST({ref} AS DOUBLE)", unit)
+    if kind.startswith(_TEXT_TYPES):
+        text = f"trim({ref} ->> '$')" if kind == "JSON" else f"trim(CAST({ref} AS VARCHAR))"
+        return (
+            f"CASE WHEN regexp_full_match({text}, '[+-]?[0-9]+(\\.[0-9]+)?') "
+            f"THEN {_epoch_to_timestamp(f'TRY_CAST({text} AS DOUBLE)', unit)} "
+            f"WHEN regexp_matches({text}, '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
+            f"THEN TRY_CAST({text} AS TIMESTAMPTZ) END"
+        )
+    raise InputError(
+        f"the timestamp column has type {field.type}, which sessionize cannot read as a time.\n"
+        "Hint: timestamps may be TIMESTAMP/DATE, ISO-8601 text, or epoch seconds/milliseconds."
+    )
+
+
+def _text_sql(field: Field | None) -> str:
+    """A field as text; blank strings count as missing (they are never a user)."""
+    if field is None:
+        return "CAST(NULL AS VARCHAR)"
+    text = f"({field.sql} ->> '$')" if field.type.upper() == "JSON" else f"CAST({field.sql} AS VARCHAR)"
+    return f"CASE WHEN trim({text}) = '' THEN NULL ELSE {text} END"
+
+
+def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: Sequence[str],
+                  *, source: str = "sz_input") -> CompiledRules:
+    """Build the syntax trees of every stage for the given input.
+
+    ``fields`` maps each name of :class:`~sessionize.rules.Columns` to where it
+    lives in the input (``None`` when absent). ``timestamp`` must be present,
+    and at least one of ``user_id`` and ``anonymous_id``.
+    """
+    ts_field = fields.get("timestamp")
+    if ts_field is None:
+        raise InputError(f"the input has no timestamp column {rules.columns.timestamp!r}")
+    ts_column = ts_field.top_level
+    renamed = {}
+    output_names = set(OUTPUT_EVENT_COLUMNS) | ({"timestamp"} if ts_column is None else set())
+    for name in input_columns:
+        if name in output_names:
+            renamed[name] = f"input_{name}"
+    # --- prepared: parse, resolve, validate -------------------------------------------
+    ts = timestamp_sql(ts_field, rules.timestamp_unit)
+    user = _text_sql(fields.get("user_id"))
+    anon = _text_sql(fields.get("anonymous_id"))
+    msg = _text_sql(fields.get("message_id")) if fields.get("message_id") else "CAST(NULL AS VARCHAR)"
+    event = fields.get("event")
+    kind = fields.get("type")
+    name = (f"coalesce({_text_sql(event)}, {_text_sql(kind)})")
+    prepared = f"""
+        SELECT *,
+            coalesce({user}, {anon}) AS {P}user,
+            {msg} AS {P}msg,
+            {name} AS {P}name,
+            CASE WHEN {ts_field.sql} IS NULL THEN 'missing_timestamp'
+                 WHEN {P}ts IS NULL THEN 'invalid_timestamp'
+                 WHEN coalesce({user}, {anon}) IS NULL THEN 'missing_user' END AS {P}invalid
+        FROM (SELECT *, rowid AS {P}row, {ts} AS {P}ts FROM {source})
+    """
+    # --- events: order, gap, boundary, number, key ---------------------------------------
+    order = f"PARTITION BY {P}user ORDER BY {P}ts_us, {P}msg, {P}row"
+    running = f"PARTITION BY {P}user ORDER BY {P}seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+    visible = []
+    for col in input_columns:
+        if col == ts_column:
+            visible.append(f"{P}ts AS {quote(col)}")
+        elif col in renamed:
+            visible.append(f"{quote(col)} AS {quote(renamed[col])}")
+        else:
+            visible.append(quote(col))
+    if ts_column is None:
+        visible.append(f"{P}ts AS timestamp")
+    events = f"""
+        SELECT {", ".join(visible)},
+            {P}user AS resolved_user,
+            {P}prev_ts AS prev_timestamp,
+            {P}ts - {P}prev_ts AS time_since_last_event,
+            {P}reason IS NOT NULL AS new_session,
+            {P}session AS session_id,
+            substr(md5({P}user || '{SEPARATOR}' || CAST({P}start_us AS VARCHAR)), 1, 20)
+                AS session_key,
+            {P}reason AS start_reason,
+            {P}ts, {P}ts_us, {P}seq, {P}name, {P}msg, {P}row
+        FROM (
+            SELECT *,
+                CAST(SUM(CASE WHEN {P}reason IS NULL THEN 0 ELSE 1 END) OVER ({running}) AS BIGINT)
+                    AS {P}session,
+                MAX(CASE WHEN {P}reason IS NULL THEN NULL ELSE {P}ts_us END)
+                    OVER ({running}) AS {P}start_us
+            FROM (
+                SELECT *,
+                    CASE WHEN {P}prev_us IS NULL THEN 'first_event'
+                         WHEN {P}ts_us - {P}prev_us > {rules.gap_us} THEN 'inactivity' END
+                        AS {P}reason
+                FROM (
+                    SELECT *,
+                        LAG({P}ts) OVER ({order}) AS {P}prev_ts,
+                        LAG({P}ts_us) OVER ({order}) AS {P}prev_us,
+                        ROW_NUMBER() OVER ({order}) AS {P}seq
+                    FROM (SELECT *, EPOCH_US({P}ts) AS {P}ts_us FROM sz_prepared
+                          WHERE {P}invalid IS NULL)
+                )
+            )
+        )
+        ORDER BY {P}ts_us, {P}user, {P}msg, {P}row
+    """
+    # arg_max skips NULL values on some engines; a sentinel keeps a nameless last event nameless.
+    sessions = f"""
+        SELECT resolved_user, session_id,
+            min(session_key) AS session_key,
+            min({P}ts) AS session_start,
+            max({P}ts) AS session_end,
+            CAST(max({P}ts_us) - min({P}ts_us) AS DOUBLE) / 1000000 AS duration_seconds,
+            count(*) AS event_count,
+            max(start_reason) AS start_reason,
+            max(CASE WHEN start_reason IS NULL THEN NULL ELSE {P}name END) AS first_event,
+            nullif(arg_max(coalesce({P}name, chr(31)), {P}seq), chr(31)) AS last_event
+        FROM sz_events_internal
+        GROUP BY resolved_user, session_id
+        ORDER BY resolved_user, session_id
+    """
+    users = """
+        SELECT resolved_user,
+            count(*) AS session_count,
+            CAST(sum(event_count) AS BIGINT) AS event_count,
+            min(session_start) AS first_seen,
+            max(session_end) AS last_seen
+        FROM sz_sessions
+        GROUP BY resolved_user
+        ORDER BY resolved_user
+    """
+    parse = lambda text: sqlglot.parse_one(text, read="duckdb")  # noqa: E731
+    return CompiledRules(parse(prepared), parse(events), parse(sessions), parse(users), renamed)
+

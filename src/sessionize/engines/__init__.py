@@ -1,0 +1,1 @@
+"""Engines run the compiled rules. DuckDB is the embedded default."""

@@ -1,0 +1,203 @@
+"""Run the compiled rules on DuckDB (in memory, or in a database file).
+
+The connection's time zone is pinned to UTC so that no session setting can
+shift a timestamp, and only extensions the wheel ships (json, parquet, icu)
+are used: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import duckdb
+
+from ..compiler import Field, compile_rules, quote
+from ..errors import InputError, InvalidEventsError, OptionError
+from ..inputs import LoadedInput, MalformedLine, load
+from ..rules import Rules
+
+__all__ = ["DuckDBEngine"]
+
+MAX_REPORTED = 5
+
+
+class DuckDBEngine:
+    """One DuckDB connection holding the input, the compiled stages and the results."""
+
+    def __init__(self, *, database: str | os.PathLike | None = None,
+                 memory_limit: str | None = None, threads: int | None = None,
+                 temp_directory: str | os.PathLike | None = None,
+                 progress: Callable[[str, float | None], None] | None = None):
+        self.con = duckdb.connect(os.fspath(database) if database else ":memory:")
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET autoinstall_known_extensions = false")
+        self.con.execute("SET autoload_known_extensions = false")
+        try:
+            if memory_limit:
+                self.con.execute(f"SET memory_limit = '{memory_limit}'")
+            if threads:
+                self.con.execute(f"SET threads = {int(threads)}")
+            if temp_directory:
+                self.con.execute(f"SET temp_directory = '{os.fspath(temp_directory)}'")
+        except duckdb.Error as exc:
+            raise OptionError(f"DuckDB refused a setting: {exc}") from exc
+        self._workdir = tempfile.TemporaryDirectory(prefix="sessionize-")
+        self._progress = progress or (lambda stage, fraction: None)
+
+    # -- running --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """Report a stage, and DuckDB's own percentage while its statement runs."""
+        self._progress(name, None)
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(0.5):
+                try:
+                    pct = self.con.query_progress()
+                except Exception:  # the connection may be between statements
+                    continue
+                if pct is not None and pct >= 0:
+                    self._progress(name, min(pct, 100.0) / 100.0)
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+
+    def run(self, source: Any, rules: Rules, *, on_invalid: str,
+            stdin: IO[bytes] | None = None) -> dict[str, Any]:
+        self._rules = rules
+        with self._stage("reading"):
+            loaded = load(self.con, source, text_columns=self._text_columns(rules),
+                          on_invalid=on_invalid, workdir=self._workdir.name, stdin=stdin)
+        fields = {name: self._resolve(loaded, path)
+                  for name, path in vars(rules.columns).items()}
+        if fields["user_id"] is None and fields["anonymous_id"] is None:
+            raise InputError(
+                f"the input has neither a {rules.columns.user_id!r} nor an "
+                f"{rules.columns.anonymous_id!r} column, so no event can be given a user.\n"
+                f"Hint: name the columns with user_id= / anonymous_id= (--user-id / "
+                f"--anonymous-id); the input has: {', '.join(loaded.schema)}"
+            )
+        if fields["timestamp"] is None:
+            raise InputError(
+                f"the input has no timestamp column {rules.columns.timestamp!r}.\n"
+                f"Hint: name it with timestamp= (--timestamp); the input has: "
+                f"{', '.join(loaded.schema)}"
+            )
+        compiled = compile_rules(rules, fields, list(loaded.schema), source=loaded.table)
+        self.con.execute(f"CREATE OR REPLACE VIEW sz_prepared AS {compiled.sql('prepared')}")
+        with self._stage("checking"):
+            invalid = self._check(loaded, fields, on_invalid)
+        with self._stage("sessionizing"):
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE sz_events_internal AS {compiled.sql('events')}")
+            self.con.execute(f"CREATE OR REPLACE TABLE sz_sessions AS {compiled.sql('sessions')}")
+            self.con.execute(f"CREATE OR REPLACE TABLE sz_users AS {compiled.sql('users')}")
+        public = [c for c in self.con.table("sz_events_internal").columns if not c.startswith("__sz_")]
+        self.con.execute(
+            "CREATE OR REPLACE VIEW sz_events AS SELECT "
+            + ", ".join(quote(c) for c in public) + " FROM sz_events_internal")
+        self._quarantine(loaded, fields, invalid, loaded.malformed)
+        return {
+            "compiled": compiled,
+            "loaded": loaded,
+            "invalid_count": invalid,
+        }
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _text_columns(rules: Rules) -> list[str]:
+        c = rules.columns
+        return [c.timestamp, c.user_id, c.anonymous_id, c.message_id]
+
+    def _resolve(self, loaded: LoadedInput, path: str) -> Field | None:
+        """Where a configured column lives: a top-level name, else a dotted struct path."""
+        if path in loaded.schema:
+            return Field(quote(path), loaded.schema[path], top_level=path)
+        head, _, rest = path.partition(".")
+        if not rest or head not in loaded.schema or not loaded.schema[head].upper().startswith(
+                "STRUCT"):
+            return None
+        sql = quote(head) + "".join(f"[{_literal(part)}]" for part in rest.split("."))
+        try:
+            kind = self.con.sql(f"SELECT {sql} AS x FROM {loaded.table} LIMIT 0").types[0]
+        except duckdb.Error:
+            return None
+        return Field(sql, str(kind))
+
+    def _check(self, loaded: LoadedInput, fields: dict[str, Field | None], on_invalid: str) -> int:
+        count = self.con.execute(
+            "SELECT count(*) FROM sz_prepared WHERE __sz_invalid IS NOT NULL").fetchone()[0]
+        if count == 0 or on_invalid == "quarantine":
+            return count
+        ts = fields["timestamp"]
+        rows = self.con.execute(
+            f"SELECT __sz_row + 1, __sz_msg, __sz_invalid, CAST({ts.sql} AS VARCHAR) "
+            f"FROM sz_prepared WHERE __sz_invalid IS NOT NULL ORDER BY __sz_row "
+            f"LIMIT {MAX_REPORTED}").fetchall()
+        names = (self._rules.columns.user_id, self._rules.columns.anonymous_id)
+        problems = [_problem(row, msg, reason, raw, names) for row, msg, reason, raw in rows]
+        lines = [p["message"] for p in problems]
+        more = f"\n... and {count - len(problems)} more" if count > len(problems) else ""
+        raise InvalidEventsError(
+            f"{count} invalid event{'s' if count != 1 else ''} in {loaded.description}:\n  "
+            + "\n  ".join(lines) + more
+            + "\nAccepted timestamps: ISO-8601 text with any offset or Z (no offset means UTC), "
+              "epoch seconds or milliseconds, or a timestamp column; every event needs a "
+              "non-empty userId or anonymousId."
+              "\nHint: on_invalid='quarantine' (--on-invalid quarantine) sets these rows aside "
+              "in a quarantine table with a reason each and processes the rest.",
+            problems=problems, count=count)
+
+    def _quarantine(self, loaded: LoadedInput, fields: dict[str, Field | None], invalid: int,
+                    malformed: list[MalformedLine]) -> None:
+        ts = fields["timestamp"]
+        columns = [quote(c) for c in loaded.schema]
+        if ts.top_level is not None:
+            columns = [f"CAST({quote(c)} AS VARCHAR) AS {quote(c)}" if c == ts.top_level
+                       else quote(c) for c in loaded.schema]
+        self.con.execute(
+            f"CREATE OR REPLACE TABLE sz_quarantine AS SELECT {', '.join(columns)}, "
+            "__sz_invalid AS quarantine_reason, __sz_row + 1 AS source_row, "
+            "CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS source_line, "
+            "CAST(NULL AS VARCHAR) AS raw_line "
+            "FROM sz_prepared WHERE __sz_invalid IS NOT NULL ORDER BY __sz_row")
+        if malformed:
+            self.con.executemany(
+                "INSERT INTO sz_quarantine (quarantine_reason, source_file, source_line, raw_line) "
+                "VALUES ('malformed_json', ?, ?, ?)",
+                [(bad.path, bad.line, bad.text) for bad in malformed])
+
+    def close(self) -> None:
+        self.con.close()
+        self._workdir.cleanup()
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _problem(row: int, msg: str | None, reason: str, raw: str | None,
+             user_columns: tuple[str, str]) -> dict:
+    where = f"row {row}" + (f" (messageId {msg!r})" if msg else "")
+    if reason == "missing_timestamp":
+        text = f"{where}: the timestamp is missing"
+        field, value = "timestamp", None
+    elif reason == "invalid_timestamp":
+        text = f"{where}: timestamp {raw!r} is not a time"
+        field, value = "timestamp", raw
+    else:
+        text = f"{where}: neither {user_columns[0]} nor {user_columns[1]} is set"
+        field, value = "/".join(user_columns), None
+    return {"row": row, "message_id": msg, "field": field, "value": value, "reason": reason,
+            "message": text}

@@ -1,0 +1,294 @@
+"""Read events from files or in-memory tables into the engine.
+
+Every source ends up as one DuckDB table, ``sz_input``, whose ``rowid`` is the
+input order (files in the order given, directories and globs sorted by name).
+That order is the last tie-breaker, after timestamp and messageId.
+
+Files: JSON array (the notebook's format), newline-delimited JSON (``.ndjson``,
+``.jsonl``, and anything ``.gz``, as Segment's S3 destination writes), Parquet
+and CSV; a directory is read recursively; a glob is expanded. DataFrames:
+pandas, polars (eager or lazy), pyarrow Table / RecordBatchReader, and DuckDB
+relations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob as globlib
+import gzip
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import InputError, MalformedJSONError, OptionError
+
+__all__ = ["LoadedInput", "MalformedLine", "load"]
+
+INPUT_TABLE = "sz_input"
+
+_FORMATS = {
+    ".json": "json",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+}
+_ACCEPTED = "JSON array (.json), NDJSON (.ndjson, .jsonl, .gz), Parquet (.parquet) or CSV (.csv)"
+
+
+@dataclasses.dataclass(frozen=True)
+class MalformedLine:
+    """A JSON line that did not parse (kept for the quarantine table)."""
+
+    path: str
+    line: int
+    text: str
+    error: str
+
+
+@dataclasses.dataclass
+class LoadedInput:
+    table: str
+    schema: dict[str, str]
+    description: str
+    malformed: list[MalformedLine]
+
+
+def file_format(path: str) -> str:
+    """The reader for a path, from its extensions (``.ndjson.gz`` -> ndjson).
+
+    >>> file_format("events.json"), file_format("2024/01/1704067200.gz")
+    ('json', 'ndjson')
+    >>> file_format("x.csv.gz")
+    'csv'
+    """
+    name = path.lower()
+    if name.endswith(".gz"):
+        inner = Path(name[:-3]).suffix
+        return _FORMATS.get(inner, "ndjson") if inner != ".json" else "ndjson"
+    suffix = Path(name).suffix
+    if suffix not in _FORMATS:
+        raise InputError(
+            f"cannot tell the format of {path!r} from its extension {suffix or '(none)'!r}.\n"
+            f"Hint: sessionize reads {_ACCEPTED}; rename the file or pass a DataFrame."
+        )
+    return _FORMATS[suffix]
+
+
+def expand_paths(sources: Iterable[str | os.PathLike]) -> list[str]:
+    """Files named by paths, directories (recursive) and globs, in a stable order."""
+    files: list[str] = []
+    for source in sources:
+        text = os.fspath(source)
+        if os.path.isdir(text):
+            found = sorted(
+                str(p) for p in Path(text).rglob("*")
+                if p.is_file() and not p.name.startswith((".", "_"))
+            )
+            if not found:
+                raise InputError(f"directory {text!r} holds no files")
+            files.extend(found)
+        elif any(ch in text for ch in "*?["):
+            found = sorted(p for p in globlib.glob(text, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise InputError(f"no files match {text!r}")
+            files.extend(found)
+        elif os.path.isfile(text):
+            files.append(text)
+        else:
+            raise InputError(f"input {text!r} does not exist")
+    return files
+
+
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+# Date/time auto-detection is switched off (formats that never match) so the
+# timestamp column reaches the compiler as text and one parser, the same for
+# every input format, decides what is valid.
+_JSON_OPTIONS = (
+    "sample_size=-1, union_by_name=true, dateformat='%%never', timestampformat='%%never', "
+    "maximum_object_size=268435456"
+)
+
+
+def _json_relation(con: Any, files: list[str], fmt: str) -> str:
+    json_format = "newline_delimited" if fmt == "ndjson" else "auto"
+    return f"read_json({_sql_list(files)}, format='{json_format}', {_JSON_OPTIONS})"
+
+
+def _csv_relation(con: Any, files: list[str], text_columns: Iterable[str]) -> str:
+    header = con.sql(
+        f"SELECT * FROM read_csv({_sql_list(files)}, union_by_name=true) LIMIT 0"
+    ).columns
+    types = {name: "VARCHAR" for name in text_columns if name in header}
+    types_sql = "{" + ", ".join(f"'{k}': 'VARCHAR'" for k in types) + "}"
+    extra = f", types={types_sql}" if types else ""
+    return f"read_csv({_sql_list(files)}, union_by_name=true, header=true{extra})"
+
+
+def _iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        yield from enumerate(fh, start=1)
+
+
+def find_malformed_json(path: str, fmt: str, *, limit: int | None = None) -> list[MalformedLine]:
+    """Locate lines that do not parse, with 1-based line numbers."""
+    bad: list[MalformedLine] = []
+    if fmt == "json":
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            text = fh.read()
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            line_text = text.splitlines()[exc.lineno - 1] if text else ""
+            bad.append(MalformedLine(path, exc.lineno, line_text, exc.msg))
+        return bad
+    for number, raw in _iter_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            error = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            bad.append(MalformedLine(path, number, raw.decode("utf-8", "replace").rstrip(), error))
+        else:
+            if not isinstance(value, dict):
+                text = raw.decode("utf-8", "replace").rstrip()
+                bad.append(MalformedLine(path, number, text, "not a JSON object"))
+        if limit is not None and len(bad) >= limit:
+            break
+    return bad
+
+
+def _without_lines(path: str, bad: set[int], workdir: str) -> str:
+    """A copy of an NDJSON file without the given lines (for quarantine mode)."""
+    fd, out = tempfile.mkstemp(suffix=".ndjson", dir=workdir)
+    with os.fdopen(fd, "wb") as dst:
+        for number, raw in _iter_lines(path):
+            if number not in bad:
+                dst.write(raw if raw.endswith(b"\n") else raw + b"\n")
+    return out
+
+
+def _malformed_error(bad: MalformedLine) -> MalformedJSONError:
+    snippet = bad.text if len(bad.text) <= 80 else bad.text[:77] + "..."
+    return MalformedJSONError(
+        f"malformed JSON in {bad.path!r} at line {bad.line}: {bad.error}: {snippet!r}\n"
+        "Hint: every line of NDJSON must be one JSON object; use on_invalid='quarantine' "
+        "(--on-invalid quarantine) to set such lines aside and process the rest.",
+        path=bad.path,
+        line=bad.line,
+    )
+
+
+def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
+                     workdir: str) -> tuple[str, list[MalformedLine]]:
+    try:
+        relation = _json_relation(con, files, fmt)
+        con.sql(f"SELECT * FROM {relation} LIMIT 0")
+        # Parsing errors surface only when every row is read; schema detection
+        # with sample_size=-1 reads the whole input already, so this is the check.
+        return relation, []
+    except Exception as exc:  # duckdb raises several types for malformed input
+        if "json" not in str(exc).lower():
+            raise InputError(f"cannot read {files[0] if len(files) == 1 else files}: {exc}") from exc
+    malformed: list[MalformedLine] = []
+    for path in files:
+        malformed.extend(find_malformed_json(path, fmt, limit=1 if on_invalid == "raise" else None))
+        if malformed and on_invalid == "raise":
+            raise _malformed_error(malformed[0])
+    if not malformed:
+        raise InputError(f"DuckDB could not read the JSON in {files}, but every line parses "
+                         "on its own; please report this with a sample of the file")
+    if fmt == "json":
+        raise _malformed_error(malformed[0])  # an array cannot be split into good and bad rows
+    by_file: dict[str, set[int]] = {}
+    for bad in malformed:
+        by_file.setdefault(bad.path, set()).add(bad.line)
+    cleaned = [_without_lines(p, by_file[p], workdir) if p in by_file else p for p in files]
+    return _json_relation(con, cleaned, "ndjson"), malformed
+
+
+def _frame_to_arrow(source: Any) -> Any | None:
+    """An Arrow-compatible object for DataFrame-like sources, or None for paths."""
+    module = type(source).__module__.split(".")[0]
+    if module == "pandas":
+        import pyarrow as pa
+
+        return pa.Table.from_pandas(source, preserve_index=False)
+    if module == "polars":
+        if type(source).__name__ == "LazyFrame":
+            source = source.collect()
+        return source.to_arrow()
+    if module == "pyarrow":
+        return source
+    if module in ("duckdb", "_duckdb"):
+        return source.to_arrow_table()
+    return None
+
+
+def _stdin_to_file(stream: IO[bytes], workdir: str) -> str:
+    fd, path = tempfile.mkstemp(suffix=".ndjson", dir=workdir)
+    with os.fdopen(fd, "wb") as dst:
+        shutil.copyfileobj(stream, dst)
+    return path
+
+
+def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
+         workdir: str, stdin: IO[bytes] | None = None) -> LoadedInput:
+    """Read ``source`` into the table ``sz_input`` of connection ``con``."""
+    frame = _frame_to_arrow(source)
+    malformed: list[MalformedLine] = []
+    if frame is not None:
+        con.register("sz_source_frame", frame)
+        relations = ["sz_source_frame"]
+        description = f"a {type(source).__module__.split('.')[0]} {type(source).__name__}"
+    else:
+        sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+        if not sources:
+            raise OptionError("no input given (got an empty list)")
+        if any(not isinstance(s, (str, os.PathLike)) for s in sources):
+            bad = next(s for s in sources if not isinstance(s, (str, os.PathLike)))
+            raise OptionError(
+                "source must be a path, a list of paths or globs, '-', or a pandas/polars/"
+                f"pyarrow/DuckDB table (got {type(bad).__name__})"
+            )
+        paths = []
+        for s in sources:
+            if os.fspath(s) == "-":
+                paths.append(_stdin_to_file(stdin or sys.stdin.buffer, workdir))
+            else:
+                paths.extend(expand_paths([s]))
+        by_format: dict[str, list[str]] = {}
+        for path in paths:
+            by_format.setdefault(file_format(path), []).append(path)
+        relations = []
+        for fmt, files in by_format.items():
+            if fmt in ("json", "ndjson"):
+                relation, bad_lines = _read_json_files(con, files, fmt, on_invalid, workdir)
+                malformed.extend(bad_lines)
+            elif fmt == "parquet":
+                relation = f"read_parquet({_sql_list(files)}, union_by_name=true)"
+            else:
+                relation = _csv_relation(con, files, text_columns)
+            relations.append(relation)
+        description = paths[0] if len(paths) == 1 else f"{len(paths)} files"
+    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {r}" for r in relations)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {INPUT_TABLE} AS {union}")
+    except Exception as exc:
+        raise InputError(f"cannot read {description}: {exc}") from exc
+    table = con.table(INPUT_TABLE)
+    schema = {name: str(kind) for name, kind in zip(table.columns, table.types)}
+    return LoadedInput(INPUT_TABLE, schema, description, malformed)
