@@ -42,7 +42,7 @@ class Table:
         return list(self.relation.columns)
 
     def __len__(self) -> int:
-        return self._engine.con.execute(f"SELECT count(*) FROM {self._relation}").fetchone()[0]
+        return self._engine.con.execute(f"SELECT count(*) FROM {self._relation}").fetchall()[0][0]
 
     def _arrow_sql(self, limit: int | None = None) -> str:
         rel = self.relation
@@ -155,10 +155,10 @@ class Result:
         con = self._engine.con
         events, users, sessions = con.execute(
             "SELECT (SELECT count(*) FROM sz_events_internal), (SELECT count(*) FROM sz_users), "
-            "(SELECT count(*) FROM sz_sessions)").fetchone()
+            "(SELECT count(*) FROM sz_sessions)").fetchall()[0]
         per_user = con.execute(
             "SELECT avg(session_count), median(session_count), max(session_count) "
-            "FROM sz_users").fetchone()
+            "FROM sz_users").fetchall()[0]
         reasons = dict(con.execute(
             "SELECT start_reason, count(*) FROM sz_sessions GROUP BY 1 ORDER BY 2 DESC, 1"
         ).fetchall())

@@ -137,7 +137,7 @@ class DuckDBEngine:
 
     def _check(self, loaded: LoadedInput, fields: dict[str, Field | None], on_invalid: str) -> int:
         count = self.con.execute(
-            "SELECT count(*) FROM sz_prepared WHERE __sz_invalid IS NOT NULL").fetchone()[0]
+            "SELECT count(*) FROM sz_prepared WHERE __sz_invalid IS NOT NULL").fetchall()[0][0]
         if count == 0 or on_invalid == "quarantine":
             return count
         ts = fields["timestamp"]
