@@ -136,7 +136,10 @@ def _text_sql(field: Field | None) -> str:
     """A field as text; blank strings count as missing (they are never a user)."""
     if field is None:
         return "CAST(NULL AS VARCHAR)"
-    text = f"({field.sql} ->> '$')" if field.type.upper() == "JSON" else f"CAST({field.sql} AS VARCHAR)"
+    if field.type.upper() == "JSON":
+        text = f"({field.sql} ->> '$')"
+    else:
+        text = f"CAST({field.sql} AS VARCHAR)"
     return f"CASE WHEN trim({text}) = '' THEN NULL ELSE {text} END"
 
 
@@ -161,7 +164,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     ts = timestamp_sql(ts_field, rules.timestamp_unit)
     user = _text_sql(fields.get("user_id"))
     anon = _text_sql(fields.get("anonymous_id"))
-    msg = _text_sql(fields.get("message_id")) if fields.get("message_id") else "CAST(NULL AS VARCHAR)"
+    msg = _text_sql(fields.get("message_id"))
     event = fields.get("event")
     kind = fields.get("type")
     name = (f"coalesce({_text_sql(event)}, {_text_sql(kind)})")
@@ -177,7 +180,8 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     """
     # --- events: order, gap, boundary, number, key ---------------------------------------
     order = f"PARTITION BY {P}user ORDER BY {P}ts_us, {P}msg, {P}row"
-    running = f"PARTITION BY {P}user ORDER BY {P}seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+    running = (f"PARTITION BY {P}user ORDER BY {P}seq "
+               "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
     visible = []
     for col in input_columns:
         if col == ts_column:

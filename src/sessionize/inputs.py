@@ -202,7 +202,8 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
         return relation, []
     except Exception as exc:  # duckdb raises several types for malformed input
         if "json" not in str(exc).lower():
-            raise InputError(f"cannot read {files[0] if len(files) == 1 else files}: {exc}") from exc
+            named = files[0] if len(files) == 1 else files
+            raise InputError(f"cannot read {named}: {exc}") from exc
     malformed: list[MalformedLine] = []
     for path in files:
         malformed.extend(find_malformed_json(path, fmt, limit=1 if on_invalid == "raise" else None))

@@ -103,7 +103,8 @@ class DuckDBEngine:
                 f"CREATE OR REPLACE TABLE sz_events_internal AS {compiled.sql('events')}")
             self.con.execute(f"CREATE OR REPLACE TABLE sz_sessions AS {compiled.sql('sessions')}")
             self.con.execute(f"CREATE OR REPLACE TABLE sz_users AS {compiled.sql('users')}")
-        public = [c for c in self.con.table("sz_events_internal").columns if not c.startswith("__sz_")]
+        internal = self.con.table("sz_events_internal").columns
+        public = [c for c in internal if not c.startswith("__sz_")]
         self.con.execute(
             "CREATE OR REPLACE VIEW sz_events AS SELECT "
             + ", ".join(quote(c) for c in public) + " FROM sz_events_internal")
