@@ -1,0 +1,147 @@
+"""Property-based tests: the DuckDB engine against the reference implementation.
+
+Streams are generated to hit the edges: gaps of exactly the threshold and one
+microsecond either side, timestamp ties, missing messageIds, null and blank ids,
+many users, and shuffled rows.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import Event
+from reference import sessionize as reference
+
+import sessionize
+
+BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
+GAPS_US = [1, 1_000_000, 60_000_000, 1_800_000_000]
+USERS = ["u1", "u2", "u3", "user|4", "ü5", "", " "]
+
+
+@st.composite
+def streams(draw, *, unique_ids: bool = False, min_size: int = 0):
+    gap = draw(st.sampled_from(GAPS_US))
+    n = draw(st.integers(min_value=min_size, max_value=40))
+    events = []
+    for row in range(n):
+        # offsets are multiples of the gap, nudged by -1/0/+1 us, or arbitrary
+        offset = draw(st.one_of(
+            st.builds(lambda k, d: k * gap + d, st.integers(0, 6), st.sampled_from([-1, 0, 1])),
+            st.integers(0, 6 * gap),
+        ))
+        user = draw(st.sampled_from(USERS + [None, None]))
+        anon = draw(st.sampled_from(["a1", "a2", "", None]))
+        if unique_ids:
+            message_id = f"m{row:03d}"
+        else:
+            message_id = draw(st.sampled_from([f"m{row:03d}", f"m{row % 3}", None]))
+        name = draw(st.sampled_from(["Page Viewed", "Clicked", None]))
+        events.append(Event(row, BASE_US + max(offset, 0), user, anon, message_id, name))
+    return gap, events
+
+
+def to_table(events: list[Event]) -> pa.Table:
+    return pa.table({
+        "row": pa.array([e.row for e in events], pa.int64()),
+        "userId": pa.array([e.user_id for e in events], pa.string()),
+        "anonymousId": pa.array([e.anonymous_id for e in events], pa.string()),
+        "messageId": pa.array([e.message_id for e in events], pa.string()),
+        "event": pa.array([e.name for e in events], pa.string()),
+        "timestamp": pa.array([e.ts_us for e in events], pa.timestamp("us", tz="UTC")),
+    })
+
+
+def engine_output(gap: int, table: pa.Table) -> dict[str, list[dict]]:
+    with sessionize.run(table, gap=f"{gap}us", on_invalid="quarantine") as result:
+        events = result.events.to_arrow().to_pylist()
+        sessions = result.sessions.to_arrow().to_pylist()
+        users = result.users.to_arrow().to_pylist()
+        quarantined = len(result.quarantine)
+    return {"events": events, "sessions": sessions, "users": users, "quarantined": quarantined}
+
+
+def us(value) -> int | None:
+    if value is None:
+        return None
+    if hasattr(value, "tzinfo"):
+        return round(value.timestamp() * 1_000_000) if value.microsecond == 0 else (
+            int(value.replace(microsecond=0).timestamp()) * 1_000_000 + value.microsecond)
+    return value.days * 86_400_000_000 + value.seconds * 1_000_000 + value.microseconds
+
+
+def examples(n: int):
+    """``n`` examples under the default ("ci") profile, a tenth under "dev"."""
+    return settings(max_examples=max(10, n * settings().max_examples // 1000))
+
+
+@examples(1500)
+@given(streams())
+def test_engine_matches_reference(case):
+    gap, events = case
+    got = engine_output(gap, to_table(events))
+    want = reference(events, gap)
+    assert got["quarantined"] == len(events) - len(want["events"])
+    got_events = sorted(
+        ({"row": e["row"], "resolved_user": e["resolved_user"],
+          "prev_us": us(e["prev_timestamp"]), "gap_us": us(e["time_since_last_event"]),
+          "new_session": e["new_session"], "session_id": e["session_id"],
+          "session_key": e["session_key"], "start_reason": e["start_reason"]}
+         for e in got["events"]), key=lambda e: e["row"])
+    assert got_events == sorted(want["events"], key=lambda e: e["row"])
+    got_sessions = [
+        {"resolved_user": s["resolved_user"], "session_id": s["session_id"],
+         "session_key": s["session_key"], "start_us": us(s["session_start"]),
+         "end_us": us(s["session_end"]), "event_count": s["event_count"],
+         "start_reason": s["start_reason"], "first_event": s["first_event"],
+         "last_event": s["last_event"], "duration_seconds": s["duration_seconds"]}
+        for s in got["sessions"]]
+    assert got_sessions == want["sessions"]
+    got_users = [
+        {"resolved_user": u["resolved_user"], "session_count": u["session_count"],
+         "event_count": u["event_count"], "first_seen_us": us(u["first_seen"]),
+         "last_seen_us": us(u["last_seen"])}
+        for u in got["users"]]
+    assert got_users == want["users"]
+
+
+@examples(300)
+@given(streams(unique_ids=True, min_size=1), st.randoms(use_true_random=False))
+def test_row_order_does_not_matter(case, rnd: random.Random):
+    gap, events = case
+    shuffled = events[:]
+    rnd.shuffle(shuffled)
+    first = engine_output(gap, to_table(events))
+    second = engine_output(gap, to_table(shuffled))
+    assert first["sessions"] == second["sessions"]
+    assert first["users"] == second["users"]
+    by_row = lambda rows: sorted(rows, key=lambda e: e["row"])  # noqa: E731
+    assert by_row(first["events"]) == by_row(second["events"])
+
+
+@examples(300)
+@given(streams(unique_ids=True, min_size=1))
+def test_session_count_is_one_plus_gaps_over_threshold(case):
+    gap, events = case
+    got = engine_output(gap, to_table(events))
+    by_user: dict[str, list[int]] = {}
+    for e in got["events"]:
+        by_user.setdefault(e["resolved_user"], []).append(us(e["timestamp"]))
+    for user in by_user:
+        times = sorted(by_user[user])
+        expected = 1 + sum(1 for a, b in zip(times, times[1:]) if b - a > gap)
+        count = next(u["session_count"] for u in got["users"] if u["resolved_user"] == user)
+        assert count == expected
+
+
+def test_session_key_is_stable_when_other_users_are_added():
+    events = [Event(0, BASE_US, "u1", None, "m0", "a"), Event(1, BASE_US + 10, "u1", None, "m1")]
+    other = [Event(2, BASE_US - 5, "u2", None, "m2"), Event(3, BASE_US + 3, None, "x", "m3")]
+    alone = engine_output(1_800_000_000, to_table(events))["sessions"]
+    mixed = engine_output(1_800_000_000, to_table(events + other))["sessions"]
+    key = lambda rows: {s["session_key"] for s in rows if s["resolved_user"] == "u1"}  # noqa: E731
+    assert key(alone) == key(mixed)
+    assert len({s["session_key"] for s in mixed}) == len(mixed)
