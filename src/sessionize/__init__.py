@@ -3,7 +3,7 @@
 >>> import sessionize
 >>> result = sessionize.run(sessionize.sample_path(), gap="30m")
 >>> result.sessions.to_arrow().column("session_id").to_pylist()
-[1, 1, 1, 2]
+[1, 1, 2, 1]
 """
 
 from .api import run

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -46,7 +48,11 @@ class DuckDBEngine:
                 self.con.execute(f"SET temp_directory = '{os.fspath(temp_directory)}'")
         except duckdb.Error as exc:
             raise OptionError(f"DuckDB refused a setting: {exc}") from exc
-        self._workdir = tempfile.TemporaryDirectory(prefix="sessionize-")
+        # Removed on close() or when the engine is garbage-collected (results in a
+        # notebook are rarely closed), without TemporaryDirectory's ResourceWarning.
+        workdir = tempfile.mkdtemp(prefix="sessionize-")
+        self._workdir = workdir
+        self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)
         self._progress = progress or (lambda stage, fraction: None)
 
     # -- running --------------------------------------------------------------------------
@@ -78,7 +84,7 @@ class DuckDBEngine:
         self._rules = rules
         with self._stage("reading"):
             loaded = load(self.con, source, text_columns=self._text_columns(rules),
-                          on_invalid=on_invalid, workdir=self._workdir.name, stdin=stdin)
+                          on_invalid=on_invalid, workdir=self._workdir, stdin=stdin)
         fields = {name: self._resolve(loaded, path)
                   for name, path in vars(rules.columns).items()}
         if fields["user_id"] is None and fields["anonymous_id"] is None:
@@ -181,7 +187,7 @@ class DuckDBEngine:
 
     def close(self) -> None:
         self.con.close()
-        self._workdir.cleanup()
+        self._cleanup()
 
 
 def _literal(text: str) -> str:
