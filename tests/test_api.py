@@ -89,10 +89,10 @@ def test_html_escapes_user_data(tmp_path):
 @pytest.mark.parametrize("dialect", ["duckdb", "spark", "postgres", "snowflake", "bigquery"])
 def test_rules_compile_for_every_dialect(dialect):
     with sessionize.run(sessionize.sample_path()) as result:
-        for stage in ("events", "sessions", "users"):
+        for stage in ("assign", "events", "sessions", "users"):
             text = result.sql(stage, dialect)
             assert "EPOCH_US" not in text.upper() or dialect == "duckdb"
-        events = result.sql("events", dialect)
-    assert "LAG(" in events and "1800000000" in events
+        assign = result.sql("assign", dialect)
+    assert "LAG(" in assign and "1800000000" in assign
     if dialect in ("spark", "bigquery"):
-        assert "UNIX_MICROS(" in events
+        assert "UNIX_MICROS(" in assign

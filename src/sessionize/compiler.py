@@ -10,9 +10,10 @@ The stages, each a view or table in the engine:
 
 ``prepared``  the input plus parsed UTC time, resolved user and a reason when
               the row is invalid (bad or missing timestamp, no user id);
-``events``    valid rows ordered per user by (time, messageId, input order),
+``assign``    valid rows ordered per user by (time, messageId, input order),
               with the gap to the previous event, the session boundary, its
               reason, the per-user session number and a global session key;
+``events``    the input's columns joined back to their assignment, in time order;
 ``sessions``  one row per session; ``users`` one row per user.
 """
 
@@ -60,6 +61,7 @@ class CompiledRules:
     """The syntax trees of every stage, ready to render in any dialect."""
 
     prepared: exp.Expression
+    assign: exp.Expression
     events: exp.Expression
     sessions: exp.Expression
     users: exp.Expression
@@ -178,31 +180,17 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                  WHEN coalesce({user}, {anon}) IS NULL THEN 'missing_user' END AS {P}invalid
         FROM (SELECT *, rowid AS {P}row, {ts} AS {P}ts FROM {source})
     """
-    # --- events: order, gap, boundary, number, key ---------------------------------------
+    # --- assign: order, gap, boundary, number, key (narrow: only what the windows need) ---
+    # Windows sort every column they carry, so they run on a narrow projection and the
+    # input's own columns are joined back by row afterwards.
     order = f"PARTITION BY {P}user ORDER BY {P}ts_us, {P}msg, {P}row"
     running = (f"PARTITION BY {P}user ORDER BY {P}seq "
                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
-    visible = []
-    for col in input_columns:
-        if col == ts_column:
-            visible.append(f"{P}ts AS {quote(col)}")
-        elif col in renamed:
-            visible.append(f"{quote(col)} AS {quote(renamed[col])}")
-        else:
-            visible.append(quote(col))
-    if ts_column is None:
-        visible.append(f"{P}ts AS timestamp")
-    events = f"""
-        SELECT {", ".join(visible)},
-            {P}user AS resolved_user,
-            {P}prev_ts AS prev_timestamp,
-            {P}ts - {P}prev_ts AS time_since_last_event,
-            {P}reason IS NOT NULL AS new_session,
-            {P}session AS session_id,
+    assign = f"""
+        SELECT {P}row, {P}user, {P}ts, {P}ts_us, {P}msg, {P}name, {P}seq, {P}prev_ts,
+            {P}reason, {P}session,
             substr(md5({P}user || '{SEPARATOR}' || CAST({P}start_us AS VARCHAR)), 1, 20)
-                AS session_key,
-            {P}reason AS start_reason,
-            {P}ts, {P}ts_us, {P}seq, {P}name, {P}msg, {P}row
+                AS {P}key
         FROM (
             SELECT *,
                 CAST(SUM(CASE WHEN {P}reason IS NULL THEN 0 ELSE 1 END) OVER ({running}) AS BIGINT)
@@ -219,26 +207,49 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                         LAG({P}ts) OVER ({order}) AS {P}prev_ts,
                         LAG({P}ts_us) OVER ({order}) AS {P}prev_us,
                         ROW_NUMBER() OVER ({order}) AS {P}seq
-                    FROM (SELECT *, EPOCH_US({P}ts) AS {P}ts_us FROM sz_prepared
-                          WHERE {P}invalid IS NULL)
+                    FROM (SELECT {P}row, {P}user, {P}ts, EPOCH_US({P}ts) AS {P}ts_us, {P}msg,
+                                 {P}name
+                          FROM sz_prepared WHERE {P}invalid IS NULL)
                 )
             )
         )
-        ORDER BY {P}ts_us, {P}user, {P}msg, {P}row
+    """
+    # --- events: the input's columns, the parsed time, and the assignment ---------------
+    visible = []
+    for col in input_columns:
+        if col == ts_column:
+            visible.append(f"a.{P}ts AS {quote(col)}")
+        elif col in renamed:
+            visible.append(f"i.{quote(col)} AS {quote(renamed[col])}")
+        else:
+            visible.append(f"i.{quote(col)}")
+    if ts_column is None:
+        visible.append(f"a.{P}ts AS timestamp")
+    events = f"""
+        SELECT {", ".join(visible)},
+            a.{P}user AS resolved_user,
+            a.{P}prev_ts AS prev_timestamp,
+            a.{P}ts - a.{P}prev_ts AS time_since_last_event,
+            a.{P}reason IS NOT NULL AS new_session,
+            a.{P}session AS session_id,
+            a.{P}key AS session_key,
+            a.{P}reason AS start_reason
+        FROM {source} AS i JOIN sz_assign AS a ON i.rowid = a.{P}row
+        ORDER BY a.{P}ts_us, a.{P}user, a.{P}msg, a.{P}row
     """
     # arg_max skips NULL values on some engines; a sentinel keeps a nameless last event nameless.
     sessions = f"""
-        SELECT resolved_user, session_id,
-            min(session_key) AS session_key,
+        SELECT {P}user AS resolved_user, {P}session AS session_id,
+            min({P}key) AS session_key,
             min({P}ts) AS session_start,
             max({P}ts) AS session_end,
             CAST(max({P}ts_us) - min({P}ts_us) AS DOUBLE) / 1000000 AS duration_seconds,
             count(*) AS event_count,
-            max(start_reason) AS start_reason,
-            max(CASE WHEN start_reason IS NULL THEN NULL ELSE {P}name END) AS first_event,
+            max({P}reason) AS start_reason,
+            max(CASE WHEN {P}reason IS NULL THEN NULL ELSE {P}name END) AS first_event,
             nullif(arg_max(coalesce({P}name, chr(31)), {P}seq), chr(31)) AS last_event
-        FROM sz_events_internal
-        GROUP BY resolved_user, session_id
+        FROM sz_assign
+        GROUP BY {P}user, {P}session
         ORDER BY resolved_user, session_id
     """
     users = """
@@ -252,5 +263,6 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         ORDER BY resolved_user
     """
     parse = lambda text: sqlglot.parse_one(text, read="duckdb")  # noqa: E731
-    return CompiledRules(parse(prepared), parse(events), parse(sessions), parse(users), renamed)
+    return CompiledRules(parse(prepared), parse(assign), parse(events), parse(sessions),
+                         parse(users), renamed)
 

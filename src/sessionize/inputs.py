@@ -193,7 +193,15 @@ def _malformed_error(bad: MalformedLine) -> MalformedJSONError:
 
 
 def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
-                     workdir: str) -> tuple[str, list[MalformedLine]]:
+                     workdir: str, names: dict[str, str] | None = None
+                     ) -> tuple[str, list[MalformedLine]]:
+    # ``names`` maps temporary files (stdin's copy) to what the user knows them by, so that
+    # errors and the quarantine table say "<stdin>" rather than a deleted temporary path.
+    names = names or {}
+
+    def shown(bad: MalformedLine) -> MalformedLine:
+        return dataclasses.replace(bad, path=names.get(bad.path, bad.path))
+
     try:
         relation = _json_relation(con, files, fmt)
         con.sql(f"SELECT * FROM {relation} LIMIT 0")
@@ -208,17 +216,17 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
     for path in files:
         malformed.extend(find_malformed_json(path, fmt, limit=1 if on_invalid == "raise" else None))
         if malformed and on_invalid == "raise":
-            raise _malformed_error(malformed[0])
+            raise _malformed_error(shown(malformed[0]))
     if not malformed:
         raise InputError(f"DuckDB could not read the JSON in {files}, but every line parses "
                          "on its own; please report this with a sample of the file")
-    if fmt == "json":
-        raise _malformed_error(malformed[0])  # an array cannot be split into good and bad rows
+    if fmt == "json":  # an array cannot be split into good and bad rows
+        raise _malformed_error(shown(malformed[0]))
     by_file: dict[str, set[int]] = {}
     for bad in malformed:
         by_file.setdefault(bad.path, set()).add(bad.line)
     cleaned = [_without_lines(p, by_file[p], workdir) if p in by_file else p for p in files]
-    return _json_relation(con, cleaned, "ndjson"), malformed
+    return _json_relation(con, cleaned, "ndjson"), [shown(bad) for bad in malformed]
 
 
 def _frame_to_arrow(source: Any) -> Any | None:
@@ -227,7 +235,13 @@ def _frame_to_arrow(source: Any) -> Any | None:
     if module == "pandas":
         import pyarrow as pa
 
-        return pa.Table.from_pandas(source, preserve_index=False)
+        try:
+            return pa.Table.from_pandas(source, preserve_index=False)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            # An object column mixing types (ISO text and epoch numbers in one timestamp
+            # column, as records from JSON give) has no single Arrow type; read such columns
+            # as text, as the JSON reader does, instead of failing with an Arrow error.
+            return pa.Table.from_pandas(_mixed_columns_as_text(source), preserve_index=False)
     if module == "polars":
         if type(source).__name__ == "LazyFrame":
             source = source.collect()
@@ -237,6 +251,45 @@ def _frame_to_arrow(source: Any) -> Any | None:
     if module in ("duckdb", "_duckdb"):
         return source.to_arrow_table()
     return None
+
+
+def _mixed_columns_as_text(frame: Any) -> Any:
+    import pyarrow as pa
+
+    def text(value: Any) -> Any:
+        if value is None or isinstance(value, str) or (isinstance(value, float) and value != value):
+            return value
+        return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+    frame = frame.copy()
+    for name in frame.columns:
+        if frame[name].dtype == object:
+            try:
+                pa.array(frame[name], from_pandas=True)
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                frame[name] = frame[name].map(text)
+    return frame
+
+
+# Nanosecond timestamps (pandas datetime64[ns], Parquet NANOS) are truncated to microseconds,
+# as ISO text with nine fractional digits is: DuckDB's own cast rounds, so the same instant
+# would otherwise get a different microsecond depending on the input kind. Floor division
+# keeps instants before 1970 truncated towards the past too.
+_NS_TYPES = {"TIMESTAMP_NS": "TIMESTAMP", "TIMESTAMPTZ_NS": "TIMESTAMPTZ",
+             "TIMESTAMP_NS WITH TIME ZONE": "TIMESTAMPTZ"}
+
+
+def _truncate_nanoseconds(con: Any) -> None:
+    table = con.table(INPUT_TABLE)
+    for name, kind in zip(table.columns, table.types):
+        target = _NS_TYPES.get(str(kind).upper())
+        if target is None:
+            continue
+        q = '"' + name.replace('"', '""') + '"'
+        ns = f"epoch_ns({q})"
+        micros = f"({ns} - (({ns} % 1000) + 1000) % 1000) // 1000"
+        con.execute(f"ALTER TABLE {INPUT_TABLE} ALTER {q} SET DATA TYPE {target} "
+                    f"USING CAST(make_timestamp({micros}) AS {target})")
 
 
 def _stdin_to_file(stream: IO[bytes], workdir: str) -> str:
@@ -266,9 +319,11 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
                 f"pyarrow/DuckDB table (got {type(bad).__name__})"
             )
         paths = []
+        names: dict[str, str] = {}
         for s in sources:
             if os.fspath(s) == "-":
                 paths.append(_stdin_to_file(stdin or sys.stdin.buffer, workdir))
+                names[paths[-1]] = "<stdin>"
             else:
                 paths.extend(expand_paths([s]))
         by_format: dict[str, list[str]] = {}
@@ -277,19 +332,21 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
         relations = []
         for fmt, files in by_format.items():
             if fmt in ("json", "ndjson"):
-                relation, bad_lines = _read_json_files(con, files, fmt, on_invalid, workdir)
+                relation, bad_lines = _read_json_files(con, files, fmt, on_invalid, workdir,
+                                                       names)
                 malformed.extend(bad_lines)
             elif fmt == "parquet":
                 relation = f"read_parquet({_sql_list(files)}, union_by_name=true)"
             else:
                 relation = _csv_relation(con, files, text_columns)
             relations.append(relation)
-        description = paths[0] if len(paths) == 1 else f"{len(paths)} files"
+        description = names.get(paths[0], paths[0]) if len(paths) == 1 else f"{len(paths)} files"
     union = " UNION ALL BY NAME ".join(f"SELECT * FROM {r}" for r in relations)
     try:
         con.execute(f"CREATE OR REPLACE TABLE {INPUT_TABLE} AS {union}")
     except Exception as exc:
         raise InputError(f"cannot read {description}: {exc}") from exc
+    _truncate_nanoseconds(con)
     table = con.table(INPUT_TABLE)
     schema = {name: str(kind) for name, kind in zip(table.columns, table.types)}
     return LoadedInput(INPUT_TABLE, schema, description, malformed)

@@ -146,7 +146,8 @@ class Result:
         self._quarantined = quarantined
 
     def sql(self, stage: str = "events", dialect: str = "duckdb") -> str:
-        """The compiled SQL of a stage (``prepared``, ``events``, ``sessions``, ``users``)
+        """The compiled SQL of a stage (``prepared``, ``assign``, ``events``, ``sessions``,
+        ``users``)
         in any sqlglot dialect."""
         return self._compiled.sql(stage, dialect, pretty=True)
 
@@ -154,7 +155,7 @@ class Result:
         """Headline numbers: counts, sessions per user, starts by reason."""
         con = self._engine.con
         events, users, sessions = con.execute(
-            "SELECT (SELECT count(*) FROM sz_events_internal), (SELECT count(*) FROM sz_users), "
+            "SELECT (SELECT count(*) FROM sz_assign), (SELECT count(*) FROM sz_users), "
             "(SELECT count(*) FROM sz_sessions)").fetchall()[0]
         per_user = con.execute(
             "SELECT avg(session_count), median(session_count), max(session_count) "

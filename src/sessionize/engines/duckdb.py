@@ -105,15 +105,11 @@ class DuckDBEngine:
         with self._stage("checking"):
             invalid = self._check(loaded, fields, on_invalid)
         with self._stage("sessionizing"):
-            self.con.execute(
-                f"CREATE OR REPLACE TABLE sz_events_internal AS {compiled.sql('events')}")
+            self.con.execute(f"CREATE OR REPLACE TABLE sz_assign AS {compiled.sql('assign')}")
             self.con.execute(f"CREATE OR REPLACE TABLE sz_sessions AS {compiled.sql('sessions')}")
             self.con.execute(f"CREATE OR REPLACE TABLE sz_users AS {compiled.sql('users')}")
-        internal = self.con.table("sz_events_internal").columns
-        public = [c for c in internal if not c.startswith("__sz_")]
-        self.con.execute(
-            "CREATE OR REPLACE VIEW sz_events AS SELECT "
-            + ", ".join(quote(c) for c in public) + " FROM sz_events_internal")
+        # Events are a view: the join back to the input runs when they are read or written.
+        self.con.execute(f"CREATE OR REPLACE VIEW sz_events AS {compiled.sql('events')}")
         self._quarantine(loaded, fields, invalid, loaded.malformed)
         return {
             "compiled": compiled,
