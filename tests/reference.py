@@ -22,11 +22,11 @@ class Event:
 
 
 def _blank(value: str | None) -> str | None:
-    return None if value is None or value.strip() == "" else value
+    return None if value is None or value.strip(" ") == "" else value
 
 
 def resolve(event: Event) -> str | None:
-    """userId if set, else anonymousId; blank strings count as missing."""
+    """userId if set, else anonymousId; empty or all-space strings count as missing."""
     return _blank(event.user_id) or _blank(event.anonymous_id)
 
 

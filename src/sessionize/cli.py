@@ -7,6 +7,7 @@ usage (unknown flag, bad option value) or an unexpected crash.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import IO
@@ -129,7 +130,14 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse prints to sys.stdout/sys.stderr and raises SystemExit (usage errors, --help,
+    # --version); send its text to the given streams and return its exit code, so that
+    # main() called in-process honours stdout=/stderr= and returns 2 on an unknown flag.
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_help(stderr)
         return EXIT_USAGE

@@ -135,14 +135,23 @@ def timestamp_sql(field: Field, unit: str) -> str:
 
 
 def _text_sql(field: Field | None) -> str:
-    """A field as text; blank strings count as missing (they are never a user)."""
+    """A field as text (JSON strings unquoted)."""
     if field is None:
         return "CAST(NULL AS VARCHAR)"
     if field.type.upper() == "JSON":
-        text = f"({field.sql} ->> '$')"
-    else:
-        text = f"CAST({field.sql} AS VARCHAR)"
-    return f"CASE WHEN trim({text}) = '' THEN NULL ELSE {text} END"
+        return f"({field.sql} ->> '$')"
+    if field.type.upper() == "VARCHAR":
+        return field.sql
+    return f"CAST({field.sql} AS VARCHAR)"
+
+
+def _id_sql(field: Field | None) -> str:
+    """An identifier as text; empty or all-space strings count as missing (never a user)."""
+    text = _text_sql(field)
+    if field is None:
+        return text
+    return f"CASE WHEN {text} = '' OR ({text}[1] = ' ' AND trim({text}) = '') THEN NULL " \
+        f"ELSE {text} END"
 
 
 def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: Sequence[str],
@@ -164,21 +173,20 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
             renamed[name] = f"input_{name}"
     # --- prepared: parse, resolve, validate -------------------------------------------
     ts = timestamp_sql(ts_field, rules.timestamp_unit)
-    user = _text_sql(fields.get("user_id"))
-    anon = _text_sql(fields.get("anonymous_id"))
+    user = _id_sql(fields.get("user_id"))
+    anon = _id_sql(fields.get("anonymous_id"))
     msg = _text_sql(fields.get("message_id"))
-    event = fields.get("event")
-    kind = fields.get("type")
-    name = (f"coalesce({_text_sql(event)}, {_text_sql(kind)})")
+    name = f"coalesce({_text_sql(fields.get('event'))}, {_text_sql(fields.get('type'))})"
     prepared = f"""
         SELECT *,
-            coalesce({user}, {anon}) AS {P}user,
-            {msg} AS {P}msg,
-            {name} AS {P}name,
             CASE WHEN {ts_field.sql} IS NULL THEN 'missing_timestamp'
                  WHEN {P}ts IS NULL THEN 'invalid_timestamp'
-                 WHEN coalesce({user}, {anon}) IS NULL THEN 'missing_user' END AS {P}invalid
-        FROM (SELECT *, rowid AS {P}row, {ts} AS {P}ts FROM {source})
+                 WHEN {P}user IS NULL THEN 'missing_user' END AS {P}invalid
+        FROM (
+            SELECT *, rowid AS {P}row, {ts} AS {P}ts, coalesce({user}, {anon}) AS {P}user,
+                {msg} AS {P}msg, {name} AS {P}name
+            FROM {source}
+        )
     """
     # --- assign: order, gap, boundary, number, key (narrow: only what the windows need) ---
     # Windows sort every column they carry, so they run on a narrow projection and the
