@@ -121,17 +121,28 @@ def timestamp_sql(field: Field, unit: str) -> str:
     if kind.startswith(_NUMERIC_TYPES):
         return _epoch_to_timestamp(f"CAST({ref} AS DOUBLE)", unit)
     if kind.startswith(_TEXT_TYPES):
-        text = f"trim({ref} ->> '$')" if kind == "JSON" else f"trim(CAST({ref} AS VARCHAR))"
+        text = f"{P}ts_text"  # trimmed once, in the stage below (see timestamp_text_sql)
+        # ISO text (YYYY-MM-DD...) goes straight to the cast; only the rest is matched
+        # against the number pattern. Words the cast would accept ('infinity',
+        # 'epoch') never reach it.
         return (
-            f"CASE WHEN regexp_full_match({text}, '[+-]?[0-9]+(\\.[0-9]+)?') "
-            f"THEN {_epoch_to_timestamp(f'TRY_CAST({text} AS DOUBLE)', unit)} "
-            f"WHEN regexp_matches({text}, '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
-            f"THEN TRY_CAST({text} AS TIMESTAMPTZ) END"
+            f"CASE WHEN length({text}) >= 10 AND {text}[5] = '-' "
+            f"AND {text}[1] BETWEEN '0' AND '9' THEN TRY_CAST({text} AS TIMESTAMPTZ) "
+            f"WHEN regexp_full_match({text}, '[+-]?[0-9]+(\\.[0-9]+)?') "
+            f"THEN {_epoch_to_timestamp(f'TRY_CAST({text} AS DOUBLE)', unit)} END"
         )
     raise InputError(
         f"the timestamp column has type {field.type}, which sessionize cannot read as a time.\n"
         "Hint: timestamps may be TIMESTAMP/DATE, ISO-8601 text, or epoch seconds/milliseconds."
     )
+
+
+def timestamp_text_sql(field: Field) -> str | None:
+    """The trimmed text of a textual timestamp field (computed once per row), else None."""
+    kind = field.type.upper()
+    if not kind.startswith(_TEXT_TYPES):
+        return None
+    return f"trim({field.sql} ->> '$')" if kind == "JSON" else f"trim(CAST({field.sql} AS VARCHAR))"
 
 
 def _text_sql(field: Field | None) -> str:
@@ -173,6 +184,8 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
             renamed[name] = f"input_{name}"
     # --- prepared: parse, resolve, validate -------------------------------------------
     ts = timestamp_sql(ts_field, rules.timestamp_unit)
+    ts_text = timestamp_text_sql(ts_field)
+    with_text = "" if ts_text is None else f", {ts_text} AS {P}ts_text"
     user = _id_sql(fields.get("user_id"))
     anon = _id_sql(fields.get("anonymous_id"))
     msg = _text_sql(fields.get("message_id"))
@@ -183,9 +196,9 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                  WHEN {P}ts IS NULL THEN 'invalid_timestamp'
                  WHEN {P}user IS NULL THEN 'missing_user' END AS {P}invalid
         FROM (
-            SELECT *, rowid AS {P}row, {ts} AS {P}ts, coalesce({user}, {anon}) AS {P}user,
+            SELECT *, {ts} AS {P}ts, coalesce({user}, {anon}) AS {P}user,
                 {msg} AS {P}msg, {name} AS {P}name
-            FROM {source}
+            FROM (SELECT *, rowid AS {P}row{with_text} FROM {source})
         )
     """
     # --- assign: order, gap, boundary, number, key (narrow: only what the windows need) ---

@@ -111,18 +111,76 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-# Date/time auto-detection is switched off (formats that never match) so the
-# timestamp column reaches the compiler as text and one parser, the same for
-# every input format, decides what is valid.
-_JSON_OPTIONS = (
-    "sample_size=-1, union_by_name=true, dateformat='%%never', timestampformat='%%never', "
-    "maximum_object_size=268435456"
-)
+# Segment's top-level fields that are text. They are read as text whatever they look like
+# (DuckDB would otherwise make UUID-looking ids UUIDs, lower-casing them, and parse
+# timestamps its own way: one parser, the compiler's, decides what a valid time is).
+_SEGMENT_TEXT = {
+    "type", "event", "name", "userId", "anonymousId", "messageId", "previousId", "groupId",
+    "timestamp", "originalTimestamp", "sentAt", "receivedAt", "channel", "category",
+}
+_SCALAR_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "UBIGINT", "HUGEINT")
 
 
-def _json_relation(con: Any, files: list[str], fmt: str) -> str:
-    json_format = "newline_delimited" if fmt == "ndjson" else "auto"
-    return f"read_json({_sql_list(files)}, format='{json_format}', {_JSON_OPTIONS})"
+def _json_relation(con: Any, files: list[str], fmt: str, text_columns: Iterable[str]) -> str:
+    """A ``read_json`` call with every top-level key of every object as a column.
+
+    DuckDB infers a schema from a sample and silently drops keys it did not see there, so
+    the keys are first collected from the whole input (a fast pass that only splits
+    objects). Nested objects stay lossless as JSON (reachable by dotted paths); scalar
+    keys keep the type the sample suggests, text fields are text.
+    """
+    json_format = "newline_delimited" if fmt == "ndjson" else _json_layout(files)
+    listed = _sql_list(files)
+    keys = [row[0] for row in con.execute(
+        f"SELECT DISTINCT unnest(json_keys(json)) FROM read_json_objects({listed}, "
+        f"format='{json_format}', maximum_object_size=268435456)").fetchall()]
+    sampled = con.sql(
+        f"SELECT * FROM read_json({listed}, format='{json_format}', union_by_name=true, "
+        f"dateformat='%%never', timestampformat='%%never', maximum_object_size=268435456) "
+        f"LIMIT 0")
+    seen = {name: str(kind).upper() for name, kind in zip(sampled.columns, sampled.types)}
+    text = _SEGMENT_TEXT | set(text_columns)
+    ordered = [k for k in seen if k in keys] + sorted(k for k in keys if k not in seen)
+    columns = {}
+    for key in ordered:
+        kind = seen.get(key, "JSON")
+        if key in text or kind in ("VARCHAR", "UUID") or kind.startswith(("TIMESTAMP", "DATE")):
+            columns[key] = "VARCHAR"
+        elif kind in _SCALAR_TYPES and _fits(con, listed, json_format, key, kind):
+            columns[key] = kind
+        else:
+            columns[key] = "JSON"
+    spec = "{" + ", ".join(f"{_sql_text(k)}: '{v}'" for k, v in columns.items()) + "}"
+    return (f"read_json({listed}, format='{json_format}', columns={spec}, "
+            f"maximum_object_size=268435456)")
+
+
+def _json_layout(files: list[str]) -> str:
+    """``array`` when every file starts with ``[``, else ``newline_delimited``.
+
+    DuckDB can tell by itself (``format='auto'``), but that costs a second pass.
+    """
+    layouts = set()
+    for path in files:
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        layouts.add("array" if head.startswith(b"[") else "newline_delimited")
+    return layouts.pop() if len(layouts) == 1 else "auto"
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _fits(con: Any, listed: str, json_format: str, key: str, kind: str) -> bool:
+    """Whether every value of a scalar key casts to the type the sample suggested."""
+    value = f"(json -> {_sql_text(key)})"
+    bad = con.execute(
+        f"SELECT count(*) FROM read_json_objects({listed}, format='{json_format}', "
+        f"maximum_object_size=268435456) WHERE json_type({value}) <> 'NULL' "
+        f"AND TRY_CAST({value} AS {kind}) IS NULL").fetchall()[0][0]
+    return bad == 0
 
 
 def _csv_relation(con: Any, files: list[str], text_columns: Iterable[str]) -> str:
@@ -193,7 +251,8 @@ def _malformed_error(bad: MalformedLine) -> MalformedJSONError:
 
 
 def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
-                     workdir: str, names: dict[str, str] | None = None
+                     workdir: str, text_columns: Iterable[str],
+                     names: dict[str, str] | None = None
                      ) -> tuple[str, list[MalformedLine]]:
     # ``names`` maps temporary files (stdin's copy) to what the user knows them by, so that
     # errors and the quarantine table say "<stdin>" rather than a deleted temporary path.
@@ -203,11 +262,8 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
         return dataclasses.replace(bad, path=names.get(bad.path, bad.path))
 
     try:
-        relation = _json_relation(con, files, fmt)
-        con.sql(f"SELECT * FROM {relation} LIMIT 0")
-        # Parsing errors surface only when every row is read; schema detection
-        # with sample_size=-1 reads the whole input already, so this is the check.
-        return relation, []
+        # The key pass reads every object, so malformed JSON surfaces here.
+        return _json_relation(con, files, fmt, text_columns), []
     except Exception as exc:  # duckdb raises several types for malformed input
         if "json" not in str(exc).lower():
             named = files[0] if len(files) == 1 else files
@@ -226,7 +282,8 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
     for bad in malformed:
         by_file.setdefault(bad.path, set()).add(bad.line)
     cleaned = [_without_lines(p, by_file[p], workdir) if p in by_file else p for p in files]
-    return _json_relation(con, cleaned, "ndjson"), [shown(bad) for bad in malformed]
+    return (_json_relation(con, cleaned, "ndjson", text_columns),
+            [shown(bad) for bad in malformed])
 
 
 def _frame_to_arrow(source: Any) -> Any | None:
@@ -333,7 +390,7 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
         for fmt, files in by_format.items():
             if fmt in ("json", "ndjson"):
                 relation, bad_lines = _read_json_files(con, files, fmt, on_invalid, workdir,
-                                                       names)
+                                                       text_columns, names)
                 malformed.extend(bad_lines)
             elif fmt == "parquet":
                 relation = f"read_parquet({_sql_list(files)}, union_by_name=true)"

@@ -128,15 +128,20 @@ class DuckDBEngine:
         if path in loaded.schema:
             return Field(quote(path), loaded.schema[path], top_level=path)
         head, _, rest = path.partition(".")
-        if not rest or head not in loaded.schema or not loaded.schema[head].upper().startswith(
-                "STRUCT"):
+        kind = loaded.schema.get(head, "").upper()
+        if not rest or not kind.startswith(("STRUCT", "JSON", "MAP")):
             return None
-        sql = quote(head) + "".join(f"[{_literal(part)}]" for part in rest.split("."))
+        parts = rest.split(".")
+        if kind == "JSON":  # nested objects read from JSON files stay JSON
+            json_path = "$." + ".".join('"' + p.replace('"', '\\"') + '"' for p in parts)
+            sql = f"({quote(head)} -> {_literal(json_path)})"
+        else:
+            sql = quote(head) + "".join(f"[{_literal(part)}]" for part in parts)
         try:
-            kind = self.con.sql(f"SELECT {sql} AS x FROM {loaded.table} LIMIT 0").types[0]
+            kind = str(self.con.sql(f"SELECT {sql} AS x FROM {loaded.table} LIMIT 0").types[0])
         except duckdb.Error:
             return None
-        return Field(sql, str(kind))
+        return Field(sql, kind)
 
     def _check(self, loaded: LoadedInput, fields: dict[str, Field | None], on_invalid: str) -> int:
         count = self.con.execute(
@@ -157,7 +162,7 @@ class DuckDBEngine:
             + "\n  ".join(lines) + more
             + "\nAccepted timestamps: ISO-8601 text with any offset or Z (no offset means UTC), "
               "epoch seconds or milliseconds, or a timestamp column; every event needs a "
-              "non-empty userId or anonymousId."
+              f"non-empty {names[0]} or {names[1]}."
               "\nHint: on_invalid='quarantine' (--on-invalid quarantine) sets these rows aside "
               "in a quarantine table with a reason each and processes the rest.",
             problems=problems, count=count)
