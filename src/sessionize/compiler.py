@@ -209,28 +209,32 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
     assign = f"""
         SELECT {P}row, {P}user, {P}ts, {P}ts_us, {P}msg, {P}name, {P}seq, {P}prev_ts,
-            {P}reason, {P}session,
-            substr(md5({P}user || '{SEPARATOR}' || CAST({P}start_us AS VARCHAR)), 1, 20)
-                AS {P}key
+            {P}reason, {P}session, {P}key
         FROM (
             SELECT *,
                 CAST(SUM(CASE WHEN {P}reason IS NULL THEN 0 ELSE 1 END) OVER ({running}) AS BIGINT)
                     AS {P}session,
-                MAX(CASE WHEN {P}reason IS NULL THEN NULL ELSE {P}ts_us END)
-                    OVER ({running}) AS {P}start_us
+                LAST_VALUE({P}start_key IGNORE NULLS) OVER ({running}) AS {P}key
             FROM (
                 SELECT *,
-                    CASE WHEN {P}prev_us IS NULL THEN 'first_event'
-                         WHEN {P}ts_us - {P}prev_us > {rules.gap_us} THEN 'inactivity' END
-                        AS {P}reason
+                    -- the key is hashed at session starts only and carried forward
+                    CASE WHEN {P}reason IS NULL THEN NULL
+                         ELSE substr(md5({P}user || '{SEPARATOR}' || CAST({P}ts_us AS VARCHAR)),
+                                     1, 20) END AS {P}start_key
                 FROM (
                     SELECT *,
-                        LAG({P}ts) OVER ({order}) AS {P}prev_ts,
-                        LAG({P}ts_us) OVER ({order}) AS {P}prev_us,
-                        ROW_NUMBER() OVER ({order}) AS {P}seq
-                    FROM (SELECT {P}row, {P}user, {P}ts, EPOCH_US({P}ts) AS {P}ts_us, {P}msg,
-                                 {P}name
-                          FROM sz_prepared WHERE {P}invalid IS NULL)
+                        CASE WHEN {P}prev_us IS NULL THEN 'first_event'
+                             WHEN {P}ts_us - {P}prev_us > {rules.gap_us} THEN 'inactivity' END
+                            AS {P}reason
+                    FROM (
+                        SELECT *,
+                            LAG({P}ts) OVER ({order}) AS {P}prev_ts,
+                            LAG({P}ts_us) OVER ({order}) AS {P}prev_us,
+                            ROW_NUMBER() OVER ({order}) AS {P}seq
+                        FROM (SELECT {P}row, {P}user, {P}ts, EPOCH_US({P}ts) AS {P}ts_us,
+                                     {P}msg, {P}name
+                              FROM sz_prepared WHERE {P}invalid IS NULL)
+                    )
                 )
             )
         )
