@@ -198,7 +198,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         FROM (
             SELECT *, {ts} AS {P}ts, coalesce({user}, {anon}) AS {P}user,
                 {msg} AS {P}msg, {name} AS {P}name
-            FROM (SELECT *, rowid AS {P}row{with_text} FROM {source})
+            FROM (SELECT *{with_text} FROM {source})
         )
     """
     # --- assign: order, gap, boundary, number, key (narrow: only what the windows need) ---
@@ -259,7 +259,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
             a.{P}session AS session_id,
             a.{P}key AS session_key,
             a.{P}reason AS start_reason
-        FROM {source} AS i JOIN sz_assign AS a ON i.rowid = a.{P}row
+        FROM {source} AS i JOIN sz_assign AS a ON i.{P}row = a.{P}row
         ORDER BY a.{P}ts_us, a.{P}user, a.{P}msg, a.{P}row
     """
     # arg_max skips NULL values on some engines; a sentinel keeps a nameless last event nameless.

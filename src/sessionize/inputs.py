@@ -1,8 +1,9 @@
 """Read events from files or in-memory tables into the engine.
 
-Every source ends up as one DuckDB table, ``sz_input``, whose ``rowid`` is the
-input order (files in the order given, directories and globs sorted by name).
-That order is the last tie-breaker, after timestamp and messageId.
+Every source ends up as one DuckDB view, ``sz_input``, with a column ``__sz_row``
+giving the input order (files in the order given, directories and globs sorted by
+name). That order is the last tie-breaker, after timestamp and messageId. Parquet
+and in-memory tables are read in place; JSON and CSV are parsed once into a table.
 
 Files: JSON array (the notebook's format), newline-delimited JSON (``.ndjson``,
 ``.jsonl``, and anything ``.gz``, as Segment's S3 destination writes), Parquet
@@ -30,6 +31,7 @@ from .errors import InputError, MalformedJSONError, OptionError
 __all__ = ["LoadedInput", "MalformedLine", "load"]
 
 INPUT_TABLE = "sz_input"
+ROW = "__sz_row"  # the input order: a column of sz_input, never part of the output
 
 _FORMATS = {
     ".json": "json",
@@ -310,6 +312,17 @@ def _frame_to_arrow(source: Any) -> Any | None:
     return None
 
 
+def _with_row_numbers(table: Any) -> Any:
+    """The Arrow table with its input order as a column (no copy of the other columns)."""
+    import pyarrow as pa
+
+    if isinstance(table, pa.RecordBatchReader):  # a stream can be scanned only once
+        table = table.read_all()
+    if ROW in table.column_names:
+        raise InputError(f"the input has a column named {ROW!r}, which sessionize reserves")
+    return table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
+
+
 def _mixed_columns_as_text(frame: Any) -> Any:
     import pyarrow as pa
 
@@ -336,17 +349,22 @@ _NS_TYPES = {"TIMESTAMP_NS": "TIMESTAMP", "TIMESTAMPTZ_NS": "TIMESTAMPTZ",
              "TIMESTAMP_NS WITH TIME ZONE": "TIMESTAMPTZ"}
 
 
-def _truncate_nanoseconds(con: Any) -> None:
-    table = con.table(INPUT_TABLE)
-    for name, kind in zip(table.columns, table.types):
-        target = _NS_TYPES.get(str(kind).upper())
+def _truncate_nanoseconds(schema: dict[str, str]) -> list[str]:
+    """``REPLACE`` items that truncate nanosecond timestamps to microseconds (floor).
+
+    DuckDB's cast rounds, text parsing truncates; flooring keeps both the same instant
+    and the row order.
+    """
+    items = []
+    for name, kind in schema.items():
+        target = _NS_TYPES.get(kind.upper())
         if target is None:
             continue
         q = '"' + name.replace('"', '""') + '"'
         ns = f"epoch_ns({q})"
         micros = f"({ns} - (({ns} % 1000) + 1000) % 1000) // 1000"
-        con.execute(f"ALTER TABLE {INPUT_TABLE} ALTER {q} SET DATA TYPE {target} "
-                    f"USING CAST(make_timestamp({micros}) AS {target})")
+        items.append(f"CAST(make_timestamp({micros}) AS {target}) AS {q}")
+    return items
 
 
 def _stdin_to_file(stream: IO[bytes], workdir: str) -> str:
@@ -362,7 +380,7 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
     frame = _frame_to_arrow(source)
     malformed: list[MalformedLine] = []
     if frame is not None:
-        con.register("sz_source_frame", frame)
+        con.register("sz_source_frame", _with_row_numbers(frame))
         relations = ["sz_source_frame"]
         description = f"a {type(source).__module__.split('.')[0]} {type(source).__name__}"
     else:
@@ -398,12 +416,30 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
                 relation = _csv_relation(con, files, text_columns)
             relations.append(relation)
         description = names.get(paths[0], paths[0]) if len(paths) == 1 else f"{len(paths)} files"
-    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {r}" for r in relations)
+        parquet_only = list(by_format) == ["parquet"]
     try:
-        con.execute(f"CREATE OR REPLACE TABLE {INPUT_TABLE} AS {union}")
+        if frame is not None:
+            base = "sz_source_frame"
+        elif parquet_only and "file_row_number" not in con.sql(
+                f"SELECT * FROM {relations[0]} LIMIT 0").columns:
+            # Parquet is read in place: rows are numbered by (file, row in file).
+            files = by_format["parquet"]
+            base = (f"(SELECT * EXCLUDE (file_row_number, {ROW}_file), "
+                    f"(list_position({_sql_list(files)}, {ROW}_file) - 1) * {1 << 40} "
+                    f"+ file_row_number AS {ROW} FROM read_parquet({_sql_list(files)}, "
+                    f"union_by_name=true, file_row_number=true, filename='{ROW}_file'))")
+        else:
+            # Text formats are parsed once into a table; its rowid is the input order.
+            union = " UNION ALL BY NAME ".join(f"SELECT * FROM {r}" for r in relations)
+            con.execute(f"CREATE OR REPLACE TABLE sz_input_data AS {union}")
+            base = f"(SELECT *, rowid AS {ROW} FROM sz_input_data)"
+        probe = con.sql(f"SELECT * FROM {base} LIMIT 0")
     except Exception as exc:
         raise InputError(f"cannot read {description}: {exc}") from exc
-    _truncate_nanoseconds(con)
-    table = con.table(INPUT_TABLE)
-    schema = {name: str(kind) for name, kind in zip(table.columns, table.types)}
+    schema = {name: str(kind) for name, kind in zip(probe.columns, probe.types)
+              if name != ROW}
+    replaced = _truncate_nanoseconds(schema)
+    replace = f" REPLACE ({', '.join(replaced)})" if replaced else ""
+    con.execute(f"CREATE OR REPLACE VIEW {INPUT_TABLE} AS SELECT *{replace} FROM {base}")
+    schema = {name: _NS_TYPES.get(kind.upper(), kind) for name, kind in schema.items()}
     return LoadedInput(INPUT_TABLE, schema, description, malformed)
