@@ -6,9 +6,11 @@ property-based tests (tests/test_properties.py).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import zoneinfo
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -19,6 +21,63 @@ class Event:
     anonymous_id: str | None = None
     message_id: str | None = None
     name: str | None = None       # event name, else type
+    gap_key: str | None = None    # the value that selects this event's gap (rule: gaps)
+    zone: str | None = None       # the event's own time zone (rule: midnight="event")
+    campaign: str | None = None   # rule: campaign change
+    client_session: str | None = None  # rule: client session id
+
+
+@dataclass
+class Options:
+    """The rules beyond the notebook's; defaults change nothing."""
+
+    gaps: dict[str, int] = field(default_factory=dict)   # gap_key -> threshold (us)
+    midnight: str | None = None                          # zone name, or "event"
+    start_events: tuple[str, ...] = ()
+    end_events: tuple[str, ...] = ()
+    campaign: bool = False
+    client_session: bool = False
+
+
+def platform(library: str | None) -> str | None:
+    """web / mobile / server from Segment's context.library.name (None when unknown)."""
+    if library is None:
+        return None
+    name = library.lower()
+    if name in ("analytics.js", "analytics-next") or name.startswith("analytics.js"):
+        return "web"
+    if any(k in name for k in ("ios", "android", "react-native", "flutter", "swift",
+                               "kotlin")):
+        return "mobile"
+    return "server"
+
+
+def local_date(ts_us: int, zone: str) -> dt.date:
+    instant = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=ts_us)
+    return instant.astimezone(zoneinfo.ZoneInfo(zone)).date()
+
+
+def start_reason(prev: Event | None, event: Event, gap_us: int, options: Options,
+                 last_campaign: str | None, last_client: str | None) -> str | None:
+    """Why ``event`` starts a session (None: it does not), in order of precedence."""
+    if prev is None:
+        return "first_event"
+    threshold = options.gaps.get(prev.gap_key, gap_us) if prev.gap_key is not None else gap_us
+    if event.ts_us - prev.ts_us > threshold:
+        return "inactivity"
+    if options.midnight is not None:
+        zone = (event.zone or "UTC") if options.midnight == "event" else options.midnight
+        if local_date(prev.ts_us, zone) != local_date(event.ts_us, zone):
+            return "midnight"
+    if options.campaign and event.campaign is not None and last_campaign is not None \
+            and event.campaign != last_campaign:
+        return "campaign_change"
+    if event.name in options.start_events or prev.name in options.end_events:
+        return "start_event"
+    if options.client_session and event.client_session is not None \
+            and last_client is not None and event.client_session != last_client:
+        return "client_session"
+    return None
 
 
 def _blank(value: str | None) -> str | None:
@@ -34,8 +93,10 @@ def session_key(user: str, start_us: int) -> str:
     return hashlib.md5(f"{user}|{start_us}".encode()).hexdigest()[:20]
 
 
-def sessionize(events: list[Event], gap_us: int) -> dict[str, list[dict]]:
+def sessionize(events: list[Event], gap_us: int,
+               options: Options | None = None) -> dict[str, list[dict]]:
     """Return ``events`` (one dict per valid event, keyed by input row), ``sessions``, ``users``."""
+    options = options or Options()
     by_user: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         user = resolve(event)
@@ -48,13 +109,12 @@ def sessionize(events: list[Event], gap_us: int) -> dict[str, list[dict]]:
         prev = None
         session_id = 0
         current: dict | None = None
+        last_campaign = last_client = None  # the last non-missing value before this event
         for event in stream:
-            if prev is None:
-                reason = "first_event"
-            elif event.ts_us - prev.ts_us > gap_us:
-                reason = "inactivity"
-            else:
-                reason = None
+            reason = start_reason(prev, event, gap_us, options, last_campaign, last_client)
+            last_campaign = event.campaign if event.campaign is not None else last_campaign
+            last_client = (event.client_session if event.client_session is not None
+                           else last_client)
             if reason is not None:
                 session_id += 1
                 current = {

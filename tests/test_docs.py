@@ -18,6 +18,21 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"```(python|console)\n(.*?)```", re.S)
 
 
+def run_python_blocks(doc: str, minimum: int) -> None:
+    namespace: dict = {}
+    blocks = [code for kind, code in BLOCK.findall((ROOT / "docs" / doc).read_text())
+              if kind == "python"]
+    assert len(blocks) >= minimum
+    for code in blocks:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(code, f"docs/{doc}", "exec"), namespace)  # noqa: S102
+
+
+def test_rules_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_python_blocks("rules.md", minimum=7)
+
+
 def test_guide_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copy(sessionize.sample_path(), tmp_path / "events.json")

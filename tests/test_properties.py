@@ -12,7 +12,7 @@ import random
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import Event
+from reference import Event, Options
 from reference import sessionize as reference
 
 import sessionize
@@ -145,3 +145,74 @@ def test_session_key_is_stable_when_other_users_are_added():
     key = lambda rows: {s["session_key"] for s in rows if s["resolved_user"] == "u1"}  # noqa: E731
     assert key(alone) == key(mixed)
     assert len({s["session_key"] for s in mixed}) == len(mixed)
+
+
+# ------------------------------------------------------------------ the rules beyond the notebook
+ZONES = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC"]
+BASES_US = [  # midnights and DST changes close by
+    1_711_835_400_000_000,  # 2024-03-30T21:50:00Z, Berlin springs forward that night
+    1_729_985_400_000_000,  # 2024-10-26T23:30:00Z, Berlin falls back that night
+]
+
+
+@st.composite
+def rule_streams(draw):
+    gap = draw(st.sampled_from([60_000_000, 1_800_000_000]))
+    base = draw(st.sampled_from(BASES_US))
+    options = Options(
+        gaps=draw(st.sampled_from([{}, {"web": gap * 2, "mobile": gap // 6}])),
+        midnight=draw(st.sampled_from([None, "event", "Europe/Berlin", "America/New_York"])),
+        start_events=draw(st.sampled_from([(), ("Open",)])),
+        end_events=draw(st.sampled_from([(), ("Close",)])),
+        campaign=draw(st.booleans()),
+        client_session=draw(st.booleans()),
+    )
+    events = []
+    for row in range(draw(st.integers(1, 30))):
+        offset = draw(st.one_of(
+            st.builds(lambda k, d: k * gap + d, st.integers(0, 6), st.sampled_from([-1, 0, 1])),
+            st.integers(0, 6 * gap)))
+        events.append(Event(
+            row, base + max(offset, 0), draw(st.sampled_from(["u1", "u2", None])), "a1",
+            f"m{row:03d}", draw(st.sampled_from(["Open", "Close", "Page", None])),
+            gap_key=draw(st.sampled_from(["web", "mobile", "tv", None])),
+            zone=draw(st.sampled_from(ZONES + [None])),
+            campaign=draw(st.sampled_from(["google", "newsletter", None])),
+            client_session=draw(st.sampled_from(["s1", "s2", None])),
+        ))
+    return gap, options, events
+
+
+def rule_options(gap: int, options: Options) -> dict:
+    kwargs: dict = {"gap": f"{gap}us", "on_invalid": "quarantine"}
+    if options.gaps:
+        kwargs.update(gap_by="plat", gaps={k: f"{v}us" for k, v in options.gaps.items()})
+    if options.midnight:
+        kwargs.update(midnight=options.midnight, timezone_column="tz")
+    if options.campaign:
+        kwargs["campaign"] = "utm"
+    if options.client_session:
+        kwargs["client_session"] = "csid"
+    kwargs["start_events"] = list(options.start_events)
+    kwargs["end_events"] = list(options.end_events)
+    return kwargs
+
+
+@examples(400)
+@given(rule_streams())
+def test_rules_match_reference(case):
+    gap, options, events = case
+    table = to_table(events).append_column(
+        "plat", pa.array([e.gap_key for e in events], pa.string())).append_column(
+        "tz", pa.array([e.zone for e in events], pa.string())).append_column(
+        "utm", pa.array([e.campaign for e in events], pa.string())).append_column(
+        "csid", pa.array([e.client_session for e in events], pa.string()))
+    with sessionize.run(table, **rule_options(gap, options)) as result:
+        got = sorted((e["row"], e["session_id"], e["start_reason"])
+                      for e in result.events.to_arrow().to_pylist())
+        sessions = [(s["resolved_user"], s["session_id"], s["start_reason"], s["event_count"])
+                    for s in result.sessions.to_arrow().to_pylist()]
+    want = reference(events, gap, options)
+    assert got == sorted((e["row"], e["session_id"], e["start_reason"]) for e in want["events"])
+    assert sessions == [(s["resolved_user"], s["session_id"], s["start_reason"],
+                         s["event_count"]) for s in want["sessions"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from .engines.duckdb import DuckDBEngine
@@ -18,7 +18,16 @@ __all__ = ["run"]
 def run(
     source: Any,
     *,
-    gap: str | dt.timedelta | float = "30m",
+    gap: str | dt.timedelta | float | None = None,
+    profile: str | None = None,
+    gap_by: str | None = None,
+    gaps: Mapping[str, str | dt.timedelta | float] | None = None,
+    midnight: str | None = None,
+    timezone_column: str = "context.timezone",
+    campaign: bool | str | Sequence[str] = False,
+    start_events: Sequence[str] = (),
+    end_events: Sequence[str] = (),
+    client_session: str | None = None,
     user_id: str = "userId",
     anonymous_id: str = "anonymousId",
     timestamp: str = "timestamp",
@@ -41,9 +50,16 @@ def run(
     DataFrame, a pyarrow Table or a DuckDB relation.
 
     A new session starts at a user's first event and after a gap strictly greater
-    than ``gap`` (``"30m"``, ``"1h30m"``, ``"90s"``, ``"1d"``, a ``timedelta`` or
-    seconds). The user is ``userId`` if set, else ``anonymousId``. Ties on time
+    than ``gap`` (default ``"30m"``; ``"1h30m"``, ``"90s"``, ``"1d"``, a ``timedelta``
+    or seconds). The user is ``userId`` if set, else ``anonymousId``. Ties on time
     are ordered by ``messageId``, then input order.
+
+    Further rules, all optional (docs/rules.md): ``profile`` (``"web"``, ``"mobile"``,
+    ``"saas"``); ``gap_by`` + ``gaps`` (a gap per event, chosen by a column's value or
+    by ``"platform"``); ``midnight`` (split at local midnight in an IANA zone, or
+    ``"event"`` for each event's ``timezone_column``); ``campaign`` (split when the
+    UTM campaign changes); ``start_events`` / ``end_events``; ``client_session``
+    (split where the SDK's session id changes). Each records its ``start_reason``.
 
     ``on_invalid="raise"`` (default) fails on rows with a bad or missing timestamp
     or no user id, naming them; ``"quarantine"`` sets them aside in
@@ -59,9 +75,12 @@ def run(
     if on_invalid not in ON_INVALID:
         raise OptionError(
             f"'on_invalid' must be one of {', '.join(ON_INVALID)} (got {on_invalid!r})")
-    rules = Rules.from_options(gap=gap, timestamp_unit=timestamp_unit, user_id=user_id,
-                               anonymous_id=anonymous_id, timestamp=timestamp,
-                               message_id=message_id, event=event, type=type)
+    rules = Rules.from_options(
+        gap=gap, profile=profile, gap_by=gap_by, gaps=gaps, midnight=midnight,
+        timezone_column=timezone_column, campaign=campaign, start_events=start_events,
+        end_events=end_events, client_session=client_session, timestamp_unit=timestamp_unit,
+        user_id=user_id, anonymous_id=anonymous_id, timestamp=timestamp,
+        message_id=message_id, event=event, type=type)
     engine = DuckDBEngine(database=database, memory_limit=memory_limit, threads=threads,
                           temp_directory=temp_directory, progress=progress)
     try:

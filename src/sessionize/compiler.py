@@ -165,6 +165,87 @@ def _id_sql(field: Field | None) -> str:
         f"ELSE {text} END"
 
 
+PLATFORM_SQL = """CASE WHEN {lib} IS NULL THEN NULL
+    WHEN lower({lib}) IN ('analytics.js', 'analytics-next') OR starts_with(lower({lib}),
+        'analytics.js') THEN 'web'
+    WHEN regexp_matches(lower({lib}), 'ios|android|react-native|flutter|swift|kotlin')
+        THEN 'mobile'
+    ELSE 'server' END"""
+
+
+@dataclasses.dataclass(frozen=True)
+class _RuleSQL:
+    """The SQL pieces of the rules beyond the notebook's (all empty for the plain rule)."""
+
+    columns: list[tuple[str, str]]   # computed in ``prepared`` (name without prefix, SQL)
+    threshold: str                   # the gap in force after the previous event
+    boundaries: str                  # further WHEN ... THEN '<reason>' branches
+    lags: list[tuple[str, str]]      # window expressions over the user's order
+
+    @property
+    def carried(self) -> str:
+        return "".join(f", {P}{name}" for name, _ in self.columns)
+
+    def windows(self, order: str) -> str:
+        return "".join(f",\n                            {sql.format(order=order)} AS {P}{name}"
+                       for name, sql in self.lags)
+
+
+def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
+    """Per-event gaps, midnight, campaign, start/end events and client session ids."""
+    columns: list[tuple[str, str]] = []
+    lags: list[tuple[str, str]] = []
+    branches: list[str] = []
+    threshold = str(rules.gap_us)
+    before = "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
+    if rules.gaps_us:
+        key = _text_sql(fields.get("gap_by"))
+        if rules.gap_by == "platform":
+            key = PLATFORM_SQL.format(lib=key)
+        cases = " ".join(f"WHEN {_literal(k)} THEN {us}" for k, us in rules.gaps_us)
+        columns.append(("gap_us", f"CASE {key} {cases} ELSE {rules.gap_us} END"))
+        lags.append(("prev_gap_us", f"LAG({P}gap_us) OVER ({{order}})"))
+        threshold = f"{P}prev_gap_us"
+    if rules.midnight is not None:
+        if rules.midnight == "event":
+            columns.append(("zone", f"coalesce({_text_sql(fields.get('timezone'))}, 'UTC')"))
+            zone = f"{P}zone"
+        else:
+            zone = _literal(rules.midnight)
+        branches.append(
+            f"WHEN CAST(timezone({zone}, {P}prev_ts) AS DATE) "
+            f"<> CAST(timezone({zone}, {P}ts) AS DATE) THEN 'midnight'")
+    if rules.campaign:
+        parts = [_text_sql(fields.get(f"campaign_{i}")) for i in range(len(rules.campaign))]
+        present = " OR ".join(f"{part} IS NOT NULL" for part in parts)
+        joined = " || '|' || ".join(f"coalesce({part}, '')" for part in parts)
+        columns.append(("campaign", f"CASE WHEN {present} THEN {joined} END"))
+        lags.append(("last_campaign",
+                     f"LAST_VALUE({P}campaign IGNORE NULLS) OVER ({{order}} {before})"))
+        branches.append(
+            f"WHEN {P}campaign <> {P}last_campaign THEN 'campaign_change'")
+    if rules.start_events or rules.end_events:
+        tests = []
+        if rules.start_events:
+            tests.append(f"{P}name IN ({', '.join(map(_literal, rules.start_events))})")
+        if rules.end_events:
+            lags.append(("prev_name", f"LAG({P}name) OVER ({{order}})"))
+            tests.append(f"{P}prev_name IN ({', '.join(map(_literal, rules.end_events))})")
+        branches.append(f"WHEN {' OR '.join(tests)} THEN 'start_event'")
+    if rules.client_session:
+        columns.append(("client_session", _text_sql(fields.get("client_session"))))
+        lags.append(("last_client_session",
+                     f"LAST_VALUE({P}client_session IGNORE NULLS) OVER ({{order}} {before})"))
+        branches.append(
+            f"WHEN {P}client_session <> {P}last_client_session THEN 'client_session'")
+    boundaries = "".join(f"{b}\n                             " for b in branches)
+    return _RuleSQL(columns, threshold, boundaries, lags)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: Sequence[str],
                   *, source: str = "sz_input") -> CompiledRules:
     """Build the syntax trees of every stage for the given input.
@@ -190,14 +271,18 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     anon = _id_sql(fields.get("anonymous_id"))
     msg = _text_sql(fields.get("message_id"))
     name = f"coalesce({_text_sql(fields.get('event'))}, {_text_sql(fields.get('type'))})"
+    rule = _rule_sql(rules, fields)
+    rule_columns = "".join(f",\n                {sql} AS {P}{name}" for name, sql in rule.columns)
+    zone_check = (f"\n                 WHEN {P}zone NOT IN (SELECT name FROM pg_timezone_names()) "
+                  "THEN 'invalid_timezone'" if rules.midnight == "event" else "")
     prepared = f"""
         SELECT *,
             CASE WHEN {ts_field.sql} IS NULL THEN 'missing_timestamp'
                  WHEN {P}ts IS NULL THEN 'invalid_timestamp'
-                 WHEN {P}user IS NULL THEN 'missing_user' END AS {P}invalid
+                 WHEN {P}user IS NULL THEN 'missing_user'{zone_check} END AS {P}invalid
         FROM (
             SELECT *, {ts} AS {P}ts, coalesce({user}, {anon}) AS {P}user,
-                {msg} AS {P}msg, {name} AS {P}name
+                {msg} AS {P}msg, {name} AS {P}name{rule_columns}
             FROM (SELECT *{with_text} FROM {source})
         )
     """
@@ -209,7 +294,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
     assign = f"""
         SELECT {P}row, {P}user, {P}ts, {P}ts_us, {P}msg, {P}name, {P}seq, {P}prev_ts,
-            {P}reason, {P}session, {P}key
+            {P}reason, {P}session, {P}key{rule.carried}
         FROM (
             SELECT *,
                 CAST(SUM(CASE WHEN {P}reason IS NULL THEN 0 ELSE 1 END) OVER ({running}) AS BIGINT)
@@ -224,15 +309,15 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                 FROM (
                     SELECT *,
                         CASE WHEN {P}prev_us IS NULL THEN 'first_event'
-                             WHEN {P}ts_us - {P}prev_us > {rules.gap_us} THEN 'inactivity' END
-                            AS {P}reason
+                             WHEN {P}ts_us - {P}prev_us > {rule.threshold} THEN 'inactivity'
+                             {rule.boundaries}END AS {P}reason
                     FROM (
                         SELECT *,
                             LAG({P}ts) OVER ({order}) AS {P}prev_ts,
                             LAG({P}ts_us) OVER ({order}) AS {P}prev_us,
-                            ROW_NUMBER() OVER ({order}) AS {P}seq
+                            ROW_NUMBER() OVER ({order}) AS {P}seq{rule.windows(order)}
                         FROM (SELECT {P}row, {P}user, {P}ts, EPOCH_US({P}ts) AS {P}ts_us,
-                                     {P}msg, {P}name
+                                     {P}msg, {P}name{rule.carried}
                               FROM sz_prepared WHERE {P}invalid IS NULL)
                     )
                 )

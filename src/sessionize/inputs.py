@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -367,6 +367,14 @@ def _truncate_nanoseconds(schema: dict[str, str]) -> list[str]:
     return items
 
 
+def _records_to_file(records: list[Mapping], workdir: str) -> str:
+    fd, path = tempfile.mkstemp(suffix=".ndjson", dir=workdir)
+    with os.fdopen(fd, "w", encoding="utf-8") as dst:
+        for record in records:
+            dst.write(json.dumps(record, default=str) + "\n")
+    return path
+
+
 def _stdin_to_file(stream: IO[bytes], workdir: str) -> str:
     fd, path = tempfile.mkstemp(suffix=".ndjson", dir=workdir)
     with os.fdopen(fd, "wb") as dst:
@@ -387,14 +395,19 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
         sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         if not sources:
             raise OptionError("no input given (got an empty list)")
+        names: dict[str, str] = {}
+        if all(isinstance(s, Mapping) for s in sources):
+            # Records in memory (dicts, as json.load gives) are read exactly like a JSON file.
+            count = len(sources)
+            sources = [_records_to_file(sources, workdir)]
+            names[sources[0]] = f"{count} event records"
         if any(not isinstance(s, (str, os.PathLike)) for s in sources):
             bad = next(s for s in sources if not isinstance(s, (str, os.PathLike)))
             raise OptionError(
-                "source must be a path, a list of paths or globs, '-', or a pandas/polars/"
-                f"pyarrow/DuckDB table (got {type(bad).__name__})"
+                "source must be a path, a list of paths or globs, '-', a list of event dicts, "
+                f"or a pandas/polars/pyarrow/DuckDB table (got {type(bad).__name__})"
             )
         paths = []
-        names: dict[str, str] = {}
         for s in sources:
             if os.fspath(s) == "-":
                 paths.append(_stdin_to_file(stdin or sys.stdin.buffer, workdir))

@@ -9,11 +9,12 @@ applies exactly the same rules.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 from .durations import parse_duration
 from .errors import OptionError
 
-__all__ = ["Columns", "Rules", "OUTPUT_EVENT_COLUMNS"]
+__all__ = ["Columns", "OUTPUT_EVENT_COLUMNS", "PROFILES", "Rules", "START_REASONS"]
 
 #: Columns sessionize adds to every event, in this order, after the input columns.
 OUTPUT_EVENT_COLUMNS = (
@@ -55,14 +56,52 @@ class Columns:
                 )
 
 
+#: Built-in profiles: defaults for a kind of product, each taken from a tool users know.
+#: Options given explicitly override a profile's.
+PROFILES: dict[str, dict[str, object]] = {
+    # Google Analytics (and dbt's Segment package): 30 minutes of inactivity.
+    "web": {"gap": "30m"},
+    # Amplitude's mobile SDKs: a new session after 5 minutes in the background; apps
+    # mark sessions with lifecycle events (Segment's Application Opened / Backgrounded).
+    "mobile": {"gap": "5m", "start_events": ("Application Opened",),
+               "end_events": ("Application Backgrounded",)},
+    # SaaS products see web and mobile clients in one stream: 30 minutes on the web,
+    # 5 on mobile (by the SDK that sent the event), and a split at UTC midnight.
+    "saas": {"gap": "30m", "gap_by": "platform",
+             "gaps": {"web": "30m", "mobile": "5m", "server": "30m"}, "midnight": "UTC"},
+}
+
+#: The Segment fields that make up the campaign (UTM parameters).
+CAMPAIGN_FIELDS = ("context.campaign.source", "context.campaign.medium", "context.campaign.name",
+                   "context.campaign.term", "context.campaign.content")
+
+#: Why a session starts, in order of precedence when several rules fire at one event.
+START_REASONS = ("first_event", "inactivity", "midnight", "campaign_change", "start_event",
+                 "client_session")
+
+
 @dataclasses.dataclass(frozen=True)
 class Rules:
     """The session rules. ``gap_us`` is the inactivity threshold in microseconds:
-    a gap strictly greater than it starts a new session, an equal gap does not."""
+    a gap strictly greater than it starts a new session, an equal gap does not.
+
+    ``gaps_us`` maps values of the ``gap_by`` field (a column, or ``"platform"``:
+    web / mobile / server from the Segment library) to thresholds; the threshold
+    in force after an event is the one its own value selects (the timer an SDK
+    starts after each event), ``gap_us`` when its value is not listed.
+    """
 
     gap_us: int = 30 * 60 * 1_000_000
     columns: Columns = dataclasses.field(default_factory=Columns)
     timestamp_unit: str = "auto"
+    gap_by: str | None = None
+    gaps_us: tuple[tuple[str, int], ...] = ()
+    midnight: str | None = None          # an IANA zone, or "event" (each event's own zone)
+    timezone_column: str = "context.timezone"
+    campaign: tuple[str, ...] = ()       # fields whose change starts a session
+    start_events: tuple[str, ...] = ()
+    end_events: tuple[str, ...] = ()
+    client_session: str | None = None    # the SDK's session id field
 
     def __post_init__(self) -> None:
         if self.timestamp_unit not in TIMESTAMP_UNITS:
@@ -70,12 +109,77 @@ class Rules:
                 f"'timestamp_unit' must be one of {', '.join(TIMESTAMP_UNITS)} "
                 f"(got {self.timestamp_unit!r})"
             )
+        if self.gaps_us and self.gap_by is None:
+            raise OptionError("'gaps' needs 'gap_by': the column (or 'platform') whose value "
+                              "selects the gap (got gap_by=None)")
+        if self.midnight not in (None, "event"):
+            _check_zone(self.midnight)
+
+    @property
+    def plain(self) -> bool:
+        """True when only the notebook's inactivity rule applies."""
+        return not (self.gaps_us or self.midnight or self.campaign or self.start_events
+                    or self.end_events or self.client_session)
 
     @classmethod
-    def from_options(cls, *, gap: object = "30m", timestamp_unit: str = "auto",
-                     **columns: str) -> Rules:
+    def from_options(cls, *, gap: object = None, timestamp_unit: str = "auto",
+                     profile: str | None = None, gap_by: str | None = None,
+                     gaps: Mapping[str, object] | None = None, midnight: str | None = None,
+                     timezone_column: str = "context.timezone",
+                     campaign: bool | str | Sequence[str] = False,
+                     start_events: Sequence[str] = (), end_events: Sequence[str] = (),
+                     client_session: str | None = None, **columns: str) -> Rules:
+        base: dict[str, object] = {}
+        if profile is not None:
+            if profile not in PROFILES:
+                raise OptionError(f"'profile' must be one of {', '.join(PROFILES)} "
+                                  f"(got {profile!r})")
+            base = dict(PROFILES[profile])
+        given = {"gap": gap, "gap_by": gap_by, "gaps": gaps, "midnight": midnight,
+                 "start_events": start_events or None, "end_events": end_events or None}
+        base.update({k: v for k, v in given.items() if v is not None})
+        gaps_us = tuple(sorted(
+            (str(key), parse_duration(value, name=f"gaps[{key!r}]"))
+            for key, value in dict(base.get("gaps") or {}).items()))
+        if campaign is True:
+            campaign_fields: tuple[str, ...] = CAMPAIGN_FIELDS
+        elif campaign is False or campaign is None:
+            campaign_fields = ()
+        else:
+            campaign_fields = (campaign,) if isinstance(campaign, str) else tuple(campaign)
         return cls(
-            gap_us=parse_duration(gap, name="gap"),
+            gap_us=parse_duration(base.get("gap", "30m"), name="gap"),
             columns=Columns(**columns),
             timestamp_unit=timestamp_unit,
+            gap_by=base.get("gap_by"),  # type: ignore[arg-type]
+            gaps_us=gaps_us,
+            midnight=base.get("midnight"),  # type: ignore[arg-type]
+            timezone_column=timezone_column,
+            campaign=campaign_fields,
+            start_events=_names(base.get("start_events", ()), "start_events"),
+            end_events=_names(base.get("end_events", ()), "end_events"),
+            client_session=client_session,
         )
+
+
+def _names(value: object, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    try:
+        items = tuple(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise OptionError(f"{name!r} must be a list of event names (got {value!r})") from None
+    if not all(isinstance(item, str) and item for item in items):
+        raise OptionError(f"{name!r} must be a list of event names (got {value!r})")
+    return items
+
+
+def _check_zone(zone: str) -> None:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        raise OptionError(
+            f"'midnight' must be an IANA time zone such as 'Europe/Berlin' or 'UTC', or "
+            f"'event' for each event's own zone (got {zone!r})") from None

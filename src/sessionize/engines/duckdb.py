@@ -21,7 +21,7 @@ import duckdb
 from ..compiler import Field, compile_rules, quote
 from ..errors import InputError, InvalidEventsError, OptionError
 from ..inputs import LoadedInput, MalformedLine, load
-from ..rules import Rules
+from ..rules import CAMPAIGN_FIELDS, Rules
 
 __all__ = ["DuckDBEngine"]
 
@@ -87,6 +87,7 @@ class DuckDBEngine:
                           on_invalid=on_invalid, workdir=self._workdir, stdin=stdin)
         fields = {name: self._resolve(loaded, path)
                   for name, path in vars(rules.columns).items()}
+        fields.update(self._rule_fields(loaded, rules))
         if fields["user_id"] is None and fields["anonymous_id"] is None:
             raise InputError(
                 f"the input has neither a {rules.columns.user_id!r} nor an "
@@ -143,14 +144,46 @@ class DuckDBEngine:
             return None
         return Field(sql, kind)
 
+    def _rule_fields(self, loaded: LoadedInput, rules: Rules) -> dict[str, Field | None]:
+        """Resolve the columns the optional rules read.
+
+        Columns the user named must exist; Segment's defaults (the library name for
+        ``gap_by="platform"``, ``context.timezone``, the UTM fields) may be absent, which
+        reads as missing values.
+        """
+        wanted: dict[str, tuple[str, bool]] = {}
+        if rules.gaps_us:
+            if rules.gap_by == "platform":
+                wanted["gap_by"] = ("context.library.name", False)
+            else:
+                wanted["gap_by"] = (rules.gap_by, True)
+        if rules.midnight == "event":
+            wanted["timezone"] = (rules.timezone_column,
+                                  rules.timezone_column != "context.timezone")
+        for i, path in enumerate(rules.campaign):
+            wanted[f"campaign_{i}"] = (path, rules.campaign != CAMPAIGN_FIELDS)
+        if rules.client_session:
+            wanted["client_session"] = (rules.client_session, True)
+        fields = {}
+        for name, (path, required) in wanted.items():
+            fields[name] = self._resolve(loaded, path)
+            if fields[name] is None and required:
+                raise InputError(
+                    f"the input has no column {path!r}, which the {name.split('_')[0]} rule "
+                    f"reads.\nHint: the input has: {', '.join(loaded.schema)}")
+        return fields
+
     def _check(self, loaded: LoadedInput, fields: dict[str, Field | None], on_invalid: str) -> int:
         count = self.con.execute(
             "SELECT count(*) FROM sz_prepared WHERE __sz_invalid IS NOT NULL").fetchall()[0][0]
         if count == 0 or on_invalid == "quarantine":
             return count
         ts = fields["timestamp"]
+        raw = f"CAST({ts.sql} AS VARCHAR)"
+        if self._rules.midnight == "event":
+            raw = f"CASE WHEN __sz_invalid = 'invalid_timezone' THEN __sz_zone ELSE {raw} END"
         rows = self.con.execute(
-            f"SELECT __sz_row + 1, __sz_msg, __sz_invalid, CAST({ts.sql} AS VARCHAR) "
+            f"SELECT __sz_row + 1, __sz_msg, __sz_invalid, {raw} "
             f"FROM sz_prepared WHERE __sz_invalid IS NOT NULL ORDER BY __sz_row "
             f"LIMIT {MAX_REPORTED}").fetchall()
         names = (self._rules.columns.user_id, self._rules.columns.anonymous_id)
@@ -204,6 +237,10 @@ def _problem(row: int, msg: str | None, reason: str, raw: str | None,
     elif reason == "invalid_timestamp":
         text = f"{where}: timestamp {raw!r} is not a time"
         field, value = "timestamp", raw
+    elif reason == "invalid_timezone":
+        text = (f"{where}: time zone {raw!r} is not an IANA time zone name "
+                "(such as 'Europe/Berlin'); midnight='event' reads it")
+        field, value = "timezone", raw
     else:
         text = f"{where}: neither {user_columns[0]} nor {user_columns[1]} is set"
         field, value = "/".join(user_columns), None

@@ -1,0 +1,90 @@
+"""Options of the rules beyond the notebook's: validation, defaults, data checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import sessionize
+from sessionize.rules import PROFILES, Rules
+
+
+def write(tmp_path, events) -> str:
+    path = tmp_path / "events.json"
+    path.write_text(json.dumps(events))
+    return str(path)
+
+
+def test_no_rule_given_keeps_the_notebook_rule():
+    assert Rules.from_options().plain
+    assert Rules.from_options(gap="5m").plain
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"profile": "tv"}, "'profile' must be one of web, mobile, saas (got 'tv')"),
+    ({"midnight": "Mars/Base"}, "IANA time zone"),
+    ({"gaps": {"web": "30m"}}, "'gaps' needs 'gap_by'"),
+    ({"gap_by": "platform", "gaps": {"web": "soon"}}, "gaps['web']"),
+    ({"start_events": [1]}, "'start_events' must be a list of event names"),
+])
+def test_bad_rule_options_name_the_value_and_the_choices(options, message):
+    with pytest.raises(sessionize.OptionError) as info:
+        sessionize.run(sessionize.sample_path(), **options)
+    assert message in str(info.value)
+
+
+def test_explicit_options_override_a_profile():
+    rules = Rules.from_options(profile="mobile", gap="10m")
+    assert rules.gap_us == 600_000_000
+    assert rules.start_events == PROFILES["mobile"]["start_events"]
+
+
+def test_a_named_rule_column_must_exist(tmp_path):
+    path = write(tmp_path, [{"userId": "u", "timestamp": "2024-01-01T00:00:00Z"}])
+    with pytest.raises(sessionize.InputError) as info:
+        sessionize.run(path, client_session="context.sessionId")
+    assert "context.sessionId" in str(info.value)
+
+
+def test_segment_default_rule_columns_may_be_absent(tmp_path):
+    path = write(tmp_path, [{"userId": "u", "timestamp": "2024-01-01T00:00:00Z"}])
+    with sessionize.run(path, profile="saas", campaign=True, midnight="event") as result:
+        assert len(result.sessions) == 1
+
+
+def test_unknown_event_time_zone_is_invalid_data(tmp_path):
+    path = write(tmp_path, [
+        {"userId": "u", "timestamp": "2024-01-01T00:00:00Z", "messageId": "ok",
+         "context": {"timezone": "Europe/Paris"}},
+        {"userId": "u", "timestamp": "2024-01-01T00:05:00Z", "messageId": "bad",
+         "context": {"timezone": "Mars/Base"}},
+    ])
+    with pytest.raises(sessionize.InvalidEventsError) as info:
+        sessionize.run(path, midnight="event")
+    assert "bad" in str(info.value) and "Mars/Base" in str(info.value)
+    with sessionize.run(path, midnight="event", on_invalid="quarantine") as result:
+        rows = result.quarantine.to_arrow().to_pylist()
+    assert [(r["messageId"], r["quarantine_reason"]) for r in rows] == [
+        ("bad", "invalid_timezone")]
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "spark", "snowflake", "bigquery"])
+def test_rules_compile_to_other_dialects(dialect):
+    with sessionize.run(sessionize.sample_path(), profile="saas", campaign=True,
+                        start_events=["Login"], end_events=["Logout"],
+                        client_session="properties.feature") as result:
+        assign = result.sql("assign", dialect)
+    for reason in ("'inactivity'", "'midnight'", "'campaign_change'", "'start_event'",
+                   "'client_session'"):
+        assert reason in assign
+
+
+def test_start_reasons_are_documented():
+    from pathlib import Path
+
+    from sessionize.rules import START_REASONS
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "rules.md").read_text()
+    for reason in START_REASONS:
+        assert f"`{reason}`" in docs
