@@ -28,6 +28,9 @@ def run(
     start_events: Sequence[str] = (),
     end_events: Sequence[str] = (),
     client_session: str | None = None,
+    dedupe: bool = False,
+    time_column: str | None = None,
+    clock_skew: str | None = None,
     user_id: str = "userId",
     anonymous_id: str = "anonymousId",
     timestamp: str = "timestamp",
@@ -61,6 +64,13 @@ def run(
     UTM campaign changes); ``start_events`` / ``end_events``; ``client_session``
     (split where the SDK's session id changes). Each records its ``start_reason``.
 
+    Time and duplicates (both off by default): ``dedupe=True`` sets repeated
+    ``messageId`` copies aside (the earliest ``receivedAt`` is kept; the others go to
+    ``quarantine`` with reason ``duplicate_message_id``, counted in the summary);
+    ``time_column=`` picks ``"timestamp"``, ``"originalTimestamp"`` or ``"receivedAt"``
+    (an alias of ``timestamp=``); ``clock_skew="segment"`` uses
+    ``receivedAt - (sentAt - originalTimestamp)`` where all three exist.
+
     ``on_invalid="raise"`` (default) fails on rows with a bad or missing timestamp
     or no user id, naming them; ``"quarantine"`` sets them aside in
     ``result.quarantine`` with a reason each. ``database`` keeps the engine's
@@ -78,7 +88,8 @@ def run(
     rules = Rules.from_options(
         gap=gap, profile=profile, gap_by=gap_by, gaps=gaps, midnight=midnight,
         timezone_column=timezone_column, campaign=campaign, start_events=start_events,
-        end_events=end_events, client_session=client_session, timestamp_unit=timestamp_unit,
+        end_events=end_events, client_session=client_session, dedupe=dedupe,
+        time_column=time_column, clock_skew=clock_skew, timestamp_unit=timestamp_unit,
         user_id=user_id, anonymous_id=anonymous_id, timestamp=timestamp,
         message_id=message_id, event=event, type=type)
     engine = DuckDBEngine(database=database, memory_limit=memory_limit, threads=threads,

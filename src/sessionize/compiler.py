@@ -191,6 +191,28 @@ class _RuleSQL:
                        for name, sql in self.lags)
 
 
+def _other_time_sql(field: Field | None, unit: str) -> str:
+    """Parse another of Segment's times (receivedAt, sentAt, ...) like the timestamp."""
+    if field is None:
+        return "CAST(NULL AS TIMESTAMPTZ)"
+    sql = timestamp_sql(field, unit)
+    text = timestamp_text_sql(field)
+    return sql if text is None else sql.replace(f"{P}ts_text", f"({text})")
+
+
+def _clock_skew_sql(ts: str, fields: dict[str, Field | None], unit: str) -> str:
+    """Segment's correction for device clocks: receivedAt - (sentAt - originalTimestamp).
+
+    Used where all three are present; elsewhere the chosen time stands.
+    """
+    received, sent, original = (
+        f"EPOCH_US({_other_time_sql(fields.get(name), unit)})"
+        for name in ("received_at", "sent_at", "original_timestamp"))
+    return (f"CASE WHEN {received} IS NOT NULL AND {sent} IS NOT NULL AND {original} IS NOT NULL "
+            f"THEN CAST(make_timestamp({received} - ({sent} - {original})) AS TIMESTAMPTZ) "
+            f"ELSE {ts} END")
+
+
 def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
     """Per-event gaps, midnight, campaign, start/end events and client session ids."""
     columns: list[tuple[str, str]] = []
@@ -271,19 +293,30 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     anon = _id_sql(fields.get("anonymous_id"))
     msg = _text_sql(fields.get("message_id"))
     name = f"coalesce({_text_sql(fields.get('event'))}, {_text_sql(fields.get('type'))})"
+    if rules.clock_skew == "segment":
+        ts = _clock_skew_sql(ts, fields, rules.timestamp_unit)
+    dedupe_rank = ""
+    if rules.dedupe:
+        # Segment delivers at least once: the copy received first is the event.
+        received = _other_time_sql(fields.get("received_at"), rules.timestamp_unit)
+        dedupe_rank = (f", CASE WHEN {msg} IS NULL THEN 1 ELSE ROW_NUMBER() OVER "
+                       f"(PARTITION BY {msg} ORDER BY {received}, {P}row) END AS {P}copy")
     rule = _rule_sql(rules, fields)
     rule_columns = "".join(f",\n                {sql} AS {P}{name}" for name, sql in rule.columns)
+    dup_check = (f"\n                 WHEN {P}copy > 1 THEN 'duplicate_message_id'"
+                 if rules.dedupe else "")
     zone_check = (f"\n                 WHEN {P}zone NOT IN (SELECT name FROM pg_timezone_names()) "
                   "THEN 'invalid_timezone'" if rules.midnight == "event" else "")
     prepared = f"""
         SELECT *,
             CASE WHEN {ts_field.sql} IS NULL THEN 'missing_timestamp'
                  WHEN {P}ts IS NULL THEN 'invalid_timestamp'
-                 WHEN {P}user IS NULL THEN 'missing_user'{zone_check} END AS {P}invalid
+                 WHEN {P}user IS NULL THEN 'missing_user'{zone_check}{dup_check} END
+                AS {P}invalid
         FROM (
             SELECT *, {ts} AS {P}ts, coalesce({user}, {anon}) AS {P}user,
                 {msg} AS {P}msg, {name} AS {P}name{rule_columns}
-            FROM (SELECT *{with_text} FROM {source})
+            FROM (SELECT *{with_text}{dedupe_rank} FROM {source})
         )
     """
     # --- assign: order, gap, boundary, number, key (narrow: only what the windows need) ---

@@ -46,6 +46,9 @@ class Columns:
     message_id: str = "messageId"
     event: str = "event"
     type: str = "type"
+    received_at: str = "receivedAt"
+    sent_at: str = "sentAt"
+    original_timestamp: str = "originalTimestamp"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -102,6 +105,8 @@ class Rules:
     start_events: tuple[str, ...] = ()
     end_events: tuple[str, ...] = ()
     client_session: str | None = None    # the SDK's session id field
+    dedupe: bool = False                 # drop repeated messageIds (earliest receivedAt kept)
+    clock_skew: str | None = None        # "segment": receivedAt - (sentAt - originalTimestamp)
 
     def __post_init__(self) -> None:
         if self.timestamp_unit not in TIMESTAMP_UNITS:
@@ -114,6 +119,8 @@ class Rules:
                               "selects the gap (got gap_by=None)")
         if self.midnight not in (None, "event"):
             _check_zone(self.midnight)
+        if self.clock_skew not in (None, "segment"):
+            raise OptionError(f"'clock_skew' must be None or 'segment' (got {self.clock_skew!r})")
 
     @property
     def plain(self) -> bool:
@@ -128,7 +135,9 @@ class Rules:
                      timezone_column: str = "context.timezone",
                      campaign: bool | str | Sequence[str] = False,
                      start_events: Sequence[str] = (), end_events: Sequence[str] = (),
-                     client_session: str | None = None, **columns: str) -> Rules:
+                     client_session: str | None = None, dedupe: bool = False,
+                     time_column: str | None = None, clock_skew: str | None = None,
+                     **columns: str) -> Rules:
         base: dict[str, object] = {}
         if profile is not None:
             if profile not in PROFILES:
@@ -147,6 +156,12 @@ class Rules:
             campaign_fields = ()
         else:
             campaign_fields = (campaign,) if isinstance(campaign, str) else tuple(campaign)
+        if time_column is not None:
+            # time_column= is the name for timestamp=: which of Segment's times to use
+            if columns.get("timestamp", "timestamp") not in ("timestamp", time_column):
+                raise OptionError(f"give 'time_column' or 'timestamp', not both (got "
+                                  f"{time_column!r} and {columns['timestamp']!r})")
+            columns["timestamp"] = time_column
         return cls(
             gap_us=parse_duration(base.get("gap", "30m"), name="gap"),
             columns=Columns(**columns),
@@ -159,6 +174,8 @@ class Rules:
             start_events=_names(base.get("start_events", ()), "start_events"),
             end_events=_names(base.get("end_events", ()), "end_events"),
             client_session=client_session,
+            dedupe=bool(dedupe),
+            clock_skew=clock_skew,
         )
 
 

@@ -122,7 +122,8 @@ class DuckDBEngine:
     @staticmethod
     def _text_columns(rules: Rules) -> list[str]:
         c = rules.columns
-        return [c.timestamp, c.user_id, c.anonymous_id, c.message_id]
+        return [c.timestamp, c.user_id, c.anonymous_id, c.message_id, c.received_at, c.sent_at,
+                c.original_timestamp]
 
     def _resolve(self, loaded: LoadedInput, path: str) -> Field | None:
         """Where a configured column lives: a top-level name, else a dotted struct path."""
@@ -174,17 +175,20 @@ class DuckDBEngine:
         return fields
 
     def _check(self, loaded: LoadedInput, fields: dict[str, Field | None], on_invalid: str) -> int:
-        count = self.con.execute(
-            "SELECT count(*) FROM sz_prepared WHERE __sz_invalid IS NOT NULL").fetchall()[0][0]
+        # Duplicates set aside by dedupe=True are reported, never an error.
+        total, count = self.con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE __sz_invalid <> 'duplicate_message_id') "
+            "FROM sz_prepared WHERE __sz_invalid IS NOT NULL").fetchall()[0]
         if count == 0 or on_invalid == "quarantine":
-            return count
+            return total
         ts = fields["timestamp"]
         raw = f"CAST({ts.sql} AS VARCHAR)"
         if self._rules.midnight == "event":
             raw = f"CASE WHEN __sz_invalid = 'invalid_timezone' THEN __sz_zone ELSE {raw} END"
         rows = self.con.execute(
             f"SELECT __sz_row + 1, __sz_msg, __sz_invalid, {raw} "
-            f"FROM sz_prepared WHERE __sz_invalid IS NOT NULL ORDER BY __sz_row "
+            f"FROM sz_prepared WHERE __sz_invalid IS NOT NULL "
+            f"AND __sz_invalid <> 'duplicate_message_id' ORDER BY __sz_row "
             f"LIMIT {MAX_REPORTED}").fetchall()
         names = (self._rules.columns.user_id, self._rules.columns.anonymous_id)
         problems = [_problem(row, msg, reason, raw, names) for row, msg, reason, raw in rows]
