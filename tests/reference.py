@@ -37,6 +37,7 @@ class Options:
     end_events: tuple[str, ...] = ()
     campaign: bool = False
     client_session: bool = False
+    passive: tuple[str, ...] = ()                        # names that do not extend a session
 
 
 def platform(library: str | None) -> str | None:
@@ -58,12 +59,20 @@ def local_date(ts_us: int, zone: str) -> dt.date:
 
 
 def start_reason(prev: Event | None, event: Event, gap_us: int, options: Options,
-                 last_campaign: str | None, last_client: str | None) -> str | None:
-    """Why ``event`` starts a session (None: it does not), in order of precedence."""
+                 last_campaign: str | None, last_client: str | None,
+                 last_active: Event | None = None) -> str | None:
+    """Why ``event`` starts a session (None: it does not), in order of precedence.
+
+    The gap is measured from the previous event, except that an active event measures
+    it from the last active event when passive events are configured and one exists.
+    """
     if prev is None:
         return "first_event"
-    threshold = options.gaps.get(prev.gap_key, gap_us) if prev.gap_key is not None else gap_us
-    if event.ts_us - prev.ts_us > threshold:
+    since = prev
+    if options.passive and event.name not in options.passive and last_active is not None:
+        since = last_active
+    threshold = options.gaps.get(since.gap_key, gap_us) if since.gap_key is not None else gap_us
+    if event.ts_us - since.ts_us > threshold:
         return "inactivity"
     if options.midnight is not None:
         zone = (event.zone or "UTC") if options.midnight == "event" else options.midnight
@@ -110,8 +119,12 @@ def sessionize(events: list[Event], gap_us: int,
         session_id = 0
         current: dict | None = None
         last_campaign = last_client = None  # the last non-missing value before this event
+        last_active = None
         for event in stream:
-            reason = start_reason(prev, event, gap_us, options, last_campaign, last_client)
+            reason = start_reason(prev, event, gap_us, options, last_campaign, last_client,
+                                  last_active)
+            if event.name not in options.passive:
+                last_active = event
             last_campaign = event.campaign if event.campaign is not None else last_campaign
             last_client = (event.client_session if event.client_session is not None
                            else last_client)

@@ -166,6 +166,7 @@ def rule_streams(draw):
         end_events=draw(st.sampled_from([(), ("Close",)])),
         campaign=draw(st.booleans()),
         client_session=draw(st.booleans()),
+        passive=draw(st.sampled_from([(), ("Page",), ("Page", "Close")])),
     )
     events = []
     for row in range(draw(st.integers(1, 30))):
@@ -193,6 +194,7 @@ def rule_options(gap: int, options: Options) -> dict:
         kwargs["campaign"] = "utm"
     if options.client_session:
         kwargs["client_session"] = "csid"
+    kwargs["passive_events"] = list(options.passive)
     kwargs["start_events"] = list(options.start_events)
     kwargs["end_events"] = list(options.end_events)
     return kwargs

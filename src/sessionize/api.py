@@ -28,6 +28,7 @@ def run(
     start_events: Sequence[str] = (),
     end_events: Sequence[str] = (),
     client_session: str | None = None,
+    passive_events: Sequence[str] = (),
     dedupe: bool = False,
     time_column: str | None = None,
     clock_skew: str | None = None,
@@ -62,7 +63,9 @@ def run(
     by ``"platform"``); ``midnight`` (split at local midnight in an IANA zone, or
     ``"event"`` for each event's ``timezone_column``); ``campaign`` (split when the
     UTM campaign changes); ``start_events`` / ``end_events``; ``client_session``
-    (split where the SDK's session id changes). Each records its ``start_reason``.
+    (split where the SDK's session id changes); ``passive_events`` (events such as
+    ``identify`` that join the open session but do not keep it alive). Each records
+    its ``start_reason``.
 
     Time and duplicates (both off by default): ``dedupe=True`` sets repeated
     ``messageId`` copies aside (the earliest ``receivedAt`` is kept; the others go to
@@ -88,7 +91,8 @@ def run(
     rules = Rules.from_options(
         gap=gap, profile=profile, gap_by=gap_by, gaps=gaps, midnight=midnight,
         timezone_column=timezone_column, campaign=campaign, start_events=start_events,
-        end_events=end_events, client_session=client_session, dedupe=dedupe,
+        end_events=end_events, client_session=client_session,
+        passive_events=passive_events, dedupe=dedupe,
         time_column=time_column, clock_skew=clock_skew, timestamp_unit=timestamp_unit,
         user_id=user_id, anonymous_id=anonymous_id, timestamp=timestamp,
         message_id=message_id, event=event, type=type)

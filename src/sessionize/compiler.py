@@ -181,6 +181,7 @@ class _RuleSQL:
     threshold: str                   # the gap in force after the previous event
     boundaries: str                  # further WHEN ... THEN '<reason>' branches
     lags: list[tuple[str, str]]      # window expressions over the user's order
+    since: str = f"{P}prev_us"       # the time the gap is measured from
 
     @property
     def carried(self) -> str:
@@ -260,8 +261,25 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
                      f"LAST_VALUE({P}client_session IGNORE NULLS) OVER ({{order}} {before})"))
         branches.append(
             f"WHEN {P}client_session <> {P}last_client_session THEN 'client_session'")
+    since = f"{P}prev_us"
+    if rules.passive_events:
+        # Passive events join the open session but do not keep it alive: an active event
+        # measures its gap from the last active event before it (from the previous event
+        # when there is none); a passive event from the previous event.
+        names = ", ".join(map(_literal, rules.passive_events))
+        columns.append(("passive", f"coalesce({P}name IN ({names}), false)"))
+        lags.append(("last_active_us", f"LAST_VALUE(CASE WHEN {P}passive THEN NULL ELSE "
+                                       f"{P}ts_us END IGNORE NULLS) OVER ({{order}} {before})"))
+        use_prev = f"{P}passive OR {P}last_active_us IS NULL"
+        since = f"CASE WHEN {use_prev} THEN {P}prev_us ELSE {P}last_active_us END"
+        if rules.gaps_us:
+            lags.append(("last_active_gap_us",
+                         f"LAST_VALUE(CASE WHEN {P}passive THEN NULL ELSE {P}gap_us END "
+                         f"IGNORE NULLS) OVER ({{order}} {before})"))
+            threshold = (f"CASE WHEN {use_prev} THEN {P}prev_gap_us "
+                         f"ELSE {P}last_active_gap_us END")
     boundaries = "".join(f"{b}\n                             " for b in branches)
-    return _RuleSQL(columns, threshold, boundaries, lags)
+    return _RuleSQL(columns, threshold, boundaries, lags, since)
 
 
 def _literal(text: str) -> str:
@@ -342,7 +360,8 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                 FROM (
                     SELECT *,
                         CASE WHEN {P}prev_us IS NULL THEN 'first_event'
-                             WHEN {P}ts_us - {P}prev_us > {rule.threshold} THEN 'inactivity'
+                             WHEN {P}ts_us - ({rule.since}) > {rule.threshold}
+                                THEN 'inactivity'
                              {rule.boundaries}END AS {P}reason
                     FROM (
                         SELECT *,

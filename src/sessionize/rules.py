@@ -105,6 +105,7 @@ class Rules:
     start_events: tuple[str, ...] = ()
     end_events: tuple[str, ...] = ()
     client_session: str | None = None    # the SDK's session id field
+    passive_events: tuple[str, ...] = ()  # events that join a session but do not extend it
     dedupe: bool = False                 # drop repeated messageIds (earliest receivedAt kept)
     clock_skew: str | None = None        # "segment": receivedAt - (sentAt - originalTimestamp)
 
@@ -126,7 +127,7 @@ class Rules:
     def plain(self) -> bool:
         """True when only the notebook's inactivity rule applies."""
         return not (self.gaps_us or self.midnight or self.campaign or self.start_events
-                    or self.end_events or self.client_session)
+                    or self.end_events or self.client_session or self.passive_events)
 
     @classmethod
     def from_options(cls, *, gap: object = None, timestamp_unit: str = "auto",
@@ -135,7 +136,8 @@ class Rules:
                      timezone_column: str = "context.timezone",
                      campaign: bool | str | Sequence[str] = False,
                      start_events: Sequence[str] = (), end_events: Sequence[str] = (),
-                     client_session: str | None = None, dedupe: bool = False,
+                     client_session: str | None = None,
+                     passive_events: Sequence[str] = (), dedupe: bool = False,
                      time_column: str | None = None, clock_skew: str | None = None,
                      **columns: str) -> Rules:
         base: dict[str, object] = {}
@@ -174,6 +176,7 @@ class Rules:
             start_events=_names(base.get("start_events", ()), "start_events"),
             end_events=_names(base.get("end_events", ()), "end_events"),
             client_session=client_session,
+            passive_events=_names(passive_events, "passive_events"),
             dedupe=bool(dedupe),
             clock_skew=clock_skew,
         )
