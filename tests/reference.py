@@ -38,6 +38,7 @@ class Options:
     campaign: bool = False
     client_session: bool = False
     passive: tuple[str, ...] = ()                        # names that do not extend a session
+    max_duration: int | None = None                      # us; longer sessions are cut
 
 
 def platform(library: str | None) -> str | None:
@@ -120,9 +121,19 @@ def sessionize(events: list[Event], gap_us: int,
         current: dict | None = None
         last_campaign = last_client = None  # the last non-missing value before this event
         last_active = None
+        base_start = piece = None
         for event in stream:
             reason = start_reason(prev, event, gap_us, options, last_campaign, last_client,
                                   last_active)
+            if options.max_duration:
+                # windows of max_duration from the start the other rules gave (end included)
+                if reason is not None:
+                    base_start = event.ts_us
+                elapsed = event.ts_us - base_start
+                new_piece = 0 if elapsed == 0 else (elapsed - 1) // options.max_duration
+                if reason is None and new_piece != piece:
+                    reason = "max_duration"
+                piece = new_piece
             if event.name not in options.passive:
                 last_active = event
             last_campaign = event.campaign if event.campaign is not None else last_campaign

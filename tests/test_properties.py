@@ -167,6 +167,7 @@ def rule_streams(draw):
         campaign=draw(st.booleans()),
         client_session=draw(st.booleans()),
         passive=draw(st.sampled_from([(), ("Page",), ("Page", "Close")])),
+        max_duration=draw(st.sampled_from([None, gap // 2, gap, 3 * gap])),
     )
     events = []
     for row in range(draw(st.integers(1, 30))):
@@ -195,6 +196,8 @@ def rule_options(gap: int, options: Options) -> dict:
     if options.client_session:
         kwargs["client_session"] = "csid"
     kwargs["passive_events"] = list(options.passive)
+    if options.max_duration:
+        kwargs["max_duration"] = f"{options.max_duration}us"
     kwargs["start_events"] = list(options.start_events)
     kwargs["end_events"] = list(options.end_events)
     return kwargs

@@ -29,6 +29,7 @@ def run(
     end_events: Sequence[str] = (),
     client_session: str | None = None,
     passive_events: Sequence[str] = (),
+    max_duration: str | dt.timedelta | float | None = None,
     dedupe: bool = False,
     time_column: str | None = None,
     clock_skew: str | None = None,
@@ -64,8 +65,8 @@ def run(
     ``"event"`` for each event's ``timezone_column``); ``campaign`` (split when the
     UTM campaign changes); ``start_events`` / ``end_events``; ``client_session``
     (split where the SDK's session id changes); ``passive_events`` (events such as
-    ``identify`` that join the open session but do not keep it alive). Each records
-    its ``start_reason``.
+    ``identify`` that join the open session but do not keep it alive); ``max_duration``
+    (a longer session is cut into windows that long). Each records its ``start_reason``.
 
     Time and duplicates (both off by default): ``dedupe=True`` sets repeated
     ``messageId`` copies aside (the earliest ``receivedAt`` is kept; the others go to
@@ -92,7 +93,7 @@ def run(
         gap=gap, profile=profile, gap_by=gap_by, gaps=gaps, midnight=midnight,
         timezone_column=timezone_column, campaign=campaign, start_events=start_events,
         end_events=end_events, client_session=client_session,
-        passive_events=passive_events, dedupe=dedupe,
+        passive_events=passive_events, max_duration=max_duration, dedupe=dedupe,
         time_column=time_column, clock_skew=clock_skew, timestamp_unit=timestamp_unit,
         user_id=user_id, anonymous_id=anonymous_id, timestamp=timestamp,
         message_id=message_id, event=event, type=type)

@@ -343,21 +343,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     order = f"PARTITION BY {P}user ORDER BY {P}ts_us, {P}msg, {P}row"
     running = (f"PARTITION BY {P}user ORDER BY {P}seq "
                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
-    assign = f"""
-        SELECT {P}row, {P}user, {P}ts, {P}ts_us, {P}msg, {P}name, {P}seq, {P}prev_ts,
-            {P}reason, {P}session, {P}key{rule.carried}
-        FROM (
-            SELECT *,
-                CAST(SUM(CASE WHEN {P}reason IS NULL THEN 0 ELSE 1 END) OVER ({running}) AS BIGINT)
-                    AS {P}session,
-                LAST_VALUE({P}start_key IGNORE NULLS) OVER ({running}) AS {P}key
-            FROM (
-                SELECT *,
-                    -- the key is hashed at session starts only and carried forward
-                    CASE WHEN {P}reason IS NULL THEN NULL
-                         ELSE substr(md5({P}user || '{SEPARATOR}' || CAST({P}ts_us AS VARCHAR)),
-                                     1, 20) END AS {P}start_key
-                FROM (
+    reasons = f"""(
                     SELECT *,
                         CASE WHEN {P}prev_us IS NULL THEN 'first_event'
                              WHEN {P}ts_us - ({rule.since}) > {rule.threshold}
@@ -372,7 +358,45 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                                      {P}msg, {P}name{rule.carried}
                               FROM sz_prepared WHERE {P}invalid IS NULL)
                     )
+                )"""
+    if rules.max_duration_us:
+        # A session the other rules made that runs longer than max_duration is cut into
+        # consecutive windows of max_duration from its first event; the first event in
+        # each later window starts a session. A window includes its end (like the gap).
+        by_seq = f"PARTITION BY {P}user ORDER BY {P}seq"
+        m = rules.max_duration_us
+        reasons = f"""(
+                SELECT * EXCLUDE ({P}base_reason, {P}base_start_us, {P}piece),
+                    coalesce({P}base_reason, CASE WHEN {P}piece <> LAG({P}piece)
+                        OVER ({by_seq}) THEN 'max_duration' END) AS {P}reason
+                FROM (
+                    SELECT *,
+                        CASE WHEN {P}ts_us = {P}base_start_us THEN 0
+                             ELSE CAST(floor(({P}ts_us - {P}base_start_us - 1) / {m}) AS BIGINT)
+                        END AS {P}piece
+                    FROM (
+                        SELECT * EXCLUDE ({P}reason), {P}reason AS {P}base_reason,
+                            MAX(CASE WHEN {P}reason IS NULL THEN NULL ELSE {P}ts_us END)
+                                OVER ({running}) AS {P}base_start_us
+                        FROM {reasons}
+                    )
                 )
+            )"""
+    assign = f"""
+        SELECT {P}row, {P}user, {P}ts, {P}ts_us, {P}msg, {P}name, {P}seq, {P}prev_ts,
+            {P}reason, {P}session, {P}key{rule.carried}
+        FROM (
+            SELECT *,
+                CAST(SUM(CASE WHEN {P}reason IS NULL THEN 0 ELSE 1 END) OVER ({running}) AS BIGINT)
+                    AS {P}session,
+                LAST_VALUE({P}start_key IGNORE NULLS) OVER ({running}) AS {P}key
+            FROM (
+                SELECT *,
+                    -- the key is hashed at session starts only and carried forward
+                    CASE WHEN {P}reason IS NULL THEN NULL
+                         ELSE substr(md5({P}user || '{SEPARATOR}' || CAST({P}ts_us AS VARCHAR)),
+                                     1, 20) END AS {P}start_key
+                FROM {reasons}
             )
         )
     """

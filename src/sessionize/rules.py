@@ -69,9 +69,11 @@ PROFILES: dict[str, dict[str, object]] = {
     "mobile": {"gap": "5m", "start_events": ("Application Opened",),
                "end_events": ("Application Backgrounded",)},
     # SaaS products see web and mobile clients in one stream: 30 minutes on the web,
-    # 5 on mobile (by the SDK that sent the event), and a split at UTC midnight.
+    # 5 on mobile (by the SDK that sent the event), a split at UTC midnight, and at most
+    # 24 hours per session (PostHog's and Mixpanel's cap).
     "saas": {"gap": "30m", "gap_by": "platform",
-             "gaps": {"web": "30m", "mobile": "5m", "server": "30m"}, "midnight": "UTC"},
+             "gaps": {"web": "30m", "mobile": "5m", "server": "30m"}, "midnight": "UTC",
+             "max_duration": "24h"},
 }
 
 #: The Segment fields that make up the campaign (UTM parameters).
@@ -80,7 +82,7 @@ CAMPAIGN_FIELDS = ("context.campaign.source", "context.campaign.medium", "contex
 
 #: Why a session starts, in order of precedence when several rules fire at one event.
 START_REASONS = ("first_event", "inactivity", "midnight", "campaign_change", "start_event",
-                 "client_session")
+                 "client_session", "max_duration")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +108,7 @@ class Rules:
     end_events: tuple[str, ...] = ()
     client_session: str | None = None    # the SDK's session id field
     passive_events: tuple[str, ...] = ()  # events that join a session but do not extend it
+    max_duration_us: int | None = None   # longer sessions are cut into windows this long
     dedupe: bool = False                 # drop repeated messageIds (earliest receivedAt kept)
     clock_skew: str | None = None        # "segment": receivedAt - (sentAt - originalTimestamp)
 
@@ -127,7 +130,8 @@ class Rules:
     def plain(self) -> bool:
         """True when only the notebook's inactivity rule applies."""
         return not (self.gaps_us or self.midnight or self.campaign or self.start_events
-                    or self.end_events or self.client_session or self.passive_events)
+                    or self.end_events or self.client_session or self.passive_events
+                    or self.max_duration_us)
 
     @classmethod
     def from_options(cls, *, gap: object = None, timestamp_unit: str = "auto",
@@ -137,7 +141,8 @@ class Rules:
                      campaign: bool | str | Sequence[str] = False,
                      start_events: Sequence[str] = (), end_events: Sequence[str] = (),
                      client_session: str | None = None,
-                     passive_events: Sequence[str] = (), dedupe: bool = False,
+                     passive_events: Sequence[str] = (), max_duration: object = None,
+                     dedupe: bool = False,
                      time_column: str | None = None, clock_skew: str | None = None,
                      **columns: str) -> Rules:
         base: dict[str, object] = {}
@@ -147,6 +152,7 @@ class Rules:
                                   f"(got {profile!r})")
             base = dict(PROFILES[profile])
         given = {"gap": gap, "gap_by": gap_by, "gaps": gaps, "midnight": midnight,
+                 "max_duration": max_duration,
                  "start_events": start_events or None, "end_events": end_events or None}
         base.update({k: v for k, v in given.items() if v is not None})
         gaps_us = tuple(sorted(
@@ -177,6 +183,8 @@ class Rules:
             end_events=_names(base.get("end_events", ()), "end_events"),
             client_session=client_session,
             passive_events=_names(passive_events, "passive_events"),
+            max_duration_us=(None if base.get("max_duration") is None
+                             else parse_duration(base["max_duration"], name="max_duration")),
             dedupe=bool(dedupe),
             clock_skew=clock_skew,
         )
