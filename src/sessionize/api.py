@@ -30,6 +30,9 @@ def run(
     client_session: str | None = None,
     passive_events: Sequence[str] = (),
     max_duration: str | dt.timedelta | float | None = None,
+    enrich: bool = False,
+    bounce: str | dt.timedelta | float = "10s",
+    first_last: Sequence[str] = (),
     dedupe: bool = False,
     time_column: str | None = None,
     clock_skew: str | None = None,
@@ -67,6 +70,10 @@ def run(
     (split where the SDK's session id changes); ``passive_events`` (events such as
     ``identify`` that join the open session but do not keep it alive); ``max_duration``
     (a longer session is cut into windows that long). Each records its ``start_reason``.
+    ``enrich=True`` adds landing/exit page, referrer, UTM values, device, platform,
+    ``page_views``, ``screens`` and ``is_bounce`` (at most one view and shorter than
+    ``bounce``) to the sessions table; ``first_last=[col, ...]`` adds
+    ``first_<col>`` / ``last_<col>``.
 
     Time and duplicates (both off by default): ``dedupe=True`` sets repeated
     ``messageId`` copies aside (the earliest ``receivedAt`` is kept; the others go to
@@ -93,7 +100,8 @@ def run(
         gap=gap, profile=profile, gap_by=gap_by, gaps=gaps, midnight=midnight,
         timezone_column=timezone_column, campaign=campaign, start_events=start_events,
         end_events=end_events, client_session=client_session,
-        passive_events=passive_events, max_duration=max_duration, dedupe=dedupe,
+        passive_events=passive_events, max_duration=max_duration, enrich=enrich,
+        bounce=bounce, first_last=first_last, dedupe=dedupe,
         time_column=time_column, clock_skew=clock_skew, timestamp_unit=timestamp_unit,
         user_id=user_id, anonymous_id=anonymous_id, timestamp=timestamp,
         message_id=message_id, event=event, type=type)

@@ -214,6 +214,68 @@ def _clock_skew_sql(ts: str, fields: dict[str, Field | None], unit: str) -> str:
             f"ELSE {ts} END")
 
 
+#: Session-table enrichment (enrich=True): output column -> Segment field it reads.
+ENRICH_FIRST = {
+    "landing_page": "page_path", "referrer": "context.page.referrer",
+    "utm_source": "context.campaign.source", "utm_medium": "context.campaign.medium",
+    "utm_campaign": "context.campaign.name", "utm_term": "context.campaign.term",
+    "utm_content": "context.campaign.content", "device_type": "context.device.type",
+    "os_name": "context.os.name", "platform": "context.library.name",
+}
+
+
+def _enrichment_sql(rules: Rules, fields: dict[str, Field | None],
+                    source: str) -> list[tuple[str, str]]:
+    """Aggregates over a session's events (joined back to the input by row).
+
+    First/last values are the first/last *non-missing* value in the session's order.
+    """
+    def first(expr: str) -> str:
+        return f"arg_min({expr}, a.{P}seq) FILTER (WHERE {expr} IS NOT NULL)"
+
+    def last(expr: str) -> str:
+        return f"arg_max({expr}, a.{P}seq) FILTER (WHERE {expr} IS NOT NULL)"
+
+    def text(key: str) -> str:
+        field = fields.get(f"enrich:{key}")
+        if field is None:
+            return "CAST(NULL AS VARCHAR)"
+        return _text_sql(dataclasses.replace(field, sql=_qualify(field.sql)))
+
+    out: list[tuple[str, str]] = []
+    if rules.enrich:
+        path = f"coalesce({text('context.page.path')}, {text('properties.path')})"
+        for name, key in ENRICH_FIRST.items():
+            expr = path if key == "page_path" else text(key)
+            if key == "context.library.name":
+                expr = PLATFORM_SQL.format(lib=expr)
+            out.append((name, first(expr)))
+        out.insert(1, ("exit_page", last(path)))
+        kind = f"lower({text('type')})"
+        out.append(("page_views", f"count(*) FILTER (WHERE {kind} = 'page')"))
+        out.append(("screens", f"count(*) FILTER (WHERE {kind} = 'screen')"))
+        views = f"count(*) FILTER (WHERE {kind} IN ('page', 'screen'))"
+        out.append(("is_bounce", f"{views} <= 1 AND max(a.{P}ts_us) - min(a.{P}ts_us) "
+                                 f"< {rules.bounce_us}"))
+    for column in rules.first_last:
+        label = column.replace(".", "_")
+        field = fields[f"enrich:{column}"]
+        if field is None:
+            value = "NULL"
+        elif field.type.upper() == "JSON":  # values of JSON inputs come back as plain text
+            value = _text_sql(dataclasses.replace(field, sql=_qualify(field.sql)))
+        else:
+            value = _qualify(field.sql)
+        out.append((f"first_{label}", first(value)))
+        out.append((f"last_{label}", last(value)))
+    return out
+
+
+def _qualify(sql: str) -> str:
+    """Point a field's SQL at the input side (``i``) of the enrichment join."""
+    return "i." + sql if sql.startswith('"') else sql.replace('("', '(i."', 1)
+
+
 def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
     """Per-event gaps, midnight, campaign, start/end events and client session ids."""
     columns: list[tuple[str, str]] = []
@@ -437,6 +499,19 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         FROM sz_assign
         GROUP BY {P}user, {P}session
         ORDER BY resolved_user, session_id
+    """
+    enrichment = _enrichment_sql(rules, fields, source)
+    if enrichment:
+        sessions = f"""
+        SELECT s.*, {", ".join(f"e.{quote(name)}" for name, _ in enrichment)}
+        FROM ({sessions}) AS s
+        LEFT JOIN (
+            SELECT a.{P}user AS {P}euser, a.{P}session AS {P}esession,
+                {", ".join(f"{sql} AS {quote(name)}" for name, sql in enrichment)}
+            FROM sz_assign AS a JOIN {source} AS i ON i.{P}row = a.{P}row
+            GROUP BY a.{P}user, a.{P}session
+        ) AS e ON e.{P}euser = s.resolved_user AND e.{P}esession = s.session_id
+        ORDER BY s.resolved_user, s.session_id
     """
     users = """
         SELECT resolved_user,

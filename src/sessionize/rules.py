@@ -109,6 +109,9 @@ class Rules:
     client_session: str | None = None    # the SDK's session id field
     passive_events: tuple[str, ...] = ()  # events that join a session but do not extend it
     max_duration_us: int | None = None   # longer sessions are cut into windows this long
+    enrich: bool = False                 # landing/exit page, referrer, UTM, device, bounces
+    bounce_us: int = 10_000_000          # a bounce: at most one view and shorter than this
+    first_last: tuple[str, ...] = ()     # columns whose first/last value each session gets
     dedupe: bool = False                 # drop repeated messageIds (earliest receivedAt kept)
     clock_skew: str | None = None        # "segment": receivedAt - (sentAt - originalTimestamp)
 
@@ -142,6 +145,8 @@ class Rules:
                      start_events: Sequence[str] = (), end_events: Sequence[str] = (),
                      client_session: str | None = None,
                      passive_events: Sequence[str] = (), max_duration: object = None,
+                     enrich: bool = False, bounce: object = "10s",
+                     first_last: Sequence[str] = (),
                      dedupe: bool = False,
                      time_column: str | None = None, clock_skew: str | None = None,
                      **columns: str) -> Rules:
@@ -185,6 +190,9 @@ class Rules:
             passive_events=_names(passive_events, "passive_events"),
             max_duration_us=(None if base.get("max_duration") is None
                              else parse_duration(base["max_duration"], name="max_duration")),
+            enrich=bool(enrich),
+            bounce_us=parse_duration(bounce, name="bounce"),
+            first_last=_names(first_last, "first_last"),
             dedupe=bool(dedupe),
             clock_skew=clock_skew,
         )

@@ -165,12 +165,23 @@ class DuckDBEngine:
             wanted[f"campaign_{i}"] = (path, rules.campaign != CAMPAIGN_FIELDS)
         if rules.client_session:
             wanted["client_session"] = (rules.client_session, True)
+        if rules.enrich:
+            for path in ("context.page.path", "properties.path", "context.page.referrer",
+                         "context.campaign.source", "context.campaign.medium",
+                         "context.campaign.name", "context.campaign.term",
+                         "context.campaign.content", "context.device.type", "context.os.name",
+                         "context.library.name"):
+                wanted[f"enrich:{path}"] = (path, False)
+            wanted["enrich:type"] = (rules.columns.type, False)
+        for path in rules.first_last:
+            wanted[f"enrich:{path}"] = (path, True)
         fields = {}
         for name, (path, required) in wanted.items():
             fields[name] = self._resolve(loaded, path)
             if fields[name] is None and required:
                 raise InputError(
-                    f"the input has no column {path!r}, which the {name.split('_')[0]} rule "
+                    f"the input has no column {path!r}, which the "
+                    f"{name.split('_')[0].split(':')[0]} rule "
                     f"reads.\nHint: the input has: {', '.join(loaded.schema)}")
         return fields
 
