@@ -8,7 +8,7 @@ import doctest
 import pytest
 
 import sessionize
-from sessionize import compiler, durations, inputs, sample
+from sessionize import agreement, compiler, durations, inputs, sample
 
 
 def test_exported_members_are_locked():
@@ -47,7 +47,7 @@ def test_bad_durations_name_the_value_and_the_choices(bad):
     assert repr(bad) in str(info.value)
 
 
-@pytest.mark.parametrize("module", [sessionize, durations, compiler, inputs, sample,
+@pytest.mark.parametrize("module", [sessionize, durations, compiler, inputs, sample, agreement,
                                     sessionize.api])
 def test_docstring_examples(module):
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -88,3 +88,22 @@ def test_start_reasons_are_documented():
     docs = (Path(__file__).resolve().parent.parent / "docs" / "rules.md").read_text()
     for reason in START_REASONS:
         assert f"`{reason}`" in docs
+
+
+def test_client_session_agreement_counts_splits_and_merges():
+    from sessionize.agreement import client_session_agreement
+
+    events = [
+        {"userId": "u", "timestamp": "2024-01-01T09:00:00Z", "messageId": "1", "sid": "a"},
+        {"userId": "u", "timestamp": "2024-01-01T09:05:00Z", "messageId": "2", "sid": "b"},
+        {"userId": "u", "timestamp": "2024-01-01T11:00:00Z", "messageId": "3", "sid": "b"},
+        {"userId": "u", "timestamp": "2024-01-01T13:00:00Z", "messageId": "4", "sid": "c"},
+    ]
+    with sessionize.run(events, client_session="sid", client_session_mode="compare") as result:
+        assert len(result.sessions) == 3  # compare mode does not split
+        agreement = client_session_agreement(result)
+    # a and b share the first derived session (merged); b spans two (split); c matches
+    assert agreement == {"client_sessions": 3, "derived_sessions": 3, "split": 1,
+                         "merged": 1, "identical": 1}
+    with sessionize.run(events) as plain, pytest.raises(sessionize.OptionError):
+        client_session_agreement(plain)

@@ -28,6 +28,7 @@ def run(
     start_events: Sequence[str] = (),
     end_events: Sequence[str] = (),
     client_session: str | None = None,
+    client_session_mode: str = "split",
     passive_events: Sequence[str] = (),
     max_duration: str | dt.timedelta | float | None = None,
     enrich: bool = False,
@@ -67,7 +68,8 @@ def run(
     by ``"platform"``); ``midnight`` (split at local midnight in an IANA zone, or
     ``"event"`` for each event's ``timezone_column``); ``campaign`` (split when the
     UTM campaign changes); ``start_events`` / ``end_events``; ``client_session``
-    (split where the SDK's session id changes); ``passive_events`` (events such as
+    (split where the SDK's session id changes; with ``client_session_mode="compare"``
+    only compare, see ``sessionize.agreement``); ``passive_events`` (events such as
     ``identify`` that join the open session but do not keep it alive); ``max_duration``
     (a longer session is cut into windows that long). Each records its ``start_reason``.
     ``enrich=True`` adds landing/exit page, referrer, UTM values, device, platform,
@@ -100,7 +102,8 @@ def run(
         gap=gap, profile=profile, gap_by=gap_by, gaps=gaps, midnight=midnight,
         timezone_column=timezone_column, campaign=campaign, start_events=start_events,
         end_events=end_events, client_session=client_session,
-        passive_events=passive_events, max_duration=max_duration, enrich=enrich,
+        client_session_mode=client_session_mode, passive_events=passive_events,
+        max_duration=max_duration, enrich=enrich,
         bounce=bounce, first_last=first_last, dedupe=dedupe,
         time_column=time_column, clock_skew=clock_skew, timestamp_unit=timestamp_unit,
         user_id=user_id, anonymous_id=anonymous_id, timestamp=timestamp,

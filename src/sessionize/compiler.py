@@ -319,10 +319,11 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
         branches.append(f"WHEN {' OR '.join(tests)} THEN 'start_event'")
     if rules.client_session:
         columns.append(("client_session", _text_sql(fields.get("client_session"))))
-        lags.append(("last_client_session",
-                     f"LAST_VALUE({P}client_session IGNORE NULLS) OVER ({{order}} {before})"))
-        branches.append(
-            f"WHEN {P}client_session <> {P}last_client_session THEN 'client_session'")
+        if rules.client_session_mode == "split":  # "compare" only carries the id along
+            lags.append(("last_client_session",
+                         f"LAST_VALUE({P}client_session IGNORE NULLS) OVER ({{order}} {before})"))
+            branches.append(
+                f"WHEN {P}client_session <> {P}last_client_session THEN 'client_session'")
     since = f"{P}prev_us"
     if rules.passive_events:
         # Passive events join the open session but do not keep it alive: an active event

@@ -107,6 +107,7 @@ class Rules:
     start_events: tuple[str, ...] = ()
     end_events: tuple[str, ...] = ()
     client_session: str | None = None    # the SDK's session id field
+    client_session_mode: str = "split"   # "split" where it changes, or only "compare"
     passive_events: tuple[str, ...] = ()  # events that join a session but do not extend it
     max_duration_us: int | None = None   # longer sessions are cut into windows this long
     enrich: bool = False                 # landing/exit page, referrer, UTM, device, bounces
@@ -126,6 +127,9 @@ class Rules:
                               "selects the gap (got gap_by=None)")
         if self.midnight not in (None, "event"):
             _check_zone(self.midnight)
+        if self.client_session_mode not in ("split", "compare"):
+            raise OptionError("'client_session_mode' must be one of split, compare "
+                              f"(got {self.client_session_mode!r})")
         if self.clock_skew not in (None, "segment"):
             raise OptionError(f"'clock_skew' must be None or 'segment' (got {self.clock_skew!r})")
 
@@ -133,7 +137,8 @@ class Rules:
     def plain(self) -> bool:
         """True when only the notebook's inactivity rule applies."""
         return not (self.gaps_us or self.midnight or self.campaign or self.start_events
-                    or self.end_events or self.client_session or self.passive_events
+                    or self.end_events or self.passive_events
+                    or (self.client_session and self.client_session_mode == "split")
                     or self.max_duration_us)
 
     @classmethod
@@ -143,7 +148,7 @@ class Rules:
                      timezone_column: str = "context.timezone",
                      campaign: bool | str | Sequence[str] = False,
                      start_events: Sequence[str] = (), end_events: Sequence[str] = (),
-                     client_session: str | None = None,
+                     client_session: str | None = None, client_session_mode: str = "split",
                      passive_events: Sequence[str] = (), max_duration: object = None,
                      enrich: bool = False, bounce: object = "10s",
                      first_last: Sequence[str] = (),
@@ -187,6 +192,7 @@ class Rules:
             start_events=_names(base.get("start_events", ()), "start_events"),
             end_events=_names(base.get("end_events", ()), "end_events"),
             client_session=client_session,
+            client_session_mode=client_session_mode,
             passive_events=_names(passive_events, "passive_events"),
             max_duration_us=(None if base.get("max_duration") is None
                              else parse_duration(base["max_duration"], name="max_duration")),
