@@ -39,6 +39,7 @@ class Options:
     client_session: bool = False
     passive: tuple[str, ...] = ()                        # names that do not extend a session
     max_duration: int | None = None                      # us; longer sessions are cut
+    identity: str = "event"                              # event | stitch | first
 
 
 def platform(library: str | None) -> str | None:
@@ -99,6 +100,25 @@ def resolve(event: Event) -> str | None:
     return _blank(event.user_id) or _blank(event.anonymous_id)
 
 
+def identity_map(events: list[Event], policy: str) -> dict[str, str]:
+    """anonymousId -> userId: the latest (stitch) or first (first) identification.
+
+    Identifications are ordered like events: time, messageId (missing last), input order.
+    """
+    if policy == "event":
+        return {}
+    seen: dict[str, tuple] = {}
+    for e in events:
+        user, anon = _blank(e.user_id), _blank(e.anonymous_id)
+        if user is None or anon is None:
+            continue
+        key = (e.ts_us, e.message_id is None, e.message_id or "", e.row)
+        best = seen.get(anon)
+        if best is None or (key > best[0] if policy == "stitch" else key < best[0]):
+            seen[anon] = (key, user)
+    return {anon: user for anon, (_, user) in seen.items()}
+
+
 def session_key(user: str, start_us: int) -> str:
     return hashlib.md5(f"{user}|{start_us}".encode()).hexdigest()[:20]
 
@@ -107,9 +127,11 @@ def sessionize(events: list[Event], gap_us: int,
                options: Options | None = None) -> dict[str, list[dict]]:
     """Return ``events`` (one dict per valid event, keyed by input row), ``sessions``, ``users``."""
     options = options or Options()
+    stitched = identity_map(events, options.identity)
     by_user: dict[str, list[Event]] = defaultdict(list)
     for event in events:
-        user = resolve(event)
+        user = _blank(event.user_id) or stitched.get(_blank(event.anonymous_id) or "") \
+            or _blank(event.anonymous_id)
         if user is not None:
             by_user[user].append(event)
     out_events, sessions = [], []

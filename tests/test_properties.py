@@ -168,6 +168,7 @@ def rule_streams(draw):
         client_session=draw(st.booleans()),
         passive=draw(st.sampled_from([(), ("Page",), ("Page", "Close")])),
         max_duration=draw(st.sampled_from([None, gap // 2, gap, 3 * gap])),
+        identity=draw(st.sampled_from(["event", "stitch", "first"])),
     )
     events = []
     for row in range(draw(st.integers(1, 30))):
@@ -175,8 +176,10 @@ def rule_streams(draw):
             st.builds(lambda k, d: k * gap + d, st.integers(0, 6), st.sampled_from([-1, 0, 1])),
             st.integers(0, 6 * gap)))
         events.append(Event(
-            row, base + max(offset, 0), draw(st.sampled_from(["u1", "u2", None])), "a1",
-            f"m{row:03d}", draw(st.sampled_from(["Open", "Close", "Page", None])),
+            row, base + max(offset, 0), draw(st.sampled_from(["u1", "u2", None])),
+            draw(st.sampled_from(["a1", "a2", "a3", None])),
+            draw(st.sampled_from([f"m{row:03d}", None])),
+            draw(st.sampled_from(["Open", "Close", "Page", None])),
             gap_key=draw(st.sampled_from(["web", "mobile", "tv", None])),
             zone=draw(st.sampled_from(ZONES + [None])),
             campaign=draw(st.sampled_from(["google", "newsletter", None])),
@@ -196,6 +199,7 @@ def rule_options(gap: int, options: Options) -> dict:
     if options.client_session:
         kwargs["client_session"] = "csid"
     kwargs["passive_events"] = list(options.passive)
+    kwargs["identity"] = options.identity
     if options.max_duration:
         kwargs["max_duration"] = f"{options.max_duration}us"
     kwargs["start_events"] = list(options.start_events)

@@ -29,6 +29,7 @@ def run(
     end_events: Sequence[str] = (),
     client_session: str | None = None,
     client_session_mode: str = "split",
+    identity: str = "event",
     passive_events: Sequence[str] = (),
     max_duration: str | dt.timedelta | float | None = None,
     enrich: bool = False,
@@ -77,6 +78,10 @@ def run(
     ``bounce``) to the sessions table; ``first_last=[col, ...]`` adds
     ``first_<col>`` / ``last_<col>``.
 
+    ``identity="event"`` (default) resolves each event on its own, as the notebook;
+    ``"stitch"`` (latest identification wins) and ``"first"`` resolve anonymous events
+    through the userId their anonymousId was identified as (docs/identity.md).
+
     Time and duplicates (both off by default): ``dedupe=True`` sets repeated
     ``messageId`` copies aside (the earliest ``receivedAt`` is kept; the others go to
     ``quarantine`` with reason ``duplicate_message_id``, counted in the summary);
@@ -102,7 +107,8 @@ def run(
         gap=gap, profile=profile, gap_by=gap_by, gaps=gaps, midnight=midnight,
         timezone_column=timezone_column, campaign=campaign, start_events=start_events,
         end_events=end_events, client_session=client_session,
-        client_session_mode=client_session_mode, passive_events=passive_events,
+        client_session_mode=client_session_mode, identity=identity,
+        passive_events=passive_events,
         max_duration=max_duration, enrich=enrich,
         bounce=bounce, first_last=first_last, dedupe=dedupe,
         time_column=time_column, clock_skew=clock_skew, timestamp_unit=timestamp_unit,

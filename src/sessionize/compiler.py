@@ -66,6 +66,7 @@ class CompiledRules:
     sessions: exp.Expression
     users: exp.Expression
     renamed: dict[str, str]
+    identities: exp.Expression | None = None
 
     def sql(self, stage: str, dialect: str = "duckdb", *, pretty: bool = False) -> str:
         tree = getattr(self, stage)
@@ -395,7 +396,8 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                  WHEN {P}user IS NULL THEN 'missing_user'{zone_check}{dup_check} END
                 AS {P}invalid
         FROM (
-            SELECT *, {ts} AS {P}ts, coalesce({user}, {anon}) AS {P}user,
+            SELECT *, {ts} AS {P}ts, coalesce({user}, {anon}) AS {P}user, {user} AS {P}uid,
+                {anon} AS {P}aid,
                 {msg} AS {P}msg, {name} AS {P}name{rule_columns}
             FROM (SELECT *{with_text}{dedupe_rank} FROM {source})
         )
@@ -406,6 +408,26 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     order = f"PARTITION BY {P}user ORDER BY {P}ts_us, {P}msg, {P}row"
     running = (f"PARTITION BY {P}user ORDER BY {P}seq "
                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
+    # --- identity: event (the notebook's per-event coalesce) or stitched -------------------
+    resolved = "sz_prepared"
+    identities = None
+    if rules.identity in ("stitch", "first"):
+        # anonymousId -> userId from every event carrying both; the latest (or first)
+        # identification wins, ties broken like events (time, messageId, input order).
+        pick = "arg_max" if rules.identity == "stitch" else "arg_min"
+        identities = f"""
+            SELECT {P}aid AS identifier,
+                {pick}({P}uid, struct_pack(t := EPOCH_US({P}ts), m := {P}msg, r := {P}row))
+                    AS resolved_user,
+                '{'latest' if rules.identity == 'stitch' else 'first'}_identification' AS rule,
+                count(DISTINCT {P}uid) AS user_ids
+            FROM sz_prepared
+            WHERE {P}invalid IS NULL AND {P}uid IS NOT NULL AND {P}aid IS NOT NULL
+            GROUP BY {P}aid
+        """
+        resolved = (f"(SELECT p.* REPLACE (coalesce(p.{P}uid, m.resolved_user, p.{P}aid) "
+                    f"AS {P}user) FROM sz_prepared AS p LEFT JOIN sz_identities AS m "
+                    f"ON m.identifier = p.{P}aid)")
     reasons = f"""(
                     SELECT *,
                         CASE WHEN {P}prev_us IS NULL THEN 'first_event'
@@ -419,7 +441,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                             ROW_NUMBER() OVER ({order}) AS {P}seq{rule.windows(order)}
                         FROM (SELECT {P}row, {P}user, {P}ts, EPOCH_US({P}ts) AS {P}ts_us,
                                      {P}msg, {P}name{rule.carried}
-                              FROM sz_prepared WHERE {P}invalid IS NULL)
+                              FROM {resolved} WHERE {P}invalid IS NULL)
                     )
                 )"""
     if rules.max_duration_us:
@@ -526,5 +548,6 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     """
     parse = lambda text: sqlglot.parse_one(text, read="duckdb")  # noqa: E731
     return CompiledRules(parse(prepared), parse(assign), parse(events), parse(sessions),
-                         parse(users), renamed)
+                         parse(users), renamed,
+                         parse(identities) if identities is not None else None)
 

@@ -81,6 +81,8 @@ CAMPAIGN_FIELDS = ("context.campaign.source", "context.campaign.medium", "contex
                    "context.campaign.term", "context.campaign.content")
 
 #: Why a session starts, in order of precedence when several rules fire at one event.
+IDENTITY_POLICIES = ("event", "stitch", "first")
+
 START_REASONS = ("first_event", "inactivity", "midnight", "campaign_change", "start_event",
                  "client_session", "max_duration")
 
@@ -108,6 +110,7 @@ class Rules:
     end_events: tuple[str, ...] = ()
     client_session: str | None = None    # the SDK's session id field
     client_session_mode: str = "split"   # "split" where it changes, or only "compare"
+    identity: str = "event"              # event | stitch | first (docs/identity.md)
     passive_events: tuple[str, ...] = ()  # events that join a session but do not extend it
     max_duration_us: int | None = None   # longer sessions are cut into windows this long
     enrich: bool = False                 # landing/exit page, referrer, UTM, device, bounces
@@ -127,6 +130,9 @@ class Rules:
                               "selects the gap (got gap_by=None)")
         if self.midnight not in (None, "event"):
             _check_zone(self.midnight)
+        if self.identity not in IDENTITY_POLICIES:
+            raise OptionError(f"'identity' must be one of {', '.join(IDENTITY_POLICIES)} "
+                              f"(got {self.identity!r})")
         if self.client_session_mode not in ("split", "compare"):
             raise OptionError("'client_session_mode' must be one of split, compare "
                               f"(got {self.client_session_mode!r})")
@@ -149,6 +155,7 @@ class Rules:
                      campaign: bool | str | Sequence[str] = False,
                      start_events: Sequence[str] = (), end_events: Sequence[str] = (),
                      client_session: str | None = None, client_session_mode: str = "split",
+                     identity: str = "event",
                      passive_events: Sequence[str] = (), max_duration: object = None,
                      enrich: bool = False, bounce: object = "10s",
                      first_last: Sequence[str] = (),
@@ -193,6 +200,7 @@ class Rules:
             end_events=_names(base.get("end_events", ()), "end_events"),
             client_session=client_session,
             client_session_mode=client_session_mode,
+            identity=identity,
             passive_events=_names(passive_events, "passive_events"),
             max_duration_us=(None if base.get("max_duration") is None
                              else parse_duration(base["max_duration"], name="max_duration")),

@@ -106,6 +106,9 @@ class DuckDBEngine:
         with self._stage("checking"):
             invalid = self._check(loaded, fields, on_invalid)
         with self._stage("sessionizing"):
+            if compiled.identities is not None:
+                self.con.execute(
+                    f"CREATE OR REPLACE TABLE sz_identities AS {compiled.sql('identities')}")
             self.con.execute(f"CREATE OR REPLACE TABLE sz_assign AS {compiled.sql('assign')}")
             self.con.execute(f"CREATE OR REPLACE TABLE sz_sessions AS {compiled.sql('sessions')}")
             self.con.execute(f"CREATE OR REPLACE TABLE sz_users AS {compiled.sql('users')}")
