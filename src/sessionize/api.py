@@ -50,6 +50,8 @@ def run(
     memory_limit: str | None = None,
     threads: int | None = None,
     temp_directory: str | os.PathLike | None = None,
+    engine: str = "duckdb",
+    spark: Any = None,
     progress: Callable[[str, float | None], None] | None = None,
     stdin: IO[bytes] | None = None,
 ) -> Result:
@@ -95,6 +97,11 @@ def run(
     tables in a DuckDB file instead of memory; ``memory_limit`` (e.g. ``"4GB"``),
     ``threads`` and ``temp_directory`` tune DuckDB.
 
+    ``engine="spark"`` runs the same compiled rules as Spark SQL on ``spark`` (a
+    SparkSession; default: the active one) and returns a result whose tables live on
+    the cluster (docs/spark.md); ``source`` may then also be a Spark DataFrame or
+    cluster URIs (``s3a://...``).
+
     >>> import sessionize
     >>> result = sessionize.run(sessionize.sample_path())
     >>> len(result.events), len(result.sessions), len(result.users)
@@ -103,6 +110,11 @@ def run(
     if on_invalid not in ON_INVALID:
         raise OptionError(
             f"'on_invalid' must be one of {', '.join(ON_INVALID)} (got {on_invalid!r})")
+    if engine not in ("duckdb", "spark"):
+        raise OptionError(f"'engine' must be one of duckdb, spark (got {engine!r})")
+    if spark is not None and engine != "spark":
+        raise OptionError(f"'spark' (a SparkSession) needs engine='spark' (got engine={engine!r})"
+                          "\nHint: sessionize.run(source, engine='spark', spark=spark)")
     rules = Rules.from_options(
         gap=gap, profile=profile, gap_by=gap_by, gaps=gaps, midnight=midnight,
         timezone_column=timezone_column, campaign=campaign, start_events=start_events,
@@ -114,6 +126,12 @@ def run(
         time_column=time_column, clock_skew=clock_skew, timestamp_unit=timestamp_unit,
         user_id=user_id, anonymous_id=anonymous_id, timestamp=timestamp,
         message_id=message_id, event=event, type=type)
+    if engine == "spark":
+        from .engines.spark import run_spark
+
+        return run_spark(source, rules, spark=spark, on_invalid=on_invalid, progress=progress,
+                         duckdb_options={"database": database, "memory_limit": memory_limit,
+                                         "threads": threads, "temp_directory": temp_directory})
     engine = DuckDBEngine(database=database, memory_limit=memory_limit, threads=threads,
                           temp_directory=temp_directory, progress=progress)
     try:

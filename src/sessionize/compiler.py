@@ -76,21 +76,13 @@ class CompiledRules:
 
 
 def _dialect_rewriter(dialect: str):
-    """Rewrite functions sqlglot passes through or mistranslates (DESIGN.md, section 3)."""
+    """Rewrite functions sqlglot passes through or mistranslates (DESIGN.md, section 3).
 
-    def rewrite(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Anonymous) and node.name.upper() == "EPOCH_US":
-            arg = node.expressions[0]
-            if dialect in ("spark", "databricks", "bigquery"):
-                return exp.Anonymous(this="UNIX_MICROS", expressions=[arg])
-            if dialect == "snowflake":
-                return exp.Anonymous(this="DATE_PART", expressions=[
-                    exp.var("EPOCH_MICROSECOND"), arg])
-            return sqlglot.parse_one(
-                f"CAST(EXTRACT(EPOCH FROM {arg.sql(dialect)}) * 1000000 AS BIGINT)", read=dialect)
-        return node
+    The passes live in :mod:`sessionize.dialects`, one per function, each with a doctest.
+    """
+    from .dialects import rewriter
 
-    return rewrite
+    return rewriter(dialect)
 
 
 def _epoch_to_timestamp(number: str, unit: str) -> str:
@@ -425,8 +417,11 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
             WHERE {P}invalid IS NULL AND {P}uid IS NOT NULL AND {P}aid IS NOT NULL
             GROUP BY {P}aid
         """
-        resolved = (f"(SELECT p.* REPLACE (coalesce(p.{P}uid, m.resolved_user, p.{P}aid) "
-                    f"AS {P}user) FROM sz_prepared AS p LEFT JOIN sz_identities AS m "
+        # explicit columns, not `* REPLACE`, so the same tree runs on Spark
+        carried = "".join(f", p.{P}{name}" for name, _ in rule.columns)
+        resolved = (f"(SELECT p.{P}row, coalesce(p.{P}uid, m.resolved_user, p.{P}aid) "
+                    f"AS {P}user, p.{P}ts, p.{P}msg, p.{P}name, p.{P}invalid{carried} "
+                    f"FROM sz_prepared AS p LEFT JOIN sz_identities AS m "
                     f"ON m.identifier = p.{P}aid)")
     reasons = f"""(
                     SELECT *,

@@ -1,0 +1,629 @@
+"""Run the compiled rules as Spark SQL on a SparkSession (a cluster, or ``local[N]``).
+
+The rules are the same syntax trees the DuckDB engine runs
+(:func:`sessionize.compiler.compile_rules`), rendered in Spark's dialect with the
+rewrites of :mod:`sessionize.dialects`. Event data never travels to the driver:
+files are read by Spark's own readers on the executors, every stage is a temporary
+view, and results are written by Spark's writers. Only metadata reaches the driver:
+the input's schema and file list, one row count per file split (to number rows in
+input order), counts, and the first few invalid rows for an error message.
+
+Input order (the last tie-breaker) is the DuckDB engine's: files in the order given
+(directories and globs sorted by name), grouped by format as DuckDB groups them, rows
+in file order. Spark has no row number, so each row gets (file, split start,
+``monotonically_increasing_id``), which is in file order within a split, and the
+per-split counts turn that into the same ``__sz_row`` DuckDB computes.
+
+The session time zone is pinned to UTC (``spark.sql.session.timeZone``) while results
+are in use, because Spark evaluates lazily; :meth:`SparkEngine.close` restores it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+import sqlglot
+from sqlglot import exp
+
+from ..compiler import Field, compile_rules, quote
+from ..dialects import rewrite
+from ..errors import InputError, InvalidEventsError, MalformedJSONError, OptionError
+from ..inputs import (
+    ROW,
+    LoadedInput,
+    _frame_to_arrow,
+    _json_layout,
+    _with_row_numbers,
+    expand_paths,
+    file_format,
+)
+from ..result import Result, Table
+from ..rules import Rules
+from .duckdb import MAX_REPORTED, DuckDBEngine, _problem
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["SparkEngine", "SparkResult", "SparkTable", "run_spark", "spark_session"]
+
+DIALECT = "spark"
+CORRUPT = "_corrupt_record"  # Spark's column for JSON lines that do not parse
+_TEXT_FIELDS = {  # read as text whatever they look like, as the DuckDB engine does
+    "type", "event", "name", "userId", "anonymousId", "messageId", "previousId", "groupId",
+    "timestamp", "originalTimestamp", "sentAt", "receivedAt", "channel", "category",
+}
+_HELPERS = ("__sz_group", "__sz_file", "__sz_block", "__sz_mono")
+
+
+def spark_session(master: str | None = None, *, progress: bool = False) -> Any:
+    """A SparkSession for the CLI: ``master`` (``local[2]``, ``spark://host:7077``,
+    ``yarn``...), else whatever ``spark-submit`` configured, else ``local[*]``."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName("sessionize")
+    if master:
+        builder = builder.master(master)
+    builder = builder.config("spark.sql.session.timeZone", "UTC")
+    builder = builder.config("spark.ui.showConsoleProgress", "true" if progress else "false")
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def require_pyspark() -> None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "engine='spark' needs pyspark; install it with: pip install 'sessionize[spark]'"
+        ) from exc
+
+
+def run_spark(source: Any, rules: Rules, *, spark: Any, on_invalid: str,
+              progress: Callable[[str, float | None], None] | None,
+              duckdb_options: dict[str, Any]) -> SparkResult:
+    """:func:`sessionize.run` with ``engine="spark"``."""
+    given = [name for name, value in duckdb_options.items() if value is not None]
+    if given:
+        raise OptionError(
+            f"{given[0]!r} tunes DuckDB and does not apply to engine='spark' "
+            f"(got {given[0]}={duckdb_options[given[0]]!r})\n"
+            "Hint: tune Spark through its own configuration (spark.executor.memory, "
+            "spark.sql.shuffle.partitions, ...) on the session you pass as spark=.")
+    require_pyspark()
+    from pyspark.sql import SparkSession
+
+    if spark is None:
+        spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise OptionError(
+            "engine='spark' needs a SparkSession (got spark=None and no active session)\n"
+            "Hint: pass spark=SparkSession.builder.getOrCreate(), or use the CLI's "
+            "--engine spark --master URL.")
+    if not hasattr(spark, "sql") or not hasattr(spark, "read"):
+        raise OptionError(f"'spark' must be a SparkSession (got {type(spark).__name__})")
+    engine = SparkEngine(spark, progress=progress)
+    try:
+        outcome = engine.run(source, rules, on_invalid=on_invalid)
+    except BaseException:
+        engine.close()
+        raise
+    return SparkResult(engine, gap_us=rules.gap_us, compiled=outcome["compiled"],
+                       source=outcome["description"], quarantined=outcome["invalid_count"])
+
+
+def _duckdb_type(kind: Any) -> str:
+    """A Spark type named as DuckDB names it: the compiler decides by DuckDB type names.
+
+    Spark's ``TIMESTAMP`` is an instant (DuckDB's ``TIMESTAMP WITH TIME ZONE``);
+    ``TIMESTAMP_NTZ`` is a wall-clock time (DuckDB's ``TIMESTAMP``).
+    """
+    from pyspark.sql import types as T
+
+    simple = {
+        T.StringType: "VARCHAR", T.VarcharType: "VARCHAR", T.CharType: "VARCHAR",
+        T.TimestampType: "TIMESTAMP WITH TIME ZONE", T.TimestampNTZType: "TIMESTAMP",
+        T.DateType: "DATE", T.ByteType: "TINYINT", T.ShortType: "SMALLINT",
+        T.IntegerType: "INTEGER", T.LongType: "BIGINT", T.FloatType: "FLOAT",
+        T.DoubleType: "DOUBLE", T.DecimalType: "DECIMAL", T.BooleanType: "BOOLEAN",
+        T.BinaryType: "BLOB", T.StructType: "STRUCT", T.MapType: "MAP",
+    }
+    for cls, name in simple.items():
+        if isinstance(kind, cls):
+            return name
+    if isinstance(kind, T.ArrayType):
+        return _duckdb_type(kind.elementType) + "[]"
+    return kind.simpleString().upper()
+
+
+_SCHEME = re.compile("^file:(//)?")  # Spark spells local files file:/x and file:///x
+
+
+def _local_key(uri: str) -> str:
+    """A Spark file URI as the local path it names (other schemes unchanged)."""
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme == "file" else uri
+
+
+class SparkEngine:
+    """The compiled stages as temporary views of one SparkSession."""
+
+    name = "spark"
+
+    def __init__(self, spark: Any, *, progress: Callable[[str, float | None], None] | None = None,
+                 owns_session: bool = False):
+        self.spark = spark
+        self._owns = owns_session
+        self._token = uuid.uuid4().hex[:12]
+        self._views: list[str] = []
+        self._persisted: list[Any] = []
+        self._progress = progress or (lambda stage, fraction: None)
+        self._zone_before = spark.conf.get("spark.sql.session.timeZone", None)
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        self.frames: dict[str, Any] = {}
+
+    # -- SQL ------------------------------------------------------------------------------
+    def view(self, stage: str) -> str:
+        """This run's name of a stage's temporary view (runs never see each other's)."""
+        return f"sz_{stage}_{self._token}"
+
+    def _render(self, tree: exp.Expression) -> str:
+        names = {f"sz_{s}": self.view(s)
+                 for s in ("input", "prepared", "identities", "assign", "sessions")}
+
+        def rename(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Table) and node.name in names:
+                return exp.to_table(names[node.name], alias=node.alias or None)
+            return node
+
+        return rewrite(tree.transform(rename), DIALECT).sql(dialect=DIALECT)
+
+    def sql(self, duckdb_sql: str) -> Any:
+        """Run DuckDB-flavoured SQL (as the compiler writes it) on Spark: a DataFrame."""
+        return self.spark.sql(self._render(sqlglot.parse_one(duckdb_sql, read="duckdb")))
+
+    def _register(self, stage: str, frame: Any, *, persist: bool = False) -> Any:
+        if persist:
+            from pyspark import StorageLevel
+
+            frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+            self._persisted.append(frame)
+        frame.createOrReplaceTempView(self.view(stage))
+        self._views.append(self.view(stage))
+        self.frames[stage] = frame
+        return frame
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, source: Any, rules: Rules, *, on_invalid: str) -> dict[str, Any]:
+        self._rules = rules
+        self._progress("reading", None)
+        frame, description, malformed = self._read(source, rules, on_invalid)
+        schema = {f.name: _duckdb_type(f.dataType) for f in frame.schema.fields if f.name != ROW}
+        self._register("input", frame)
+        fields = {name: self._resolve(frame, path) for name, path in vars(rules.columns).items()}
+        fields.update(self._rule_fields(frame, schema, rules))
+        if fields["user_id"] is None and fields["anonymous_id"] is None:
+            raise InputError(
+                f"the input has neither a {rules.columns.user_id!r} nor an "
+                f"{rules.columns.anonymous_id!r} column, so no event can be given a user.\n"
+                f"Hint: name the columns with user_id= / anonymous_id= (--user-id / "
+                f"--anonymous-id); the input has: {', '.join(schema)}")
+        if fields["timestamp"] is None:
+            raise InputError(
+                f"the input has no timestamp column {rules.columns.timestamp!r}.\n"
+                f"Hint: name it with timestamp= (--timestamp); the input has: "
+                f"{', '.join(schema)}")
+        compiled = compile_rules(rules, fields, list(schema), source="sz_input")
+        self._register("prepared", self.spark.sql(self._render(compiled.prepared)))
+        self._progress("checking", None)
+        invalid = self._check(description, fields, on_invalid)
+        self._progress("sessionizing", None)
+        if compiled.identities is not None:
+            self._register("identities", self.spark.sql(self._render(compiled.identities)),
+                           persist=True)
+        self._register("assign", self.spark.sql(self._render(compiled.assign)), persist=True)
+        self._register("sessions", self.spark.sql(self._render(compiled.sessions)), persist=True)
+        self._register("users", self.spark.sql(self._render(compiled.users)))
+        self._register("events", self.spark.sql(self._render(compiled.events)))
+        self._register("quarantine", self._quarantine(list(schema), fields, malformed))
+        return {"compiled": compiled, "description": description, "invalid_count": invalid}
+
+    # -- reading --------------------------------------------------------------------------
+    def _read(self, source: Any, rules: Rules, on_invalid: str) -> tuple[Any, str, Any]:
+        """The input as a DataFrame with ``__sz_row``, a description, and malformed rows."""
+        from pyspark.sql import DataFrame
+
+        c = rules.columns
+        text = {getattr(c, name, None) for name in (
+            "timestamp", "user_id", "anonymous_id", "message_id", "received_at", "sent_at",
+            "original_timestamp")} | _TEXT_FIELDS
+        if isinstance(source, DataFrame):
+            if ROW in source.columns:
+                raise InputError(f"the input has a column named {ROW!r}, which sessionize "
+                                 "reserves")
+            marked = source.selectExpr("*", "0 AS __sz_group", "0 AS __sz_file",
+                                       "spark_partition_id() AS __sz_block")
+            return self._number(marked, parquet_only=False), "a Spark DataFrame", None
+        arrow = _frame_to_arrow(source)
+        if arrow is not None:
+            table = _microsecond_times(_with_row_numbers(arrow))
+            frame = self.spark.createDataFrame(table)
+            return frame, f"a {type(source).__module__.split('.')[0]} {type(source).__name__}", \
+                None
+        sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+        if not sources:
+            raise OptionError("no input given (got an empty list)")
+        paths: list[str] = []
+        shown: list[str] = []  # as the user named them, for messages
+        for s in sources:
+            if not isinstance(s, (str, os.PathLike)):
+                raise OptionError(
+                    "source must be a path or URI, a list of them, a Spark DataFrame, or a "
+                    f"pandas/polars/pyarrow/DuckDB table (got {type(s).__name__})")
+            s = os.fspath(s)
+            if s == "-":
+                raise OptionError(
+                    "engine='spark' cannot read stdin ('-') (got '-')\n"
+                    "Hint: write the events to storage the cluster can read and pass its path.")
+            if "://" in s or not (os.path.exists(s) or any(c in s for c in "*?[")):
+                paths.append(s)  # cluster storage: Spark resolves it
+                shown.append(s)
+            else:
+                local = expand_paths([s])
+                shown.extend(local)
+                paths.extend("file://" + os.path.abspath(p) for p in local)
+        groups: dict[str, list[str]] = {}
+        for path in paths:
+            fmt = file_format(path)
+            if fmt == "json" and path.startswith("file://"):  # sniffed as the DuckDB engine does
+                fmt = "ndjson" if _json_layout([path[7:]]) == "newline_delimited" else "json"
+            groups.setdefault(fmt, []).append(path)
+        frames = [self._mark(self._read_files(fmt, files, text), index, files)
+                  for index, (fmt, files) in enumerate(groups.items())]
+        union = frames[0]
+        for other in frames[1:]:
+            union = union.unionByName(other, allowMissingColumns=True)
+        numbered = self._number(union, parquet_only=list(groups) == ["parquet"])
+        description = shown[0] if len(shown) == 1 else f"{len(shown)} files"
+        malformed = None
+        if CORRUPT in numbered.columns:
+            bad = numbered.filter(f"{CORRUPT} IS NOT NULL")
+            if bad.take(1):
+                if on_invalid == "raise" or "json" in groups:  # an array cannot be split
+                    raise self._malformed_error(bad)
+                malformed = bad
+            numbered = numbered.filter(f"{CORRUPT} IS NULL").drop(CORRUPT)
+        return numbered.drop("__sz_path", "__sz_line"), description, malformed
+
+    def _read_files(self, fmt: str, files: list[str], text: set[str]) -> Any:
+        reader = self.spark.read
+        try:
+            if fmt == "parquet":
+                return reader.option("mergeSchema", "true").parquet(*files)
+            if fmt == "csv":
+                inferred = reader.csv(files, header=True, inferSchema=True).schema
+                return reader.csv(files, header=True, schema=_as_text(inferred, text))
+            multiline = fmt == "json"
+            inferred = reader.json(files, multiLine=multiline).schema
+            return reader.json(files, multiLine=multiline, schema=_as_text(inferred, text),
+                               columnNameOfCorruptRecord=CORRUPT)
+        except Exception as exc:  # Spark raises its own types for missing/unreadable files
+            if type(exc).__module__.startswith(("pyspark", "py4j")):
+                raise InputError(f"cannot read {files[0] if len(files) == 1 else files}: "
+                                 f"{str(exc).splitlines()[0]}") from exc
+            raise
+
+    def _mark(self, frame: Any, group: int, files: list[str]) -> Any:
+        """Add (format group, file index, split start) and the file's name: the coarse
+        input order. Files are matched by Spark's own (URL-encoded) names."""
+        from pyspark.sql import functions as F
+
+        given = {_local_key(p): i for i, p in enumerate(files)}
+        found = sorted(frame.inputFiles(), key=lambda f: (given.get(_local_key(f), len(given)),
+                                                           f))
+        index = F.create_map(*[x for i, f in enumerate(found)
+                               for x in (F.lit(_SCHEME.sub("", f)), F.lit(i))])
+        file = index[F.regexp_replace(F.col("_metadata.file_path"), _SCHEME.pattern, "")]
+        names = F.array(*[F.lit(_local_key(f)) for f in found])
+        return frame.select(
+            "*", F.lit(group).alias("__sz_group"), file.alias("__sz_file"),
+            F.col("_metadata.file_block_start").alias("__sz_block"),
+            F.element_at(names, file + 1).alias("__sz_path"))
+
+    def _number(self, frame: Any, *, parquet_only: bool) -> Any:
+        """``__sz_row``: the DuckDB engine's input order, from per-split counts.
+
+        Within one split Spark reads rows in file order, so ``monotonically_increasing_id``
+        minus its smallest value in the split is the row's position in it; the splits'
+        counts, ordered, give each split's first row number. Parquet rows are numbered
+        (file << 40) + row in file, as DuckDB numbers them; other inputs densely.
+        """
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        marked = frame.withColumn("__sz_mono", F.monotonically_increasing_id())
+        marked = marked.persist(StorageLevel.MEMORY_AND_DISK)  # one parse; stable ids
+        self._persisted.append(marked)
+        splits = marked.groupBy("__sz_group", "__sz_file", "__sz_block").agg(
+            F.count(F.lit(1)).alias("n"), F.min("__sz_mono").alias("first")).collect()
+        if any(s["__sz_file"] is None for s in splits):  # never drop rows silently
+            raise InputError(
+                "Spark read files it did not list in inputFiles(), so their input order is "
+                f"unknown (files: {frame.inputFiles()[:3]}...); please report this")
+        rows, offset, in_file, last_file = [], 0, 0, None
+        for s in sorted(splits, key=lambda r: (r["__sz_group"], r["__sz_file"], r["__sz_block"])):
+            key = (s["__sz_group"], s["__sz_file"])
+            in_file = in_file if key == last_file else 0
+            base = (s["__sz_file"] << 40) + in_file if parquet_only else offset
+            rows.append((s["__sz_group"], s["__sz_file"], s["__sz_block"], base - s["first"],
+                         in_file + 1 - s["first"]))
+            offset += s["n"]
+            in_file += s["n"]
+            last_file = key
+        # Inline VALUES, not createDataFrame(list): that would need Python on the executors.
+        values = ", ".join(f"({g}, {f}, {b}, {shift}, {lshift})"
+                           for g, f, b, shift, lshift in rows) or "(0, 0, 0, 0, 0)"
+        starts = self.spark.sql(
+            f"SELECT * FROM VALUES {values} AS t(__sz_group, __sz_file, __sz_block, "
+            f"__sz_shift, __sz_lshift){'' if rows else ' WHERE false'}")
+        joined = marked.join(F.broadcast(starts), ["__sz_group", "__sz_file", "__sz_block"])
+        numbered = joined.withColumn(ROW, F.col("__sz_mono") + F.col("__sz_shift"))
+        if "__sz_path" in frame.columns:  # the record's number in its file, for messages
+            numbered = numbered.withColumn("__sz_line", F.col("__sz_mono") + F.col("__sz_lshift"))
+        return numbered.drop(*_HELPERS, "__sz_shift", "__sz_lshift")
+
+    @staticmethod
+    def _malformed_error(bad: Any) -> MalformedJSONError:
+        path, line, text = bad.select("__sz_path", "__sz_line", CORRUPT).orderBy(ROW).first()
+        snippet = (text or "").rstrip()
+        snippet = snippet if len(snippet) <= 80 else snippet[:77] + "..."
+        return MalformedJSONError(
+            f"malformed JSON in {path!r} at record {line} (blank lines not counted): "
+            f"{snippet!r}\n"
+            "Hint: every line of NDJSON must be one JSON object; use on_invalid='quarantine' "
+            "(--on-invalid quarantine) to set such lines aside and process the rest.",
+            path=path, line=line)
+
+    # -- fields ---------------------------------------------------------------------------
+    def _resolve(self, frame: Any, path: str) -> Field | None:
+        """Where a configured column lives: a top-level name, else a dotted struct path."""
+        from pyspark.sql import types as T
+
+        frame = getattr(frame, "frame", frame)  # a LoadedInput from _rule_fields
+
+        by_name = {f.name: f for f in frame.schema.fields}
+        if path in by_name:
+            return Field(quote(path), _duckdb_type(by_name[path].dataType), top_level=path)
+        head, _, rest = path.partition(".")
+        if not rest or head not in by_name:
+            return None
+        kind = by_name[head].dataType
+        sql = quote(head)
+        for part in rest.split("."):
+            if isinstance(kind, T.StructType) and part in kind.fieldNames():
+                kind = kind[part].dataType
+            elif isinstance(kind, T.MapType):
+                kind = kind.valueType
+            else:
+                return None
+            sql += "['" + part.replace("'", "''") + "']"
+        return Field(sql, _duckdb_type(kind))
+
+    def _rule_fields(self, frame: Any, schema: dict[str, str], rules: Rules
+                     ) -> dict[str, Field | None]:
+        """The columns the optional rules read: the DuckDB engine's own list, resolved here,
+        so both engines always read the same fields (one source of truth)."""
+        loaded = LoadedInput(table=self.view("input"), schema=schema, description="",
+                             malformed=[])
+        loaded.frame = frame  # type: ignore[attr-defined]  # read by _resolve below
+        return DuckDBEngine._rule_fields(self, loaded, rules)  # type: ignore[arg-type]
+
+    # -- bad rows -------------------------------------------------------------------------
+    def _check(self, description: str, fields: dict[str, Field | None], on_invalid: str) -> int:
+        """As the DuckDB engine checks: duplicates (``dedupe=True``) are reported, never an
+        error; other invalid rows raise, naming the first few."""
+        total, count = self.sql(
+            "SELECT count(*), count(*) FILTER (WHERE __sz_invalid <> 'duplicate_message_id') "
+            "FROM sz_prepared WHERE __sz_invalid IS NOT NULL").first()
+        if count == 0 or on_invalid == "quarantine":
+            return total
+        ts = fields["timestamp"]
+        raw = f"CAST({ts.sql} AS VARCHAR)"
+        if getattr(self._rules, "midnight", None) == "event":
+            raw = f"CASE WHEN __sz_invalid = 'invalid_timezone' THEN __sz_zone ELSE {raw} END"
+        rows = self.sql(
+            f"SELECT __sz_row + 1, __sz_msg, __sz_invalid, {raw} "
+            f"FROM sz_prepared WHERE __sz_invalid IS NOT NULL "
+            f"AND __sz_invalid <> 'duplicate_message_id' ORDER BY __sz_row "
+            f"LIMIT {MAX_REPORTED}").collect()
+        names = (self._rules.columns.user_id, self._rules.columns.anonymous_id)
+        problems = [_problem(*row, names) for row in rows]
+        more = f"\n... and {count - len(problems)} more" if count > len(problems) else ""
+        raise InvalidEventsError(
+            f"{count} invalid event{'s' if count != 1 else ''} in {description}:\n  "
+            + "\n  ".join(p["message"] for p in problems) + more
+            + "\nAccepted timestamps: ISO-8601 text with any offset or Z (no offset means UTC), "
+              "epoch seconds or milliseconds, or a timestamp column; every event needs a "
+              f"non-empty {names[0]} or {names[1]}."
+              "\nHint: on_invalid='quarantine' (--on-invalid quarantine) sets these rows aside "
+              "in a quarantine table with a reason each and processes the rest.",
+            problems=problems, count=count)
+
+    def _quarantine(self, columns: list[str], fields: dict[str, Field | None],
+                    malformed: Any) -> Any:
+        ts = fields["timestamp"]
+        shown = [f"CAST({quote(c)} AS VARCHAR) AS {quote(c)}" if c == ts.top_level else quote(c)
+                 for c in columns]
+        invalid = self.sql(
+            f"SELECT {', '.join(shown)}, __sz_invalid AS quarantine_reason, "
+            "__sz_row + 1 AS source_row, CAST(NULL AS VARCHAR) AS source_file, "
+            "CAST(NULL AS BIGINT) AS source_line, CAST(NULL AS VARCHAR) AS raw_line "
+            "FROM sz_prepared WHERE __sz_invalid IS NOT NULL ORDER BY __sz_row")
+        if malformed is None:
+            return invalid
+        from pyspark.sql import functions as F
+
+        bad = malformed.orderBy(ROW).select(
+            F.lit("malformed_json").alias("quarantine_reason"),
+            F.lit(None).cast("bigint").alias("source_row"),
+            F.col("__sz_path").alias("source_file"),
+            F.col("__sz_line").alias("source_line"),
+            F.rtrim(F.col(CORRUPT)).alias("raw_line"))
+        return invalid.unionByName(bad, allowMissingColumns=True)
+
+    def close(self) -> None:
+        """Drop this run's views and cached data; restore the session's time zone."""
+        catalog = self.spark.catalog
+        for name in self._views:
+            catalog.dropTempView(name)
+        for frame in self._persisted:
+            frame.unpersist()
+        self._views, self._persisted = [], []
+        if self._owns:
+            self.spark.stop()
+        elif self._zone_before not in (None, "UTC"):
+            self.spark.conf.set("spark.sql.session.timeZone", self._zone_before)
+
+
+def _as_text(schema: Any, text: set[str]) -> Any:
+    """The inferred schema with Segment's text fields (and the configured ones) as strings.
+
+    Spark's JSON reader keeps a number given for a string field as its JSON text, so an
+    epoch timestamp arrives as ``'1704099600'``, which the compiler parses by magnitude.
+    """
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField(f.name, T.StringType(), True) if f.name in text else f
+        for f in schema.fields])
+
+
+def _microsecond_times(table: pa.Table) -> pa.Table:
+    """Nanosecond timestamps floored to microseconds (Spark's precision; DuckDB's rule)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            column = pc.floor_temporal(table.column(i), unit="microsecond")
+            table = table.set_column(i, field.name, column.cast(pa.timestamp("us", field.type.tz)))
+    return table
+
+
+# -- results ---------------------------------------------------------------------------------
+class SparkTable(Table):
+    """One output table, living on the cluster as a Spark DataFrame (``spark_df``).
+
+    ``to_arrow()`` / ``to_pandas()`` / ``to_polars()`` collect it to the driver (only
+    when asked); ``len()`` counts on the cluster.
+    """
+
+    def __init__(self, engine: SparkEngine, name: str):
+        self._engine = engine
+        self.name = name
+
+    @property
+    def spark_df(self) -> Any:
+        """The table as a Spark DataFrame, for further Spark work on the cluster."""
+        return self._engine.frames[self.name]
+
+    @property
+    def relation(self) -> Any:  # pragma: no cover - DuckDB only
+        raise AttributeError("a Spark result has no DuckDB relation; use .spark_df")
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.spark_df.columns)
+
+    def __len__(self) -> int:
+        return self.spark_df.count()
+
+    def to_arrow(self, *, limit: int | None = None) -> pa.Table:
+        """The table as a ``pyarrow.Table`` (collected to the driver)."""
+        frame = self.spark_df if limit is None else self.spark_df.limit(limit)
+        return _normalise_arrow(frame.toArrow())
+
+    def to_arrow_batches(self, batch_size: int = 1_000_000) -> pa.RecordBatchReader:
+        import pyarrow as pa
+
+        table = self.to_arrow()
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(batch_size))
+
+
+def _normalise_arrow(table: pa.Table) -> pa.Table:
+    """Spark's Arrow as the DuckDB engine's: UTC ``timestamp[us]``, ``duration[us]``."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            table = table.set_column(i, field.name,
+                                     table.column(i).cast(pa.timestamp("us", "UTC")))
+        elif pa.types.is_duration(field.type) and field.type.unit != "us":
+            table = table.set_column(i, field.name, table.column(i).cast(pa.duration("us")))
+    return table
+
+
+class SparkResult(Result):
+    """What :func:`sessionize.run` returns with ``engine="spark"``.
+
+    The same surface as :class:`~sessionize.result.Result` (tables with ``to_pandas()``,
+    ``to_polars()``, ``to_arrow()``, ``summary()``, ``sql()``, ``write()``); the tables
+    also offer ``spark_df``. Nothing is collected until asked for.
+    """
+
+    def __init__(self, engine: SparkEngine, *, gap_us: int, compiled: Any, source: str,
+                 quarantined: int):
+        self._engine = engine
+        self.events = SparkTable(engine, "events")
+        self.sessions = SparkTable(engine, "sessions")
+        self.users = SparkTable(engine, "users")
+        self.quarantine = SparkTable(engine, "quarantine")
+        self.gap_us = gap_us
+        self.source = source
+        self._compiled = compiled
+        self._quarantined = quarantined
+
+    def stop_session_on_close(self) -> None:
+        """Stop the SparkSession when the result is closed (the CLI's own session)."""
+        self._engine._owns = True
+
+    def sql(self, stage: str = "events", dialect: str = DIALECT) -> str:
+        """The compiled SQL of a stage, by default as Spark SQL."""
+        return super().sql(stage, dialect)
+
+    def stats(self) -> dict[str, Any]:
+        """Headline numbers, computed on the cluster (a few small aggregates)."""
+        engine = self._engine
+        totals = engine.spark.sql(
+            f"SELECT (SELECT count(*) FROM {engine.view('assign')}), count(*), "
+            "sum(session_count), avg(session_count), median(session_count), "
+            f"max(session_count) FROM {engine.view('users')}").collect()[0]
+        reasons = engine.spark.sql(
+            f"SELECT start_reason, count(*) AS n FROM {engine.view('sessions')} "
+            "GROUP BY 1 ORDER BY 2 DESC, 1").collect()
+        quarantine = engine.spark.sql(
+            f"SELECT quarantine_reason, count(*) FROM {engine.view('quarantine')} "
+            "GROUP BY 1 ORDER BY 1").collect()
+        return {
+            "events": totals[0], "users": totals[1], "sessions": totals[2] or 0,
+            "sessions_per_user": {"mean": totals[3], "median": totals[4], "max": totals[5]},
+            "start_reasons": {r[0]: r[1] for r in reasons},
+            "quarantined": {r[0]: r[1] for r in quarantine},
+        }
+
+    def write(self, out_dir: str | os.PathLike, *, format: str = "parquet",
+              on_file: Callable[[str], None] | None = None) -> list[str]:
+        """Write every table on the cluster as ``out_dir/<table>.<format>/`` (a directory of
+        part files, Spark's layout), staged then renamed into place: see docs/spark.md."""
+        from .spark_output import write_tables
+
+        tables = [self.events, self.sessions, self.users]
+        if self._quarantined or len(self.quarantine):
+            tables.append(self.quarantine)
+        return write_tables(self._engine.spark, tables, os.fspath(out_dir), format=format,
+                            on_file=on_file)
