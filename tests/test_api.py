@@ -14,8 +14,8 @@ from sessionize import agreement, compiler, durations, inputs, sample
 def test_exported_members_are_locked():
     assert sorted(sessionize.__all__) == sorted([
         "DataError", "InputError", "InvalidEventsError", "MalformedJSONError", "OptionError",
-        "Result", "SessionizeError", "Table", "__version__", "parse_duration", "run",
-        "sample_path",
+        "Result", "SessionizeError", "Table", "__version__", "parse_duration", "report", "run",
+        "sample_path", "thresholds",
     ])
     for name in sessionize.__all__:
         assert hasattr(sessionize, name)

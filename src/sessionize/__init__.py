@@ -16,8 +16,14 @@ from .errors import (
     OptionError,
     SessionizeError,
 )
+
+# The front-door functions `report` and `thresholds` share their modules' names;
+# importing them here binds sessionize.report / sessionize.thresholds to the functions.
+# Reach the modules' contents with `from sessionize.thresholds import ...`.
+from .report import report
 from .result import Result, Table
 from .sample import sample_path
+from .thresholds import thresholds
 
 __version__ = "0.1.0"
 
@@ -32,6 +38,8 @@ __all__ = [
     "Table",
     "__version__",
     "parse_duration",
+    "report",
     "run",
     "sample_path",
+    "thresholds",
 ]

@@ -34,6 +34,65 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+THRESHOLDS_EXAMPLES = """\
+examples:
+  sessionize thresholds events.json                  recommendation per platform + curve
+  sessionize thresholds 'logs/**/*.gz' --platform context.device.type
+  sessionize thresholds events.parquet --json > thresholds.json
+"""
+
+REPORT_EXAMPLES = """\
+examples:
+  sessionize report events.json -o report.html       one self-contained page, opens offline
+  sessionize report events.parquet -o report.html --gap 15m --show-user-ids
+"""
+
+
+def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """Input, rule and engine flags, the same for every command that sessionizes."""
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="files, directories or globs (JSON array, NDJSON[.gz], Parquet, "
+                             "CSV); '-' reads NDJSON from stdin")
+    parser.add_argument("--sample", action="store_true",
+                        help="use the bundled sample (the notebook's six events) as input")
+    parser.add_argument("--gap", default="30m",
+                        help="inactivity that ends a session, e.g. 30m, 1h30m, 90s "
+                             "(default: 30m)")
+    parser.add_argument("--on-invalid", default="raise", choices=["raise", "quarantine"],
+                        help="rows with a bad timestamp or no user id: fail (default) or set "
+                             "them aside in a quarantine file with a reason each")
+    parser.add_argument("--timestamp-unit", default="auto", choices=["auto", "s", "ms", "us"],
+                        help="unit of numeric timestamps (default: auto, by magnitude)")
+    columns = parser.add_argument_group("column names (defaults follow the Segment spec)")
+    for flag, default in [("user-id", "userId"), ("anonymous-id", "anonymousId"),
+                          ("timestamp", "timestamp"), ("message-id", "messageId"),
+                          ("event", "event"), ("type", "type")]:
+        columns.add_argument(f"--{flag}", default=default, metavar="COL",
+                             help=f"(default: {default})")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--database", metavar="FILE",
+                        help="keep DuckDB's tables in this file instead of memory")
+    engine.add_argument("--memory-limit", metavar="SIZE", help="DuckDB memory limit, e.g. 4GB")
+    engine.add_argument("--threads", type=int, metavar="N", help="DuckDB threads")
+    engine.add_argument("--temp-directory", metavar="DIR", help="where DuckDB spills")
+    engine.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
+                        help="duckdb (embedded, default) or spark (run only; docs/spark.md)")
+    engine.add_argument("--master", metavar="URL",
+                        help="Spark master for --engine spark: local[2], spark://host:7077, "
+                             "yarn, ... (default: spark-submit's, else local[*])")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="show progress on stderr (default: when stderr is a terminal)")
+    shown.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _add_platform_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--platform", default="auto", metavar="COL",
+                        help="column or dotted path giving each event's platform (default: "
+                             "auto, from context.library.name: web / mobile / server); "
+                             "'none' for no split")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -45,59 +104,46 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sessionize events: every event with its user and session, plus a "
                     "sessions table and a users table.",
         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("inputs", nargs="*", metavar="INPUT",
-                     help="files, directories or globs (JSON array, NDJSON[.gz], Parquet, CSV); "
-                          "'-' reads NDJSON from stdin")
-    run.add_argument("--sample", action="store_true",
-                     help="use the bundled sample (the notebook's six events) as input")
+    _add_source_flags(run)
     run.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
     run.add_argument("--format", default="parquet", choices=["parquet", "csv", "ndjson"],
                      help="output format (default: parquet)")
-    run.add_argument("--gap", default="30m",
-                     help="inactivity that ends a session, e.g. 30m, 1h30m, 90s (default: 30m)")
-    run.add_argument("--on-invalid", default="raise", choices=["raise", "quarantine"],
-                     help="rows with a bad timestamp or no user id: fail (default) or set them "
-                          "aside in a quarantine file with a reason each")
-    run.add_argument("--timestamp-unit", default="auto", choices=["auto", "s", "ms", "us"],
-                     help="unit of numeric timestamps (default: auto, by magnitude)")
-    columns = run.add_argument_group("column names (defaults follow the Segment spec)")
-    for flag, default in [("user-id", "userId"), ("anonymous-id", "anonymousId"),
-                          ("timestamp", "timestamp"), ("message-id", "messageId"),
-                          ("event", "event"), ("type", "type")]:
-        columns.add_argument(f"--{flag}", default=default, metavar="COL",
-                             help=f"(default: {default})")
-    engine = run.add_argument_group("engine")
-    engine.add_argument("--database", metavar="FILE",
-                        help="keep DuckDB's tables in this file instead of memory")
-    engine.add_argument("--memory-limit", metavar="SIZE", help="DuckDB memory limit, e.g. 4GB")
-    engine.add_argument("--threads", type=int, metavar="N", help="DuckDB threads")
-    engine.add_argument("--temp-directory", metavar="DIR", help="where DuckDB spills")
-    shown = run.add_mutually_exclusive_group()
-    shown.add_argument("--progress", dest="progress", action="store_true", default=None,
-                       help="show progress on stderr (default: when stderr is a terminal)")
-    shown.add_argument("--no-progress", dest="progress", action="store_false")
     run.add_argument("--quiet", "-q", action="store_true", help="print no summary")
+    thresholds = commands.add_parser(
+        "thresholds", help="how sessions depend on the gap, and the gap the data suggests",
+        description="Gap distribution, sessions / median duration / one-event share for "
+                    "thresholds from 1 minute to 4 hours, and a recommended threshold per "
+                    "platform with how confident it is. Prints to stdout.",
+        epilog=THRESHOLDS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_source_flags(thresholds)
+    _add_platform_flag(thresholds)
+    thresholds.add_argument("--json", action="store_true",
+                            help="print everything (curve, histogram, recommendations) as JSON")
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML report answering the notebook's questions",
+        description="One HTML file that opens offline: headline numbers, sessions per user, "
+                    "starts by reason, gap histogram and sensitivity curves, web vs mobile, "
+                    "durations, example timelines and data quality.",
+        epilog=REPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_source_flags(report)
+    _add_platform_flag(report)
+    report.add_argument("--output", "-o", required=True, metavar="FILE",
+                        help="where to write the report (e.g. report.html)")
+    report.add_argument("--show-user-ids", action="store_true",
+                        help="show real user ids (default: 'user 1', 'user 2', ...)")
+    report.add_argument("--quiet", "-q", action="store_true", help="print no summary")
     return parser
 
 
 def _run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
-    import sessionize
-    from sessionize.progress import Progress
-
-    if args.sample == bool(args.inputs):
-        stderr.write("sessionize run: error: give INPUT files or --sample (not both)\n")
+    result, progress = _sessionize(args, stderr)
+    if result is None:
         return EXIT_USAGE
-    source = sessionize.sample_path() if args.sample else args.inputs
-    interactive = stderr.isatty()
-    show = interactive if args.progress is None else args.progress
-    progress = Progress(stderr, interactive=interactive) if show else None
-    result = sessionize.run(
-        source, gap=args.gap, on_invalid=args.on_invalid, timestamp_unit=args.timestamp_unit,
-        user_id=args.user_id, anonymous_id=args.anonymous_id, timestamp=args.timestamp,
-        message_id=args.message_id, event=args.event, type=args.type,
-        database=args.database, memory_limit=args.memory_limit, threads=args.threads,
-        temp_directory=args.temp_directory, progress=progress)
     with result:
+        if args.command == "thresholds":
+            return _thresholds(args, result, progress, stdout)
+        if args.command == "report":
+            return _report(args, result, progress, stdout)
         paths = result.write(args.out, format=args.format,
                              on_file=(lambda name: progress(f"writing {name}", None))
                              if progress else None)
@@ -111,9 +157,92 @@ def _run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     return EXIT_OK
 
 
+def _sessionize(args: argparse.Namespace, stderr: IO[str]):
+    """Run the shared input/rule/engine flags through sessionize.run."""
+    import sessionize
+    from sessionize.progress import Progress
+
+    if args.sample == bool(args.inputs):
+        stderr.write(f"sessionize {args.command}: error: give INPUT files or --sample "
+                     "(not both)\n")
+        return None, None
+    source = sessionize.sample_path() if args.sample else args.inputs
+    interactive = stderr.isatty()
+    show = interactive if args.progress is None else args.progress
+    progress = Progress(stderr, interactive=interactive) if show else None
+    if args.master and args.engine != "spark" or args.engine == "spark" and args.command != "run":
+        stderr.write(f"sessionize {args.command}: error: --master needs --engine spark, which "
+                     "works with 'run' only\n")
+        return None, None
+    spark = _spark_session(args.master, show) if args.engine == "spark" else None
+    result = sessionize.run(
+        source, gap=args.gap, on_invalid=args.on_invalid, timestamp_unit=args.timestamp_unit,
+        user_id=args.user_id, anonymous_id=args.anonymous_id, timestamp=args.timestamp,
+        message_id=args.message_id, event=args.event, type=args.type,
+        database=args.database, memory_limit=args.memory_limit, threads=args.threads,
+        temp_directory=args.temp_directory, progress=progress,
+        **({"engine": "spark", "spark": spark[0]} if spark else {}))
+    if spark and spark[1]:
+        result.stop_session_on_close()
+    return result, progress
+
+
+def _spark_session(master: str | None, progress: bool):
+    """(a SparkSession for --engine spark, whether this run started it and must stop it)."""
+    from sessionize.engines.spark import require_pyspark, spark_session
+    from sessionize.errors import OptionError
+
+    try:
+        require_pyspark()
+    except ImportError as exc:
+        raise OptionError(f"--engine spark: {exc}") from exc
+    from pyspark.sql import SparkSession
+
+    owned = SparkSession.getActiveSession() is None
+    return spark_session(master, progress=progress), owned
+
+
+def _platform(args: argparse.Namespace) -> str | None:
+    return None if args.platform.lower() == "none" else args.platform
+
+
+def _thresholds(args, result, progress, stdout: IO[str]) -> int:
+    import json
+
+    if progress:
+        progress("analysing thresholds", None)
+    analysis = result.thresholds(platform=_platform(args))
+    if progress:
+        progress.done()
+    if args.json:
+        stdout.write(json.dumps(analysis.to_dict(), indent=2) + "\n")
+    else:
+        stdout.write(analysis.summary() + "\n")
+    return EXIT_OK
+
+
+def _report(args, result, progress, stdout: IO[str]) -> int:
+    if progress:
+        progress("building the report", None)
+    built = result.report(show_user_ids=args.show_user_ids, platform=_platform(args))
+    path = built.write(args.output)
+    if progress:
+        progress.done()
+    if not args.quiet:
+        stdout.write(result.summary() + "\n")
+        rec = built.analysis.recommendations["all"]
+        if rec.threshold:
+            stdout.write(f"recommended threshold: {rec.threshold} ({rec.confidence} "
+                         "confidence)\n")
+        stdout.write(f"wrote {path}\n")
+    return EXIT_OK
+
+
 def _timeline(result) -> str:
     """The notebook's "View User Timelines" table, as text."""
-    rows = result.events.relation.query(
+    relation = result.events.relation if not hasattr(result.events, "spark_df") else \
+        _utc_duckdb().from_arrow(result.events.to_arrow())  # a Spark result: a small sample
+    rows = relation.query(
         "t", "SELECT resolved_user, session_id, type, coalesce(event, '') AS event, "
              "strftime(timestamp, '%Y-%m-%d %H:%M:%S') AS timestamp, start_reason "
              "FROM t ORDER BY resolved_user, timestamp").fetchall()
@@ -121,6 +250,14 @@ def _timeline(result) -> str:
     table = [header] + [tuple("" if v is None else str(v) for v in row) for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table)
+
+
+def _utc_duckdb():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,

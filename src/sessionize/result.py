@@ -202,6 +202,47 @@ class Result:
             tables.append(self.quarantine)
         return write_tables(tables, out_dir, format=format, on_file=on_file)
 
+    def thresholds(self, *, platform: str | None = "auto", grid: Any = None) -> Any:
+        """Gap distribution, sensitivity curve (1 min .. 4 h) and recommended thresholds.
+
+        See :func:`sessionize.thresholds`; returns a ``ThresholdAnalysis``.
+        """
+        from .thresholds import analyze
+
+        return analyze(self, platform=platform, grid=grid)
+
+    def report(self, *, show_user_ids: bool = False, platform: str | None = "auto") -> Any:
+        """The HTML report with its charts (a ``Report``: ``.html``, ``.charts``, ``.write``)."""
+        from .report import build_report
+
+        return build_report(self, show_user_ids=show_user_ids, platform=platform)
+
+    def to_html(self, path: str | os.PathLike | None = None, *, show_user_ids: bool = False,
+                platform: str | None = "auto") -> str:
+        """The report as one self-contained HTML page; also written to ``path`` when given."""
+        built = self.report(show_user_ids=show_user_ids, platform=platform)
+        if path is not None:
+            built.write(path)
+        return built.html
+
+    def plot(self, chart: str, *, format: str = "svg", show_user_ids: bool = False,
+             platform: str | None = "auto") -> Any:
+        """One report chart as SVG (a ``str`` notebooks display) or PNG bytes.
+
+        Charts: ``sessions_per_user``, ``start_reasons``, ``gap_histogram``,
+        ``sensitivity_sessions``, ``sensitivity_median_duration``,
+        ``sensitivity_one_event``, ``durations``, ``timelines``, ``gaps_by_platform``.
+        PNG needs headless Chromium.
+        """
+        from .report import CHARTS
+
+        if chart not in CHARTS:
+            from .errors import OptionError
+
+            raise OptionError(f"'chart' must be one of {', '.join(CHARTS)} (got {chart!r})")
+        built = self.report(show_user_ids=show_user_ids, platform=platform)
+        return built.chart(chart, format=format)
+
     def close(self) -> None:
         """Release the engine (its memory and temporary files)."""
         self._engine.close()
