@@ -22,6 +22,9 @@ examples:
   sessionize run events.parquet --out out/ --gap 1h30m
   cat events.ndjson | sessionize run - --out out/  NDJSON on stdin
   sessionize run events.ndjson --out out/ --on-invalid quarantine
+  sessionize run events.json --out out/ --profile saas --identity stitch
+  sessionize run events.json --out out/ --gap-by platform --gaps web=30m mobile=5m
+  sessionize run events.json --out out/ --config rules.toml   (docs/rules.md)
 
 writes OUT/events.<fmt>, OUT/sessions.<fmt>, OUT/users.<fmt> (and OUT/quarantine.<fmt>
 when rows were set aside); every file appears complete or not at all.
@@ -49,15 +52,17 @@ examples:
 
 
 def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+    from .config import add_rule_arguments
+
     """Input, rule and engine flags, the same for every command that sessionizes."""
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="files, directories or globs (JSON array, NDJSON[.gz], Parquet, "
                              "CSV); '-' reads NDJSON from stdin")
     parser.add_argument("--sample", action="store_true",
                         help="use the bundled sample (the notebook's six events) as input")
-    parser.add_argument("--gap", default="30m",
+    parser.add_argument("--gap", default=None,
                         help="inactivity that ends a session, e.g. 30m, 1h30m, 90s "
-                             "(default: 30m)")
+                             "(default: 30m, or the profile's)")
     parser.add_argument("--on-invalid", default="raise", choices=["raise", "quarantine"],
                         help="rows with a bad timestamp or no user id: fail (default) or set "
                              "them aside in a quarantine file with a reason each")
@@ -69,6 +74,7 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
                           ("event", "event"), ("type", "type")]:
         columns.add_argument(f"--{flag}", default=default, metavar="COL",
                              help=f"(default: {default})")
+    add_rule_arguments(parser)
     engine = parser.add_argument_group("engine")
     engine.add_argument("--database", metavar="FILE",
                         help="keep DuckDB's tables in this file instead of memory")
@@ -160,6 +166,7 @@ def _run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
 def _sessionize(args: argparse.Namespace, stderr: IO[str]):
     """Run the shared input/rule/engine flags through sessionize.run."""
     import sessionize
+    from sessionize.config import rule_options
     from sessionize.progress import Progress
 
     if args.sample == bool(args.inputs):
@@ -175,8 +182,11 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
                      "works with 'run' only\n")
         return None, None
     spark = _spark_session(args.master, show) if args.engine == "spark" else None
+    options = rule_options(args)
+    if args.gap is not None:  # the flag wins over a rules file
+        options["gap"] = args.gap
     result = sessionize.run(
-        source, gap=args.gap, on_invalid=args.on_invalid, timestamp_unit=args.timestamp_unit,
+        source, on_invalid=args.on_invalid, timestamp_unit=args.timestamp_unit, **options,
         user_id=args.user_id, anonymous_id=args.anonymous_id, timestamp=args.timestamp,
         message_id=args.message_id, event=args.event, type=args.type,
         database=args.database, memory_limit=args.memory_limit, threads=args.threads,
