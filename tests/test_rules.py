@@ -107,3 +107,30 @@ def test_client_session_agreement_counts_splits_and_merges():
                          "merged": 1, "identical": 1}
     with sessionize.run(events) as plain, pytest.raises(sessionize.OptionError):
         client_session_agreement(plain)
+
+
+def test_identities_table_and_diagnostics(tmp_path):
+    events = [
+        {"anonymousId": "phone", "timestamp": "2024-05-01T08:00:00Z"},
+        {"anonymousId": "phone", "userId": "u1", "timestamp": "2024-05-01T08:05:00Z"},
+        {"anonymousId": "laptop", "userId": "u1", "timestamp": "2024-05-01T09:00:00Z"},
+        {"anonymousId": "tablet", "userId": "u1", "timestamp": "2024-05-01T10:00:00Z"},
+        {"anonymousId": "kiosk", "userId": "u2", "timestamp": "2024-05-01T11:00:00Z"},
+        {"anonymousId": "kiosk", "userId": "u3", "timestamp": "2024-05-01T12:00:00Z"},
+        {"anonymousId": "kiosk", "timestamp": "2024-05-01T12:01:00Z"},
+    ]
+    with sessionize.run(events, identity="stitch") as result:
+        rows = result.identities.to_arrow().sort_by("identifier").to_pylist()
+        assert [(r["identifier"], r["resolved_user"], r["rule"]) for r in rows] == [
+            ("kiosk", "u3", "latest_identification"), ("laptop", "u1", "latest_identification"),
+            ("phone", "u1", "latest_identification"), ("tablet", "u1", "latest_identification")]
+        diagnostics = result.identity_diagnostics()
+        assert diagnostics["anonymous_ids_stitched"] == 4
+        assert diagnostics["events_reattributed"] == 2
+        assert diagnostics["shared_devices"] == 1
+        assert diagnostics["users_on_3_or_more_devices"] == 1
+        assert "4 anonymous ids stitched" in result.summary()
+        written = result.write(tmp_path / "out")
+    assert any(path.endswith("identities.parquet") for path in written)
+    with sessionize.run(events) as plain:
+        assert plain.identities is None

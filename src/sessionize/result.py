@@ -140,6 +140,9 @@ class Result:
         self.sessions = Table(engine, "sessions", "sz_sessions")
         self.users = Table(engine, "users", "sz_users")
         self.quarantine = Table(engine, "quarantine", "sz_quarantine")
+        #: identifier -> resolved user and the rule that decided it (identity="stitch"/"first")
+        self.identities = (Table(engine, "identities", "sz_identities")
+                           if getattr(compiled, "identities", None) is not None else None)
         self.gap_us = gap_us
         self.source = source
         self._compiled = compiled
@@ -190,7 +193,43 @@ class Result:
         if s["quarantined"]:
             lines.append("quarantined rows: " + ", ".join(
                 f"{reason} {count:,}" for reason, count in s["quarantined"].items()))
+        if self.identities is not None:
+            d = self.identity_diagnostics()
+            lines.append(
+                f"identity: {d['anonymous_ids_stitched']:,} anonymous ids stitched, "
+                f"{d['events_reattributed']:,} events re-attributed, "
+                f"{d['shared_devices']:,} shared devices (anonymous ids seen with several "
+                f"userIds), {d['users_on_3_or_more_devices']:,} users on 3+ devices")
         return "\n".join(lines)
+
+    def _query(self, sql: str) -> list:
+        """Rows of a small DuckDB-flavoured query over the run's stages."""
+        return self._engine.con.execute(sql).fetchall()
+
+    def identity_diagnostics(self) -> dict[str, Any]:
+        """What identity stitching did: ids stitched, events re-attributed, shared devices,
+        users seen on many devices (the ten with most anonymous ids)."""
+        if self.identities is None:
+            from .errors import OptionError
+
+            raise OptionError("identity_diagnostics needs identity='stitch' or 'first' "
+                              "(got identity='event')")
+        query = self._query
+        stitched, shared = query(
+            "SELECT count(*), count(*) FILTER (WHERE user_ids > 1) FROM sz_identities")[0]
+        moved = query(
+            "SELECT count(*) FROM sz_prepared AS p JOIN sz_identities AS m "
+            "ON m.identifier = p.__sz_aid WHERE p.__sz_uid IS NULL AND p.__sz_invalid IS NULL"
+        )[0][0]
+        devices = [tuple(row) for row in query(
+            "SELECT resolved_user, count(*) AS n FROM sz_identities GROUP BY resolved_user "
+            "ORDER BY n DESC, resolved_user LIMIT 10")]
+        many = query(
+            "SELECT count(*) FROM (SELECT resolved_user FROM sz_identities "
+            "GROUP BY resolved_user HAVING count(*) >= 3) AS t")[0][0]
+        return {"anonymous_ids_stitched": stitched, "events_reattributed": moved,
+                "shared_devices": shared, "users_on_3_or_more_devices": many,
+                "most_devices": devices}
 
     def write(self, out_dir: str | os.PathLike, *, format: str = "parquet",
               on_file: Callable[[str], None] | None = None) -> list[str]:
@@ -200,6 +239,8 @@ class Result:
         tables = [self.events, self.sessions, self.users]
         if self._quarantined or len(self.quarantine):
             tables.append(self.quarantine)
+        if self.identities is not None:
+            tables.append(self.identities)
         return write_tables(tables, out_dir, format=format, on_file=on_file)
 
     def thresholds(self, *, platform: str | None = "auto", grid: Any = None) -> Any:

@@ -583,10 +583,16 @@ class SparkResult(Result):
         self.sessions = SparkTable(engine, "sessions")
         self.users = SparkTable(engine, "users")
         self.quarantine = SparkTable(engine, "quarantine")
+        self.identities = (SparkTable(engine, "identities")
+                           if getattr(compiled, "identities", None) is not None else None)
         self.gap_us = gap_us
         self.source = source
         self._compiled = compiled
         self._quarantined = quarantined
+
+    def _query(self, sql: str) -> list:
+        """Rows of a small query over the run's stages, rendered as Spark SQL."""
+        return [tuple(row) for row in self._engine.sql(sql).collect()]
 
     def stop_session_on_close(self) -> None:
         """Stop the SparkSession when the result is closed (the CLI's own session)."""
