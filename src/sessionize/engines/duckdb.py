@@ -54,12 +54,16 @@ class DuckDBEngine:
         self._workdir = workdir
         self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)
         self._progress = progress or (lambda stage, fraction: None)
+        self._watch = progress is not None
 
     # -- running --------------------------------------------------------------------------
     @contextlib.contextmanager
     def _stage(self, name: str) -> Iterator[None]:
         """Report a stage, and DuckDB's own percentage while its statement runs."""
         self._progress(name, None)
+        if not self._watch:  # nobody is listening: no thread polling the connection
+            yield
+            return
         done = threading.Event()
 
         def poll() -> None:
