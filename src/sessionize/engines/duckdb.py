@@ -210,17 +210,7 @@ class DuckDBEngine:
             f"LIMIT {MAX_REPORTED}").fetchall()
         names = (self._rules.columns.user_id, self._rules.columns.anonymous_id)
         problems = [_problem(row, msg, reason, raw, names) for row, msg, reason, raw in rows]
-        lines = [p["message"] for p in problems]
-        more = f"\n... and {count - len(problems)} more" if count > len(problems) else ""
-        raise InvalidEventsError(
-            f"{count} invalid event{'s' if count != 1 else ''} in {loaded.description}:\n  "
-            + "\n  ".join(lines) + more
-            + "\nAccepted timestamps: ISO-8601 text with any offset or Z (no offset means UTC), "
-              "epoch seconds or milliseconds, or a timestamp column; every event needs a "
-              f"non-empty {names[0]} or {names[1]}."
-              "\nHint: on_invalid='quarantine' (--on-invalid quarantine) sets these rows aside "
-              "in a quarantine table with a reason each and processes the rest.",
-            problems=problems, count=count)
+        raise invalid_events_error(count, problems, loaded.description, names)
 
     def _quarantine(self, loaded: LoadedInput, fields: dict[str, Field | None], invalid: int,
                     malformed: list[MalformedLine]) -> None:
@@ -248,6 +238,21 @@ class DuckDBEngine:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def invalid_events_error(count: int, problems: list[dict], description: str,
+                         user_columns: tuple[str, str]) -> InvalidEventsError:
+    """The one message for invalid rows, shared by every engine."""
+    more = f"\n... and {count - len(problems)} more" if count > len(problems) else ""
+    return InvalidEventsError(
+        f"{count} invalid event{'s' if count != 1 else ''} in {description}:\n  "
+        + "\n  ".join(p["message"] for p in problems) + more
+        + "\nAccepted timestamps: ISO-8601 text with any offset or Z (no offset means UTC), "
+          "epoch seconds or milliseconds, or a timestamp column; every event needs a "
+          f"non-empty {user_columns[0]} or {user_columns[1]}."
+          "\nHint: on_invalid='quarantine' (--on-invalid quarantine) sets these rows aside "
+          "in a quarantine table with a reason each and processes the rest.",
+        problems=problems, count=count)
 
 
 def _problem(row: int, msg: str | None, reason: str, raw: str | None,

@@ -32,7 +32,7 @@ from sqlglot import exp
 
 from ..compiler import Field, compile_rules, quote
 from ..dialects import rewrite
-from ..errors import InputError, InvalidEventsError, MalformedJSONError, OptionError
+from ..errors import InputError, MalformedJSONError, OptionError
 from ..inputs import (
     ROW,
     LoadedInput,
@@ -44,7 +44,7 @@ from ..inputs import (
 )
 from ..result import Result, Table
 from ..rules import Rules
-from .duckdb import MAX_REPORTED, DuckDBEngine, _problem
+from .duckdb import MAX_REPORTED, DuckDBEngine, _problem, invalid_events_error
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -443,16 +443,7 @@ class SparkEngine:
             f"LIMIT {MAX_REPORTED}").collect()
         names = (self._rules.columns.user_id, self._rules.columns.anonymous_id)
         problems = [_problem(*row, names) for row in rows]
-        more = f"\n... and {count - len(problems)} more" if count > len(problems) else ""
-        raise InvalidEventsError(
-            f"{count} invalid event{'s' if count != 1 else ''} in {description}:\n  "
-            + "\n  ".join(p["message"] for p in problems) + more
-            + "\nAccepted timestamps: ISO-8601 text with any offset or Z (no offset means UTC), "
-              "epoch seconds or milliseconds, or a timestamp column; every event needs a "
-              f"non-empty {names[0]} or {names[1]}."
-              "\nHint: on_invalid='quarantine' (--on-invalid quarantine) sets these rows aside "
-              "in a quarantine table with a reason each and processes the rest.",
-            problems=problems, count=count)
+        raise invalid_events_error(count, problems, description, names)
 
     def _quarantine(self, columns: list[str], fields: dict[str, Field | None],
                     malformed: Any) -> Any:
