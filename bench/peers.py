@@ -13,6 +13,7 @@ starts the clock (``MODULES``), and a process that runs one tool never loads the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 THRESHOLD_MINUTES = 30
@@ -192,16 +193,42 @@ def idiomatic_duckdb(path):
     return events, sessions, users
 
 
-def sessionize_run(path):
-    """The library under test, through its public front door."""
+def sessionize_run(path, plan="auto"):
+    """The library under test, through its public front door (plan "auto": the columnar
+    plan for these rules)."""
     import sessionize
 
-    result = sessionize.run(path)
+    result = sessionize.run(path, plan=plan)
     return result.events.to_arrow(), result.sessions.to_arrow(), result.users.to_arrow()
+
+
+def sessionize_sql(path):
+    """sessionize with its SQL plan forced (what runs under memory_limit or in a file)."""
+    return sessionize_run(path, plan="sql")
+
+
+def sessionize_out_of_core(path):
+    """Larger than memory: the SQL plan under ``memory_limit`` (env ``BENCH_MEMORY_LIMIT``,
+    default 4GB), spilling to ``bench/data/spill``, every table written to Parquet files as
+    the CLI does (``sessionize run --memory-limit ... --out``) rather than held in memory."""
+    import tempfile
+
+    import sessionize
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    spill = os.path.join(here, "data", "spill")
+    os.makedirs(spill, exist_ok=True)
+    result = sessionize.run(path, memory_limit=os.environ.get("BENCH_MEMORY_LIMIT", "4GB"),
+                            temp_directory=spill)
+    with tempfile.TemporaryDirectory(dir=spill) as out:
+        result.write(out)
+    return result.events, result.sessions, result.users
 
 
 PEERS = {
     "sessionize": sessionize_run,
+    "sessionize_sql": sessionize_sql,
+    "sessionize_out_of_core": sessionize_out_of_core,
     "notebook_pandas": notebook_pandas,
     "idiomatic_polars": idiomatic_polars,
     "idiomatic_duckdb": idiomatic_duckdb,
@@ -210,6 +237,8 @@ PEERS = {
 # Imported before the clock starts; their import time is reported separately.
 MODULES = {
     "sessionize": ("sessionize",),
+    "sessionize_sql": ("sessionize",),
+    "sessionize_out_of_core": ("sessionize",),
     "notebook_pandas": ("pandas", "pyarrow"),  # pd.read_parquet reads through pyarrow
     "idiomatic_polars": ("polars",),
     "idiomatic_duckdb": ("duckdb", "pyarrow"),

@@ -31,7 +31,8 @@ def run(tool: str, path: str, summary: str | None = None) -> dict:
     try:
         for module in peers.MODULES[tool]:
             importlib.import_module(module)
-        if tool == "sessionize" and not callable(getattr(sys.modules["sessionize"], "run", None)):
+        module = sys.modules.get("sessionize")
+        if tool.startswith("sessionize") and not callable(getattr(module, "run", None)):
             raise ImportError("sessionize has no run() yet")
     except ImportError as exc:
         return {**record, "unavailable": f"{type(exc).__name__}: {exc}"}
@@ -45,7 +46,7 @@ def run(tool: str, path: str, summary: str | None = None) -> dict:
     record["seconds"] = time.perf_counter() - started
     record["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     record["rows"] = {"events": len(events), "sessions": len(sessions), "users": len(users)}
-    if tool == "sessionize":
+    if tool.startswith("sessionize"):
         record["sessionize_file"] = getattr(sys.modules["sessionize"], "__file__", None)
     if summary:
         try:

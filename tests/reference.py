@@ -25,6 +25,8 @@ class Event:
     zone: str | None = None       # the event's own time zone (rule: midnight="event")
     campaign: str | None = None   # rule: campaign change
     client_session: str | None = None  # rule: client session id
+    kind: str | None = None       # the event's type (identity="graph": "alias" links ids)
+    previous_id: str | None = None  # an alias call's previousId
 
 
 @dataclass
@@ -39,7 +41,9 @@ class Options:
     client_session: bool = False
     passive: tuple[str, ...] = ()                        # names that do not extend a session
     max_duration: int | None = None                      # us; longer sessions are cut
-    identity: str = "event"                              # event | stitch | first
+    identity: str = "event"                              # event | stitch | first | graph
+    identity_cap: int = 1                                # graph: most people merged
+    user_change: bool = False                            # split where a device changes hands
 
 
 def platform(library: str | None) -> str | None:
@@ -62,7 +66,7 @@ def local_date(ts_us: int, zone: str) -> dt.date:
 
 def start_reason(prev: Event | None, event: Event, gap_us: int, options: Options,
                  last_campaign: str | None, last_client: str | None,
-                 last_active: Event | None = None) -> str | None:
+                 last_active: Event | None = None, changed_hands: bool = False) -> str | None:
     """Why ``event`` starts a session (None: it does not), in order of precedence.
 
     The gap is measured from the previous event, except that an active event measures
@@ -88,6 +92,8 @@ def start_reason(prev: Event | None, event: Event, gap_us: int, options: Options
     if options.client_session and event.client_session is not None \
             and last_client is not None and event.client_session != last_client:
         return "client_session"
+    if options.user_change and changed_hands:
+        return "user_change"
     return None
 
 
@@ -98,6 +104,11 @@ def _blank(value: str | None) -> str | None:
 def resolve(event: Event) -> str | None:
     """userId if set, else anonymousId; empty or all-space strings count as missing."""
     return _blank(event.user_id) or _blank(event.anonymous_id)
+
+
+def order_key(e: Event) -> tuple:
+    """Events' order: time, messageId (missing last), input order."""
+    return (e.ts_us, e.message_id is None, e.message_id or "", e.row)
 
 
 def identity_map(events: list[Event], policy: str) -> dict[str, str]:
@@ -112,11 +123,138 @@ def identity_map(events: list[Event], policy: str) -> dict[str, str]:
         user, anon = _blank(e.user_id), _blank(e.anonymous_id)
         if user is None or anon is None:
             continue
-        key = (e.ts_us, e.message_id is None, e.message_id or "", e.row)
+        key = order_key(e)
         best = seen.get(anon)
         if best is None or (key > best[0] if policy == "stitch" else key < best[0]):
             seen[anon] = (key, user)
     return {anon: user for anon, (_, user) in seen.items()}
+
+
+class UnionFind:
+    """Disjoint sets of identifiers (path halving; roots are arbitrary members)."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[ra] = rb
+
+    def groups(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = defaultdict(set)
+        for x in list(self.parent):
+            out[self.find(x)].add(x)
+        return out
+
+
+def graph_identities(events: list[Event], cap: int) -> dict[str, tuple[str, str]]:
+    """identity="graph": identifier -> (resolved user, rule), as docs/identity.md says.
+
+    Alias links (previousId -> userId) join people; a device (anonymousId) whose links
+    reach more than ``cap`` people is not used to merge; a component that still holds
+    more than ``cap`` people drops its devices reaching two or more; each component
+    resolves to its userId seen first (ties: the smaller id); a capped device without a
+    user in its component resolves to its latest identification.
+    """
+    first_seen: dict[str, int] = {}
+    devices: dict[str, set[str]] = defaultdict(set)
+    latest: dict[str, tuple[tuple, str]] = {}
+    aliases: set[tuple[str, str]] = set()
+    for e in events:
+        uid, aid, prev = _blank(e.user_id), _blank(e.anonymous_id), _blank(e.previous_id)
+        if uid is None and aid is None:
+            continue  # invalid: no user
+        if uid is not None:
+            first_seen[uid] = min(first_seen.get(uid, e.ts_us), e.ts_us)
+        if uid is not None and aid is not None:
+            if aid != uid:
+                devices[aid].add(uid)
+            if aid not in latest or order_key(e) > latest[aid][0]:
+                latest[aid] = (order_key(e), uid)
+        if (e.kind or "").lower() == "alias" and uid is not None and prev is not None \
+                and prev != uid:
+            aliases.add((prev, uid))
+    people = UnionFind()
+    for a, b in aliases:
+        people.union(a, b)
+    aliased = {x for pair in aliases for x in pair}
+
+    def reach(aid: str) -> set[str]:
+        own = {people.find(aid)} if aid in first_seen or aid in aliased else set()
+        return {people.find(u) for u in devices[aid]} | own
+
+    capped = {aid: "shared_device" for aid in devices if len(reach(aid)) > cap}
+    while True:
+        links = UnionFind()
+        for a, b in aliases:
+            links.union(a, b)
+        for aid, uids in devices.items():
+            for uid in uids if aid not in capped else ():
+                links.union(aid, uid)
+        components = links.groups()
+        over = [c for c in components.values()
+                if len({people.find(x) for x in c if x in first_seen}) > cap]
+        if not over:
+            break
+        for component in over:
+            for aid in component:
+                if aid in devices and aid not in capped and len(reach(aid)) >= 2:
+                    capped[aid] = "component_cap"
+    for aid in capped:
+        if aid not in links.parent:
+            components[aid] = {aid}
+    root = {x: r for r, members in components.items() for x in members}
+    rep = {r: min((first_seen[x], x) for x in members if x in first_seen)[1]
+           for r, members in components.items() if any(x in first_seen for x in members)}
+    out = {}
+    for x, r in root.items():
+        if r in rep:
+            out[x] = (rep[r], "component")
+        else:
+            user = latest[x][1]
+            out[x] = (rep.get(root.get(user, ""), user), capped[x])
+    return out
+
+
+def resolved_users(events: list[Event], options: Options) -> dict[int, str]:
+    """Input row -> resolved user, for every valid event, under the identity policy."""
+    out = {}
+    if options.identity == "graph":
+        table = graph_identities(events, options.identity_cap)
+        for e in events:
+            key = resolve(e)
+            if key is not None:
+                out[e.row] = table[key][0] if key in table else key
+        return out
+    stitched = identity_map(events, options.identity)
+    for e in events:
+        user = _blank(e.user_id) or stitched.get(_blank(e.anonymous_id) or "") \
+            or _blank(e.anonymous_id)
+        if user is not None:
+            out[e.row] = user
+    return out
+
+
+def changed_hands(events: list[Event], users: dict[int, str]) -> set[int]:
+    """Rows whose device's previous event (in events' order) went to another user."""
+    by_device: dict[str, list[Event]] = defaultdict(list)
+    for e in events:
+        device = _blank(e.anonymous_id)
+        if device is not None and e.row in users:
+            by_device[device].append(e)
+    out = set()
+    for stream in by_device.values():
+        stream.sort(key=order_key)
+        out.update(b.row for a, b in zip(stream, stream[1:]) if users[a.row] != users[b.row])
+    return out
 
 
 def session_key(user: str, start_us: int) -> str:
@@ -127,17 +265,16 @@ def sessionize(events: list[Event], gap_us: int,
                options: Options | None = None) -> dict[str, list[dict]]:
     """Return ``events`` (one dict per valid event, keyed by input row), ``sessions``, ``users``."""
     options = options or Options()
-    stitched = identity_map(events, options.identity)
+    users = resolved_users(events, options)
+    switched = changed_hands(events, users) if options.user_change else set()
     by_user: dict[str, list[Event]] = defaultdict(list)
     for event in events:
-        user = _blank(event.user_id) or stitched.get(_blank(event.anonymous_id) or "") \
-            or _blank(event.anonymous_id)
-        if user is not None:
-            by_user[user].append(event)
+        if event.row in users:
+            by_user[users[event.row]].append(event)
     out_events, sessions = [], []
     for user, stream in by_user.items():
         # ties: timestamp, then messageId (missing last), then input order
-        stream.sort(key=lambda e: (e.ts_us, e.message_id is None, e.message_id or "", e.row))
+        stream.sort(key=order_key)
         prev = None
         session_id = 0
         current: dict | None = None
@@ -146,7 +283,7 @@ def sessionize(events: list[Event], gap_us: int,
         base_start = piece = None
         for event in stream:
             reason = start_reason(prev, event, gap_us, options, last_campaign, last_client,
-                                  last_active)
+                                  last_active, event.row in switched)
             if options.max_duration:
                 # windows of max_duration from the start the other rules gave (end included)
                 if reason is not None:

@@ -29,12 +29,15 @@ def compare(got_rows: list[dict], expected_rows: list[dict], what: str) -> None:
             assert instant(got[key]) == instant(value), f"{what} row {i} {key}: {got[key]!r}"
 
 
+@pytest.mark.parametrize("plan", ["sql", "auto"])
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
-def test_case(path: Path, tmp_path: Path):
+def test_case(path: Path, plan: str, tmp_path: Path):
+    """Each case under the SQL plan, and under the plan ``auto`` picks (the columnar plan
+    for the cases whose rules it runs)."""
     case = json.loads(path.read_text())
     source = tmp_path / "events.json"
     source.write_text(json.dumps(case["events"]))
-    with sessionize.run(str(source), **case.get("options", {})) as result:
+    with sessionize.run(str(source), plan=plan, **case.get("options", {})) as result:
         compare(result.sessions.to_arrow().to_pylist(), case["expected_sessions"], "sessions")
         if "expected_events" in case:
             compare(result.events.to_arrow().to_pylist(), case["expected_events"], "events")

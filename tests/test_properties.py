@@ -16,6 +16,8 @@ from reference import Event, Options
 from reference import sessionize as reference
 
 import sessionize
+from sessionize.kernel import unsupported_rule
+from sessionize.rules import Rules
 
 BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
 GAPS_US = [1, 1_000_000, 60_000_000, 1_800_000_000]
@@ -55,13 +57,30 @@ def to_table(events: list[Event]) -> pa.Table:
     })
 
 
+def run_both_plans(table: pa.Table, **options) -> dict[str, pa.Table]:
+    """The SQL plan's tables, after checking the columnar plan (when it runs the rules)
+    gives identical ones: same schema, same rows in the same order."""
+    outputs = {}
+    for plan in ("sql", "columnar"):
+        if plan == "columnar" and unsupported_rule(Rules.from_options(**{
+                k: v for k, v in options.items() if k not in ("on_invalid",)})):
+            break
+        with sessionize.run(table, plan=plan, **options) as result:
+            assert result.plan == plan
+            outputs[plan] = {name: getattr(result, name).to_arrow()
+                             for name in ("events", "sessions", "users", "quarantine")}
+    if "columnar" in outputs:
+        for name, want in outputs["sql"].items():
+            got = outputs["columnar"][name]
+            assert got.schema == want.schema, name
+            assert got.to_pylist() == want.to_pylist(), name
+    return outputs["sql"]
+
+
 def engine_output(gap: int, table: pa.Table) -> dict[str, list[dict]]:
-    with sessionize.run(table, gap=f"{gap}us", on_invalid="quarantine") as result:
-        events = result.events.to_arrow().to_pylist()
-        sessions = result.sessions.to_arrow().to_pylist()
-        users = result.users.to_arrow().to_pylist()
-        quarantined = len(result.quarantine)
-    return {"events": events, "sessions": sessions, "users": users, "quarantined": quarantined}
+    tables = run_both_plans(table, gap=f"{gap}us", on_invalid="quarantine")
+    out = {name: tables[name].to_pylist() for name in ("events", "sessions", "users")}
+    return {**out, "quarantined": tables["quarantine"].num_rows}
 
 
 def us(value) -> int | None:
@@ -168,7 +187,8 @@ def rule_streams(draw):
         client_session=draw(st.booleans()),
         passive=draw(st.sampled_from([(), ("Page",), ("Page", "Close")])),
         max_duration=draw(st.sampled_from([None, gap // 2, gap, 3 * gap])),
-        identity=draw(st.sampled_from(["event", "stitch", "first"])),
+        identity=draw(st.sampled_from(["event", "stitch", "first", "graph"])),
+        user_change=draw(st.booleans()),
     )
     events = []
     for row in range(draw(st.integers(1, 30))):
@@ -200,6 +220,7 @@ def rule_options(gap: int, options: Options) -> dict:
         kwargs["client_session"] = "csid"
     kwargs["passive_events"] = list(options.passive)
     kwargs["identity"] = options.identity
+    kwargs["user_change"] = options.user_change
     if options.max_duration:
         kwargs["max_duration"] = f"{options.max_duration}us"
     kwargs["start_events"] = list(options.start_events)
@@ -216,11 +237,11 @@ def test_rules_match_reference(case):
         "tz", pa.array([e.zone for e in events], pa.string())).append_column(
         "utm", pa.array([e.campaign for e in events], pa.string())).append_column(
         "csid", pa.array([e.client_session for e in events], pa.string()))
-    with sessionize.run(table, **rule_options(gap, options)) as result:
-        got = sorted((e["row"], e["session_id"], e["start_reason"])
-                      for e in result.events.to_arrow().to_pylist())
-        sessions = [(s["resolved_user"], s["session_id"], s["start_reason"], s["event_count"])
-                    for s in result.sessions.to_arrow().to_pylist()]
+    tables = run_both_plans(table, **rule_options(gap, options))
+    got = sorted((e["row"], e["session_id"], e["start_reason"])
+                 for e in tables["events"].to_pylist())
+    sessions = [(s["resolved_user"], s["session_id"], s["start_reason"], s["event_count"])
+                for s in tables["sessions"].to_pylist()]
     want = reference(events, gap, options)
     assert got == sorted((e["row"], e["session_id"], e["start_reason"]) for e in want["events"])
     assert sessions == [(s["resolved_user"], s["session_id"], s["start_reason"],

@@ -19,9 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import Event
+from reference import Event, graph_identities
 from reference import sessionize as reference
 from test_cases import CASES, compare
+from test_identity_graph import SHARED, graph_streams
+from test_identity_graph import to_table as graph_table
 from test_invalid import REASONS, ROWS, write_ndjson
 from test_notebook import EXPECTED, same_table
 from test_properties import streams, to_table, us
@@ -201,6 +203,38 @@ class TestSpark:
         with pytest.raises(OptionError, match=r"cannot read stdin"):
             on_spark(spark, "-")
 
+    @settings(max_examples=4, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(st.lists(graph_streams(), min_size=4, max_size=4))
+    def test_identity_graph_matches_the_reference(self, spark, batch):
+        """The label propagation rounds as Spark jobs: four generated graphs per run."""
+        gap, options, events = _combine_graphs(batch)
+        with on_spark(spark, graph_table(events), gap=f"{gap}us", identity="graph",
+                      identity_cap=options.identity_cap, user_change=options.user_change,
+                      on_invalid="quarantine") as result:
+            got = sorted((e["row"], e["resolved_user"], e["session_id"], e["start_reason"])
+                         for e in result.events.to_arrow().to_pylist())
+            identities = {r["identifier"]: (r["resolved_user"], r["rule"])
+                          for r in result.identities.to_arrow().to_pylist()}
+        assert identities == graph_identities(events, options.identity_cap)
+        assert got == sorted((e["row"], e["resolved_user"], e["session_id"], e["start_reason"])
+                             for e in reference(events, gap, options)["events"])
+
+    @pytest.mark.parametrize("identity", ["stitch", "graph"])
+    def test_identity_tables_and_diagnostics_as_on_duckdb(self, spark, tmp_path, identity):
+        path = tmp_path / "events.json"
+        path.write_text(json.dumps(SHARED))
+        with sessionize.run(str(path), identity=identity) as duck, \
+                on_spark(spark, str(path), identity=identity) as sparked:
+            rows = lambda r: sorted(r.identities.to_arrow().to_pylist(),  # noqa: E731
+                                    key=lambda x: x["identifier"])
+            assert rows(sparked) == rows(duck)
+            assert sparked.identity_diagnostics() == duck.identity_diagnostics()
+            assert sparked.summary() == duck.summary()
+            paths = sparked.write(tmp_path / "out")
+        assert os.path.basename(paths[-1]) == "identities.parquet"
+
     def test_cli_runs_on_spark(self, spark, tmp_path, capsys):
         status = main(["run", "--sample", "--out", str(tmp_path), "--engine", "spark",
                        "--master", "local[2]"])
@@ -236,6 +270,21 @@ def _combine(batch: list[tuple[int, list[Event]]]) -> tuple[int, list[Event]]:
             events.append(Event(len(events), e.ts_us, tag(e.user_id, k), tag(e.anonymous_id, k),
                                 e.message_id, e.name))
     return batch[0][0], events
+
+
+def _combine_graphs(batch):
+    """Several generated graphs as one input, ids namespaced per graph (blank ids stay
+    blank); the first graph's gap and options apply to all."""
+    def tag(value: str | None, k: int) -> str | None:
+        return value if value is None or value.strip(" ") == "" else f"g{k}/{value}"
+
+    events = []
+    for k, (_, _, stream) in enumerate(batch):
+        for e in stream:
+            events.append(Event(len(events), e.ts_us, tag(e.user_id, k), tag(e.anonymous_id, k),
+                                e.message_id, e.name, kind=e.kind,
+                                previous_id=tag(e.previous_id, k)))
+    return batch[0][0], batch[0][1], events
 
 
 def _generated(n: int) -> list[Event]:

@@ -30,6 +30,8 @@ def run(
     client_session: str | None = None,
     client_session_mode: str = "split",
     identity: str = "event",
+    identity_cap: int | None = None,
+    user_change: bool = False,
     passive_events: Sequence[str] = (),
     max_duration: str | dt.timedelta | float | None = None,
     enrich: bool = False,
@@ -44,6 +46,7 @@ def run(
     message_id: str = "messageId",
     event: str = "event",
     type: str = "type",
+    previous_id: str = "previousId",
     timestamp_unit: str = "auto",
     on_invalid: str = "raise",
     database: str | os.PathLike | None = None,
@@ -51,6 +54,7 @@ def run(
     threads: int | None = None,
     temp_directory: str | os.PathLike | None = None,
     engine: str = "duckdb",
+    plan: str = "auto",
     spark: Any = None,
     progress: Callable[[str, float | None], None] | None = None,
     stdin: IO[bytes] | None = None,
@@ -82,7 +86,11 @@ def run(
 
     ``identity="event"`` (default) resolves each event on its own, as the notebook;
     ``"stitch"`` (latest identification wins) and ``"first"`` resolve anonymous events
-    through the userId their anonymousId was identified as (docs/identity.md).
+    through the userId their anonymousId was identified as; ``"graph"`` merges the
+    connected components of userIds, anonymousIds and ``alias`` calls (``previousId``),
+    never merging more than ``identity_cap`` people (default 1: a device seen with two
+    users is a shared device). ``user_change=True`` starts a session (reason
+    ``user_change``) where a device's resolved user changes (docs/identity.md).
 
     Time and duplicates (both off by default): ``dedupe=True`` sets repeated
     ``messageId`` copies aside (the earliest ``receivedAt`` is kept; the others go to
@@ -96,6 +104,15 @@ def run(
     ``result.quarantine`` with a reason each. ``database`` keeps the engine's
     tables in a DuckDB file instead of memory; ``memory_limit`` (e.g. ``"4GB"``),
     ``threads`` and ``temp_directory`` tune DuckDB.
+
+    ``plan`` chooses how DuckDB assigns sessions: ``"sql"`` runs the compiled SQL
+    (it spills to disk under ``memory_limit``); ``"columnar"`` runs the same rules on
+    Arrow arrays with numpy from one sort by (user, time), several times faster, for
+    the rules whose boundaries are the gap alone (one gap or a gap per event, any
+    identity policy); ``"auto"`` (default) picks the columnar plan when it runs the rules,
+    the run is in memory (no ``database``, no ``memory_limit``) and the input fits in
+    memory, else the SQL plan. Both give identical tables; ``result.plan`` tells which
+    ran.
 
     ``engine="spark"`` runs the same compiled rules as Spark SQL on ``spark`` (a
     SparkSession; default: the active one) and returns a result whose tables live on
@@ -120,12 +137,13 @@ def run(
         timezone_column=timezone_column, campaign=campaign, start_events=start_events,
         end_events=end_events, client_session=client_session,
         client_session_mode=client_session_mode, identity=identity,
+        identity_cap=identity_cap, user_change=user_change,
         passive_events=passive_events,
         max_duration=max_duration, enrich=enrich,
         bounce=bounce, first_last=first_last, dedupe=dedupe,
         time_column=time_column, clock_skew=clock_skew, timestamp_unit=timestamp_unit,
         user_id=user_id, anonymous_id=anonymous_id, timestamp=timestamp,
-        message_id=message_id, event=event, type=type)
+        message_id=message_id, event=event, type=type, previous_id=previous_id)
     if engine == "spark":
         from .engines.spark import run_spark
 
@@ -133,7 +151,7 @@ def run(
                          duckdb_options={"database": database, "memory_limit": memory_limit,
                                          "threads": threads, "temp_directory": temp_directory})
     engine = DuckDBEngine(database=database, memory_limit=memory_limit, threads=threads,
-                          temp_directory=temp_directory, progress=progress)
+                          temp_directory=temp_directory, progress=progress, plan=plan)
     try:
         outcome = engine.run(source, rules, on_invalid=on_invalid, stdin=stdin)
     except BaseException:

@@ -23,6 +23,7 @@ examples:
   cat events.ndjson | sessionize run - --out out/  NDJSON on stdin
   sessionize run events.ndjson --out out/ --on-invalid quarantine
   sessionize run events.json --out out/ --profile saas --identity stitch
+  sessionize run events.json --out out/ --identity graph --identity-cap 2 --user-change
   sessionize run events.json --out out/ --gap-by platform --gaps web=30m mobile=5m
   sessionize run events.json --out out/ --config rules.toml   (docs/rules.md)
 
@@ -71,7 +72,8 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
     columns = parser.add_argument_group("column names (defaults follow the Segment spec)")
     for flag, default in [("user-id", "userId"), ("anonymous-id", "anonymousId"),
                           ("timestamp", "timestamp"), ("message-id", "messageId"),
-                          ("event", "event"), ("type", "type")]:
+                          ("event", "event"), ("type", "type"),
+                          ("previous-id", "previousId")]:
         columns.add_argument(f"--{flag}", default=default, metavar="COL",
                              help=f"(default: {default})")
     add_rule_arguments(parser)
@@ -81,6 +83,9 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--memory-limit", metavar="SIZE", help="DuckDB memory limit, e.g. 4GB")
     engine.add_argument("--threads", type=int, metavar="N", help="DuckDB threads")
     engine.add_argument("--temp-directory", metavar="DIR", help="where DuckDB spills")
+    engine.add_argument("--plan", default="auto", choices=["auto", "sql", "columnar"],
+                        help="how DuckDB assigns sessions: the compiled SQL, or the columnar "
+                             "plan (faster, for gap-only rules); auto picks (default)")
     engine.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
                         help="duckdb (embedded, default) or spark (run only; docs/spark.md)")
     engine.add_argument("--master", metavar="URL",
@@ -189,7 +194,9 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
         source, on_invalid=args.on_invalid, timestamp_unit=args.timestamp_unit, **options,
         user_id=args.user_id, anonymous_id=args.anonymous_id, timestamp=args.timestamp,
         message_id=args.message_id, event=args.event, type=args.type,
+        previous_id=args.previous_id,
         database=args.database, memory_limit=args.memory_limit, threads=args.threads,
+        plan=args.plan,
         temp_directory=args.temp_directory, progress=progress,
         **({"engine": "spark", "spark": spark[0]} if spark else {}))
     if spark and spark[1]:

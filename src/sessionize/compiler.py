@@ -10,6 +10,8 @@ The stages, each a view or table in the engine:
 
 ``prepared``  the input plus parsed UTC time, resolved user and a reason when
               the row is invalid (bad or missing timestamp, no user id);
+``identities`` (identity="stitch"/"first"/"graph") identifier -> resolved user; the
+              graph's components are built before it by :mod:`sessionize.identity_graph`;
 ``assign``    valid rows ordered per user by (time, messageId, input order),
               with the gap to the previous event, the session boundary, its
               reason, the per-user session number and a global session key;
@@ -67,6 +69,9 @@ class CompiledRules:
     users: exp.Expression
     renamed: dict[str, str]
     identities: exp.Expression | None = None
+    identity: str = "event"   # the identity policy and its cap, for the diagnostics
+    identity_cap: int = 1
+    keys: exp.Expression | None = None
 
     def sql(self, stage: str, dialect: str = "duckdb", *, pretty: bool = False) -> str:
         tree = getattr(self, stage)
@@ -317,6 +322,14 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
                          f"LAST_VALUE({P}client_session IGNORE NULLS) OVER ({{order}} {before})"))
             branches.append(
                 f"WHEN {P}client_session <> {P}last_client_session THEN 'client_session'")
+    if rules.user_change:
+        # A device (anonymousId) whose previous event went to another resolved user changed
+        # hands: its next event starts a session, whatever the gap.
+        columns.append(("device", _id_sql(fields.get("anonymous_id"))))
+        lags.append(("device_prev_user",
+                     f"CASE WHEN {P}device IS NOT NULL THEN LAG({P}user) OVER (PARTITION BY "
+                     f"{P}device ORDER BY {P}ts_us, {P}msg, {P}row) END"))
+        branches.append(f"WHEN {P}device_prev_user <> {P}user THEN 'user_change'")
     since = f"{P}prev_us"
     if rules.passive_events:
         # Passive events join the open session but do not keep it alive: an active event
@@ -340,6 +353,55 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _identity_sql(rules: Rules, rule: _RuleSQL) -> tuple[str, str | None]:
+    """The events with their resolved user (a table or subquery) and the identities stage.
+
+    ``event``: the notebook's per-event coalesce, straight from ``sz_prepared``.
+    ``stitch`` / ``first``: anonymousId -> userId from every event carrying both, the
+    latest (or first) identification winning, ties broken like events (time, messageId
+    with missing last, input order). ``graph``: the components that
+    :mod:`sessionize.identity_graph` leaves in ``sz_graph_nodes``; an event is resolved
+    through its own key (userId, else anonymousId).
+    """
+    if rules.identity == "event":
+        return "sz_prepared", None
+    # explicit columns, not `* REPLACE`, so the same tree runs on Spark
+    carried = "".join(f", p.{P}{name}" for name, _ in rule.columns)
+    columns = f"p.{P}ts, p.{P}msg, p.{P}name, p.{P}invalid{carried}"
+    if rules.identity == "graph":
+        from .identity_graph import identities_sql
+
+        changed = ("(SELECT identifier, resolved_user FROM sz_identities "
+                   "WHERE resolved_user <> identifier)")
+        resolved = (f"(SELECT p.{P}row, coalesce(m.resolved_user, p.{P}user) AS {P}user, "
+                    f"{columns} FROM sz_prepared AS p LEFT JOIN {changed} AS m "
+                    f"ON m.identifier = p.{P}user)")
+        return resolved, identities_sql()
+    pick = "arg_max" if rules.identity == "stitch" else "arg_min"
+    identities = f"""
+        SELECT {P}aid AS identifier,
+            {pick}({P}uid, {identification_key()}) AS resolved_user,
+            '{'latest' if rules.identity == 'stitch' else 'first'}_identification' AS rule,
+            count(DISTINCT {P}uid) AS user_ids
+        FROM sz_prepared
+        WHERE {P}invalid IS NULL AND {P}uid IS NOT NULL AND {P}aid IS NOT NULL
+        GROUP BY {P}aid
+    """
+    resolved = (f"(SELECT p.{P}row, coalesce(p.{P}uid, m.resolved_user, p.{P}aid) "
+                f"AS {P}user, {columns} FROM sz_prepared AS p LEFT JOIN sz_identities AS m "
+                f"ON m.identifier = p.{P}aid)")
+    return resolved, identities
+
+
+def identification_key(ts: str = f"EPOCH_US({P}ts)", msg: str = f"{P}msg",
+                       row: str = f"{P}row") -> str:
+    """The order of identifications, the events' own (time, messageId with missing last,
+    input order), as a struct without NULLs: engines disagree on where a NULL field sorts.
+    """
+    return (f"struct_pack(t := {ts}, n := {msg} IS NULL, m := coalesce({msg}, ''), "
+            f"r := {row})")
 
 
 def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: Sequence[str],
@@ -381,6 +443,10 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                  if rules.dedupe else "")
     zone_check = (f"\n                 WHEN {P}zone NOT IN (SELECT name FROM pg_timezone_names()) "
                   "THEN 'invalid_timezone'" if rules.midnight == "event" else "")
+    graph_columns = ""
+    if rules.identity == "graph":  # alias calls link previousId -> userId
+        graph_columns = (f",\n                {_id_sql(fields.get('previous_id'))} AS {P}prev_id, "
+                         f"lower({_text_sql(fields.get('type'))}) = 'alias' AS {P}alias")
     prepared = f"""
         SELECT *,
             CASE WHEN {ts_field.sql} IS NULL THEN 'missing_timestamp'
@@ -390,7 +456,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         FROM (
             SELECT *, {ts} AS {P}ts, coalesce({user}, {anon}) AS {P}user, {user} AS {P}uid,
                 {anon} AS {P}aid,
-                {msg} AS {P}msg, {name} AS {P}name{rule_columns}
+                {msg} AS {P}msg, {name} AS {P}name{rule_columns}{graph_columns}
             FROM (SELECT *{with_text}{dedupe_rank} FROM {source})
         )
     """
@@ -400,29 +466,11 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     order = f"PARTITION BY {P}user ORDER BY {P}ts_us, {P}msg, {P}row"
     running = (f"PARTITION BY {P}user ORDER BY {P}seq "
                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
-    # --- identity: event (the notebook's per-event coalesce) or stitched -------------------
-    resolved = "sz_prepared"
-    identities = None
-    if rules.identity in ("stitch", "first"):
-        # anonymousId -> userId from every event carrying both; the latest (or first)
-        # identification wins, ties broken like events (time, messageId, input order).
-        pick = "arg_max" if rules.identity == "stitch" else "arg_min"
-        identities = f"""
-            SELECT {P}aid AS identifier,
-                {pick}({P}uid, struct_pack(t := EPOCH_US({P}ts), m := {P}msg, r := {P}row))
-                    AS resolved_user,
-                '{'latest' if rules.identity == 'stitch' else 'first'}_identification' AS rule,
-                count(DISTINCT {P}uid) AS user_ids
-            FROM sz_prepared
-            WHERE {P}invalid IS NULL AND {P}uid IS NOT NULL AND {P}aid IS NOT NULL
-            GROUP BY {P}aid
-        """
-        # explicit columns, not `* REPLACE`, so the same tree runs on Spark
-        carried = "".join(f", p.{P}{name}" for name, _ in rule.columns)
-        resolved = (f"(SELECT p.{P}row, coalesce(p.{P}uid, m.resolved_user, p.{P}aid) "
-                    f"AS {P}user, p.{P}ts, p.{P}msg, p.{P}name, p.{P}invalid{carried} "
-                    f"FROM sz_prepared AS p LEFT JOIN sz_identities AS m "
-                    f"ON m.identifier = p.{P}aid)")
+    # --- identity: event (the notebook's per-event coalesce), stitched, or the graph --------
+    resolved, identities = _identity_sql(rules, rule)
+    # keys: the valid events, narrow; the windows (or the columnar plan, kernel.py) read them
+    keys = (f"SELECT {P}row, {P}user, {P}ts, EPOCH_US({P}ts) AS {P}ts_us, {P}msg, {P}name"
+            f"{rule.carried} FROM {resolved} WHERE {P}invalid IS NULL")
     reasons = f"""(
                     SELECT *,
                         CASE WHEN {P}prev_us IS NULL THEN 'first_event'
@@ -434,9 +482,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                             LAG({P}ts) OVER ({order}) AS {P}prev_ts,
                             LAG({P}ts_us) OVER ({order}) AS {P}prev_us,
                             ROW_NUMBER() OVER ({order}) AS {P}seq{rule.windows(order)}
-                        FROM (SELECT {P}row, {P}user, {P}ts, EPOCH_US({P}ts) AS {P}ts_us,
-                                     {P}msg, {P}name{rule.carried}
-                              FROM {resolved} WHERE {P}invalid IS NULL)
+                        FROM ({keys})
                     )
                 )"""
     if rules.max_duration_us:
@@ -544,5 +590,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     parse = lambda text: sqlglot.parse_one(text, read="duckdb")  # noqa: E731
     return CompiledRules(parse(prepared), parse(assign), parse(events), parse(sessions),
                          parse(users), renamed,
-                         parse(identities) if identities is not None else None)
+                         parse(identities) if identities is not None else None,
+                         identity=rules.identity, identity_cap=rules.identity_cap,
+                         keys=parse(keys))
 

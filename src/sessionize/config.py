@@ -28,6 +28,7 @@ __all__ = ["RULE_KEYS", "add_rule_arguments", "load_config", "rule_options"]
 RULE_KEYS = {
     "gap", "profile", "gap_by", "gaps", "midnight", "timezone_column", "campaign",
     "start_events", "end_events", "client_session", "client_session_mode", "identity",
+    "identity_cap", "user_change",
     "passive_events", "max_duration", "enrich", "bounce", "first_last", "dedupe",
     "time_column", "clock_skew",
 }
@@ -86,8 +87,14 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     rules.add_argument("--client-session-mode", choices=["split", "compare"])
     rules.add_argument("--max-duration", metavar="DURATION",
                        help="cut longer sessions into windows this long, e.g. 24h")
-    rules.add_argument("--identity", choices=["event", "stitch", "first"],
-                       help="how events get a user (default: event, the notebook's)")
+    rules.add_argument("--identity", choices=["event", "stitch", "first", "graph"],
+                       help="how events get a user (default: event, the notebook's; "
+                            "docs/identity.md)")
+    rules.add_argument("--identity-cap", type=int, metavar="N",
+                       help="identity graph: the most people (userIds) one device or "
+                            "component may merge (default: 1)")
+    rules.add_argument("--user-change", action="store_true",
+                       help="start a session where a device's resolved user changes")
     rules.add_argument("--enrich", action="store_true",
                        help="add landing/exit page, referrer, UTM, device, bounces to sessions")
     rules.add_argument("--first-last", action="append", metavar="COL",
@@ -110,7 +117,8 @@ def rule_options(args: argparse.Namespace) -> dict[str, Any]:
         "start_events": args.start_events, "end_events": args.end_events,
         "passive_events": args.passive_events, "client_session": args.client_session,
         "client_session_mode": args.client_session_mode, "max_duration": args.max_duration,
-        "identity": args.identity, "enrich": args.enrich or None,
+        "identity": args.identity, "identity_cap": args.identity_cap,
+        "user_change": args.user_change or None, "enrich": args.enrich or None,
         "first_last": args.first_last, "dedupe": args.dedupe or None,
         "time_column": args.time_column, "clock_skew": args.clock_skew,
     }

@@ -27,14 +27,26 @@ class Table:
     (pandas ``timedelta64``), timestamps as UTC ``timestamp[us]``.
     """
 
-    def __init__(self, engine: DuckDBEngine, name: str, relation: str):
+    def __init__(self, engine: DuckDBEngine, name: str, relation: str,
+                 arrow: Callable[[], pa.Table] | None = None):
         self._engine = engine
         self.name = name
         self._relation = relation
+        # The columnar plan builds a table as Arrow when first asked for (kernel.py).
+        self._build = arrow
+        self._arrow: pa.Table | None = None
+
+    def _built(self) -> pa.Table:
+        if self._arrow is None:
+            self._arrow = self._build()
+            self._engine.register_arrow(self._relation, self._arrow)
+        return self._arrow
 
     @property
     def relation(self) -> Any:
         """The table as a DuckDB relation, for further SQL."""
+        if self._build is not None:
+            self._built()
         return self._engine.con.table(self._relation)
 
     @property
@@ -42,6 +54,8 @@ class Table:
         return list(self.relation.columns)
 
     def __len__(self) -> int:
+        if self._build is not None:
+            return self._built().num_rows
         return self._engine.con.execute(f"SELECT count(*) FROM {self._relation}").fetchall()[0][0]
 
     def _arrow_sql(self, limit: int | None = None) -> str:
@@ -61,6 +75,9 @@ class Table:
         """The table as a ``pyarrow.Table``."""
         import pyarrow as pa
 
+        if self._build is not None:
+            table = self._built()
+            return table if limit is None else table.slice(0, limit)
         table = self._engine.con.sql(self._arrow_sql(limit)).to_arrow_table()
         for name in self._interval_columns():
             i = table.schema.get_field_index(name)
@@ -71,6 +88,10 @@ class Table:
         """Stream the table as Arrow record batches (bounded memory, for writing)."""
         import pyarrow as pa
 
+        if self._build is not None:
+            table = self._built()
+            return pa.RecordBatchReader.from_batches(
+                table.schema, table.to_batches(max_chunksize=batch_size))
         reader = self._engine.con.sql(self._arrow_sql()).to_arrow_reader(batch_size)
         intervals = set(self._interval_columns())
         if not intervals:
@@ -136,7 +157,10 @@ class Result:
     def __init__(self, engine: DuckDBEngine, *, gap_us: int, compiled: Any, source: str,
                  quarantined: int):
         self._engine = engine
-        self.events = Table(engine, "events", "sz_events")
+        self.events = Table(engine, "events", "sz_events",
+                            arrow=getattr(engine, "columnar_events", None))
+        #: how sessions were assigned: "sql" (the compiled SQL) or "columnar" (kernel.py)
+        self.plan = getattr(engine, "plan", "sql")
         self.sessions = Table(engine, "sessions", "sz_sessions")
         self.users = Table(engine, "users", "sz_users")
         self.quarantine = Table(engine, "quarantine", "sz_quarantine")
@@ -158,7 +182,8 @@ class Result:
         """Headline numbers: counts, sessions per user, starts by reason."""
         con = self._engine.con
         events, users, sessions = con.execute(
-            "SELECT (SELECT count(*) FROM sz_assign), (SELECT count(*) FROM sz_users), "
+            "SELECT (SELECT coalesce(sum(event_count), 0) FROM sz_users), "
+            "(SELECT count(*) FROM sz_users), "
             "(SELECT count(*) FROM sz_sessions)").fetchall()[0]
         per_user = con.execute(
             "SELECT avg(session_count), median(session_count), max(session_count) "
@@ -194,12 +219,9 @@ class Result:
             lines.append("quarantined rows: " + ", ".join(
                 f"{reason} {count:,}" for reason, count in s["quarantined"].items()))
         if self.identities is not None:
-            d = self.identity_diagnostics()
-            lines.append(
-                f"identity: {d['anonymous_ids_stitched']:,} anonymous ids stitched, "
-                f"{d['events_reattributed']:,} events re-attributed, "
-                f"{d['shared_devices']:,} shared devices (anonymous ids seen with several "
-                f"userIds), {d['users_on_3_or_more_devices']:,} users on 3+ devices")
+            from .identity_graph import summary_lines
+
+            lines.extend(summary_lines(self.identity_diagnostics()))
         return "\n".join(lines)
 
     def _query(self, sql: str) -> list:
@@ -207,29 +229,18 @@ class Result:
         return self._engine.con.execute(sql).fetchall()
 
     def identity_diagnostics(self) -> dict[str, Any]:
-        """What identity stitching did: ids stitched, events re-attributed, shared devices,
-        users seen on many devices (the ten with most anonymous ids)."""
+        """What identity resolution did (docs/identity.md): ``anonymous_ids_stitched``,
+        ``events_reattributed``, ``shared_devices``, ``users_on_3_or_more_devices``,
+        ``most_devices`` (the ten users with most anonymous ids), ``component_sizes``
+        (identifiers per resolved user -> how many) and ``largest_components``."""
         if self.identities is None:
             from .errors import OptionError
 
-            raise OptionError("identity_diagnostics needs identity='stitch' or 'first' "
-                              "(got identity='event')")
-        query = self._query
-        stitched, shared = query(
-            "SELECT count(*), count(*) FILTER (WHERE user_ids > 1) FROM sz_identities")[0]
-        moved = query(
-            "SELECT count(*) FROM sz_prepared AS p JOIN sz_identities AS m "
-            "ON m.identifier = p.__sz_aid WHERE p.__sz_uid IS NULL AND p.__sz_invalid IS NULL"
-        )[0][0]
-        devices = [tuple(row) for row in query(
-            "SELECT resolved_user, count(*) AS n FROM sz_identities GROUP BY resolved_user "
-            "ORDER BY n DESC, resolved_user LIMIT 10")]
-        many = query(
-            "SELECT count(*) FROM (SELECT resolved_user FROM sz_identities "
-            "GROUP BY resolved_user HAVING count(*) >= 3) AS t")[0][0]
-        return {"anonymous_ids_stitched": stitched, "events_reattributed": moved,
-                "shared_devices": shared, "users_on_3_or_more_devices": many,
-                "most_devices": devices}
+            raise OptionError("identity_diagnostics needs identity='stitch', 'first' or "
+                              "'graph' (got identity='event')")
+        from .identity_graph import diagnostics
+
+        return diagnostics(self._query, self._compiled.identity, self._compiled.identity_cap)
 
     def write(self, out_dir: str | os.PathLike, *, format: str = "parquet",
               on_file: Callable[[str], None] | None = None) -> list[str]:

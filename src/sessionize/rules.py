@@ -9,6 +9,7 @@ applies exactly the same rules.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping, Sequence
 
 from .durations import parse_duration
@@ -49,6 +50,7 @@ class Columns:
     received_at: str = "receivedAt"
     sent_at: str = "sentAt"
     original_timestamp: str = "originalTimestamp"
+    previous_id: str = "previousId"  # an alias call's previous id (identity="graph")
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -80,11 +82,12 @@ PROFILES: dict[str, dict[str, object]] = {
 CAMPAIGN_FIELDS = ("context.campaign.source", "context.campaign.medium", "context.campaign.name",
                    "context.campaign.term", "context.campaign.content")
 
-#: Why a session starts, in order of precedence when several rules fire at one event.
-IDENTITY_POLICIES = ("event", "stitch", "first")
+#: How an event gets its user (docs/identity.md).
+IDENTITY_POLICIES = ("event", "stitch", "first", "graph")
 
+#: Why a session starts, in order of precedence when several rules fire at one event.
 START_REASONS = ("first_event", "inactivity", "midnight", "campaign_change", "start_event",
-                 "client_session", "max_duration")
+                 "client_session", "user_change", "max_duration")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +113,9 @@ class Rules:
     end_events: tuple[str, ...] = ()
     client_session: str | None = None    # the SDK's session id field
     client_session_mode: str = "split"   # "split" where it changes, or only "compare"
-    identity: str = "event"              # event | stitch | first (docs/identity.md)
+    identity: str = "event"              # event | stitch | first | graph (docs/identity.md)
+    identity_cap: int = 1                # graph: most people one component may merge
+    user_change: bool = False            # split where a device changes resolved user
     passive_events: tuple[str, ...] = ()  # events that join a session but do not extend it
     max_duration_us: int | None = None   # longer sessions are cut into windows this long
     enrich: bool = False                 # landing/exit page, referrer, UTM, device, bounces
@@ -133,6 +138,7 @@ class Rules:
         if self.identity not in IDENTITY_POLICIES:
             raise OptionError(f"'identity' must be one of {', '.join(IDENTITY_POLICIES)} "
                               f"(got {self.identity!r})")
+        _check_identity_cap(self.identity_cap)
         if self.client_session_mode not in ("split", "compare"):
             raise OptionError("'client_session_mode' must be one of split, compare "
                               f"(got {self.client_session_mode!r})")
@@ -145,7 +151,7 @@ class Rules:
         return not (self.gaps_us or self.midnight or self.campaign or self.start_events
                     or self.end_events or self.passive_events
                     or (self.client_session and self.client_session_mode == "split")
-                    or self.max_duration_us)
+                    or self.max_duration_us or self.user_change)
 
     @classmethod
     def from_options(cls, *, gap: object = None, timestamp_unit: str = "auto",
@@ -155,7 +161,8 @@ class Rules:
                      campaign: bool | str | Sequence[str] = False,
                      start_events: Sequence[str] = (), end_events: Sequence[str] = (),
                      client_session: str | None = None, client_session_mode: str = "split",
-                     identity: str = "event",
+                     identity: str = "event", identity_cap: int | None = None,
+                     user_change: bool = False,
                      passive_events: Sequence[str] = (), max_duration: object = None,
                      enrich: bool = False, bounce: object = "10s",
                      first_last: Sequence[str] = (),
@@ -201,6 +208,8 @@ class Rules:
             client_session=client_session,
             client_session_mode=client_session_mode,
             identity=identity,
+            identity_cap=_identity_cap(identity_cap, identity),
+            user_change=_flag(user_change, "user_change"),
             passive_events=_names(passive_events, "passive_events"),
             max_duration_us=(None if base.get("max_duration") is None
                              else parse_duration(base["max_duration"], name="max_duration")),
@@ -210,6 +219,30 @@ class Rules:
             dedupe=bool(dedupe),
             clock_skew=clock_skew,
         )
+
+
+def _check_identity_cap(cap: object) -> None:
+    if isinstance(cap, bool) or not isinstance(cap, numbers.Integral) or cap < 1:
+        raise OptionError("'identity_cap' must be a whole number of at least 1: the most "
+                          f"people (userIds) one identity may merge (got {cap!r})")
+
+
+def _identity_cap(cap: object, identity: str) -> int:
+    """The cap given (checked), else 1; it applies to identity='graph' only."""
+    if cap is None:
+        return 1
+    _check_identity_cap(cap)
+    if identity != "graph":
+        raise OptionError(f"'identity_cap' applies to identity='graph' only (got "
+                          f"identity_cap={cap!r} with identity={identity!r})\n"
+                          "Hint: sessionize.run(source, identity='graph', identity_cap=2)")
+    return int(cap)  # type: ignore[call-overload]
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(f"{name!r} must be True or False (got {value!r})")
+    return value
 
 
 def _names(value: object, name: str) -> tuple[str, ...]:

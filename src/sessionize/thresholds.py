@@ -303,6 +303,7 @@ def analyze(result: Result, *, platform: str | None = "auto",
         raise OptionError(
             f"the threshold analysis and the report must run on the DuckDB engine (got "
             f"{type(result._engine).__name__}); run sessionize.run() without engine= for them")
+    result._engine.ensure_assign()
     thresholds = sorted({*_grid(grid), result.gap_us / 1e6})
     platform_expr = platform_sql(result, platform)
     _create_gap_table(con, platform_expr, input_row_sql(result))

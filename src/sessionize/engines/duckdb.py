@@ -26,6 +26,13 @@ from ..rules import CAMPAIGN_FIELDS, Rules
 __all__ = ["DuckDBEngine"]
 
 MAX_REPORTED = 5
+#: How sessions are assigned: the compiled SQL on DuckDB, or the columnar plan
+#: (kernel.py) for the rules it runs; "auto" picks the columnar plan when it runs the
+#: rules, the run is in memory (no database file, no memory_limit) and the input fits.
+PLANS = ("auto", "sql", "columnar")
+#: The columnar plan holds the input about three times over (read, gathered, written):
+#: "auto" uses it while that estimate stays under this share of the machine's memory.
+COLUMNAR_MEMORY_SHARE = 0.5
 
 
 class DuckDBEngine:
@@ -34,7 +41,13 @@ class DuckDBEngine:
     def __init__(self, *, database: str | os.PathLike | None = None,
                  memory_limit: str | None = None, threads: int | None = None,
                  temp_directory: str | os.PathLike | None = None,
-                 progress: Callable[[str, float | None], None] | None = None):
+                 progress: Callable[[str, float | None], None] | None = None,
+                 plan: str = "auto"):
+        if plan not in PLANS:
+            raise OptionError(f"'plan' must be one of {', '.join(PLANS)} (got {plan!r})")
+        self.plan = plan
+        self._in_memory = not (database or memory_limit)
+        self.columnar_events: Callable[[], Any] | None = None
         self.con = duckdb.connect(os.fspath(database) if database else ":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET autoinstall_known_extensions = false")
@@ -107,23 +120,107 @@ class DuckDBEngine:
             )
         compiled = compile_rules(rules, fields, list(loaded.schema), source=loaded.table)
         self.con.execute(f"CREATE OR REPLACE VIEW sz_prepared AS {compiled.sql('prepared')}")
-        with self._stage("checking"):
-            invalid = self._check(loaded, fields, on_invalid)
-        with self._stage("sessionizing"):
-            if compiled.identities is not None:
+        self.plan = self._choose_plan(rules, loaded)
+        if self.plan == "columnar":
+            invalid = self._run_columnar(compiled, rules, loaded, fields, on_invalid)
+        else:
+            with self._stage("checking"):
+                invalid = self._check(loaded, fields, on_invalid)
+            with self._stage("sessionizing"):
+                self._build_identities(compiled)
+                self.con.execute(f"CREATE OR REPLACE TABLE sz_assign AS {compiled.sql('assign')}")
                 self.con.execute(
-                    f"CREATE OR REPLACE TABLE sz_identities AS {compiled.sql('identities')}")
-            self.con.execute(f"CREATE OR REPLACE TABLE sz_assign AS {compiled.sql('assign')}")
-            self.con.execute(f"CREATE OR REPLACE TABLE sz_sessions AS {compiled.sql('sessions')}")
-            self.con.execute(f"CREATE OR REPLACE TABLE sz_users AS {compiled.sql('users')}")
-        # Events are a view: the join back to the input runs when they are read or written.
-        self.con.execute(f"CREATE OR REPLACE VIEW sz_events AS {compiled.sql('events')}")
+                    f"CREATE OR REPLACE TABLE sz_sessions AS {compiled.sql('sessions')}")
+                self.con.execute(f"CREATE OR REPLACE TABLE sz_users AS {compiled.sql('users')}")
+                # Events are a view: the join back to the input runs when they are read.
+                self.con.execute(f"CREATE OR REPLACE VIEW sz_events AS {compiled.sql('events')}")
         self._quarantine(loaded, fields, invalid, loaded.malformed)
         return {
             "compiled": compiled,
             "loaded": loaded,
             "invalid_count": invalid,
         }
+
+    def _build_identities(self, compiled: Any) -> None:
+        if compiled.identities is not None:  # the graph's rounds run first (identity_graph)
+            from ..identity_graph import DuckDBRunner, build_identities
+
+            build_identities(DuckDBRunner(self.con), compiled)
+
+    # -- the columnar plan --------------------------------------------------------------------
+    def _choose_plan(self, rules: Rules, loaded: LoadedInput) -> str:
+        from ..kernel import unsupported_rule
+
+        rule = unsupported_rule(rules)
+        if self.plan == "columnar" and rule is not None:
+            raise OptionError(f"plan='columnar' does not run the {rule} rule; use plan='sql' "
+                              "or 'auto' (which picks the SQL plan for it)")
+        if self.plan != "auto":
+            return self.plan
+        if rule is not None or not self._in_memory:
+            return "sql"
+        return "columnar" if self._fits_in_memory(loaded) else "sql"
+
+    def _fits_in_memory(self, loaded: LoadedInput) -> bool:
+        """Whether about three copies of the input stay under COLUMNAR_MEMORY_SHARE of RAM."""
+        rows = self.con.execute(f"SELECT count(*) FROM {loaded.table}").fetchall()[0][0]
+        sample = self.con.sql(f"SELECT * FROM {loaded.table} LIMIT 10000").to_arrow_table()
+        per_row = sample.nbytes / max(sample.num_rows, 1) + 64  # + the keys and the arrays
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return rows <= 10_000_000
+        return 3 * rows * per_row <= COLUMNAR_MEMORY_SHARE * memory
+
+    def _run_columnar(self, compiled: Any, rules: Rules, loaded: LoadedInput,
+                      fields: dict[str, Field | None], on_invalid: str) -> int:
+        """Sessionize with kernel.py; returns the number of invalid rows, like ``_check``."""
+        from ..kernel import assign
+
+        with self._stage("sessionizing"):
+            self._build_identities(compiled)
+            keys = self.con.sql(compiled.sql("keys")).to_arrow_table()
+        # The keys are the valid events: when they are every row, there is nothing to check.
+        rows = self.con.execute(f"SELECT count(*) FROM {loaded.table}").fetchall()[0][0]
+        invalid = 0
+        if keys.num_rows != rows:
+            with self._stage("checking"):
+                invalid = self._check(loaded, fields, on_invalid)
+        with self._stage("sessionizing"):
+            result = assign(keys, gap_us=rules.gap_us, per_event_gap=bool(rules.gaps_us),
+                            con=self.con)
+        self.con.register("sz_sessions", result.sessions)
+        self.con.register("sz_users", result.users)
+        self._columnar = result
+        ts_column = fields["timestamp"].top_level
+        columns: list[tuple[str, str | None]] = [
+            (c if c == ts_column else compiled.renamed.get(c, c), None if c == ts_column else c)
+            for c in loaded.schema]
+        if ts_column is None:
+            columns.append(("timestamp", None))
+        # output name -> the input's DuckDB type, for register_arrow
+        self._input_types = {name: loaded.schema[source] for name, source in columns
+                             if source is not None}
+        self.columnar_events = lambda: result.events(self.con, columns)
+        return invalid
+
+    def register_arrow(self, name: str, table: Any) -> None:
+        """Make an Arrow table the columnar plan built queryable as ``name``, with the
+        input's DuckDB types where Arrow lost them (JSON arrives as plain text)."""
+        self.con.register(f"{name}_arrow", table)
+        arrow_types = dict(zip(table.column_names, map(str, self.con.table(f"{name}_arrow").types)))
+        casts = [f"CAST({quote(c)} AS {kind}) AS {quote(c)}"
+                 for c, kind in self._input_types.items()
+                 if c in arrow_types and arrow_types[c] != kind and kind in ("JSON", "UUID")]
+        replace = f" REPLACE ({', '.join(casts)})" if casts else ""
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *{replace} FROM {name}_arrow")
+
+    def ensure_assign(self) -> None:
+        """Make ``sz_assign`` queryable (the columnar plan builds it on first need)."""
+        columnar = getattr(self, "_columnar", None)
+        if columnar is not None:
+            self.con.register("sz_assign", columnar.assign_table())
+            self._columnar = None
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
@@ -224,7 +321,8 @@ class DuckDBEngine:
             "__sz_invalid AS quarantine_reason, __sz_row + 1 AS source_row, "
             "CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS source_line, "
             "CAST(NULL AS VARCHAR) AS raw_line "
-            "FROM sz_prepared WHERE __sz_invalid IS NOT NULL ORDER BY __sz_row")
+            f"FROM sz_prepared WHERE {'__sz_invalid IS NOT NULL' if invalid else 'false'} "
+            "ORDER BY __sz_row")
         if malformed:
             self.con.executemany(
                 "INSERT INTO sz_quarantine (quarantine_reason, source_file, source_line, raw_line) "

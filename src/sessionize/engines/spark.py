@@ -177,8 +177,12 @@ class SparkEngine:
                  for s in ("input", "prepared", "identities", "assign", "sessions")}
 
         def rename(node: exp.Expression) -> exp.Expression:
-            if isinstance(node, exp.Table) and node.name in names:
+            if not isinstance(node, exp.Table):
+                return node
+            if node.name in names:
                 return exp.to_table(names[node.name], alias=node.alias or None)
+            if node.name.startswith("sz_graph_"):  # the identity graph's tables
+                return exp.to_table(self.view(node.name[3:]), alias=node.alias or None)
             return node
 
         return rewrite(tree.transform(rename), DIALECT).sql(dialect=DIALECT)
@@ -223,9 +227,10 @@ class SparkEngine:
         self._progress("checking", None)
         invalid = self._check(description, fields, on_invalid)
         self._progress("sessionizing", None)
-        if compiled.identities is not None:
-            self._register("identities", self.spark.sql(self._render(compiled.identities)),
-                           persist=True)
+        if compiled.identities is not None:  # the graph's rounds run first (identity_graph)
+            from ..identity_graph import SparkRunner, build_identities
+
+            build_identities(SparkRunner(self), compiled)
         self._register("assign", self.spark.sql(self._render(compiled.assign)), persist=True)
         self._register("sessions", self.spark.sql(self._render(compiled.sessions)), persist=True)
         self._register("users", self.spark.sql(self._render(compiled.users)))
@@ -622,5 +627,7 @@ class SparkResult(Result):
         tables = [self.events, self.sessions, self.users]
         if self._quarantined or len(self.quarantine):
             tables.append(self.quarantine)
+        if self.identities is not None:
+            tables.append(self.identities)
         return write_tables(self._engine.spark, tables, os.fspath(out_dir), format=format,
                             on_file=on_file)

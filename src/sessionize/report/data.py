@@ -32,6 +32,7 @@ def collect(result: Result, analysis: ThresholdAnalysis, *, show_user_ids: bool)
     from ..thresholds import _input_schema, input_row_sql
 
     con = result._engine.con
+    result._engine.ensure_assign()
     stats = result.stats()
     data: dict[str, Any] = {"stats": stats, "source": result.source,
                             "gap_seconds": result.gap_us / 1e6}

@@ -1,0 +1,299 @@
+"""The columnar plan: the inactivity rule on Arrow arrays, from one sort by (user, time).
+
+DuckDB still reads, parses and validates the input and resolves identities: the
+compiled ``keys`` stage (the valid events' row, user, time, messageId and name, and,
+with per-event gaps, each event's gap) arrives here as Arrow. This module then does
+what the compiled ``assign`` stage's windows do, the way the problem's floor suggests
+(``DESIGN.md`` section 4):
+
+1. users are encoded once to integers *in their sort order* (so integer order is the
+   SQL's string order);
+2. two stable sorts of a packed 64-bit key, run on both cores at once: (user, time)
+   for the windows, (time, user) for the events table's order; events at the same
+   user and instant are then ordered by messageId (missing last), then input row,
+   exactly as the SQL's ``ORDER BY``;
+3. one vectorised scan of the (user, time) order gives every window: the previous
+   event, the gap, the session starts and their reason, the per-user session number
+   and the event's position;
+4. the sessions and users tables are reductions over runs of that order; session keys
+   are hashed by DuckDB (the SQL's own ``md5`` expression) for the starts only;
+5. the events table is the input gathered into time order, built when first asked for.
+
+It runs the rules whose boundaries are the gap alone: one gap, or a gap per event
+(``gap_by``/``gaps``), with any identity policy. :func:`unsupported_rule` names the
+first rule it does not run; those use the SQL plan. The tests run both plans against
+the reference implementation and require identical tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .compiler import SEPARATOR
+from .inputs import ROW
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .rules import Rules
+
+__all__ = ["Columnar", "assign", "unsupported_rule"]
+
+P = "__sz_"
+TS = pa.timestamp("us", tz="UTC")
+_REASONS = pa.array(["first_event", "inactivity"])
+_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def unsupported_rule(rules: Rules) -> str | None:
+    """The first rule the columnar plan does not run (``None``: it runs them all)."""
+    checks = (
+        ("midnight", rules.midnight is not None),
+        ("campaign", bool(rules.campaign)),
+        ("start_events", bool(rules.start_events)),
+        ("end_events", bool(rules.end_events)),
+        ("client_session", bool(rules.client_session)),
+        ("passive_events", bool(rules.passive_events)),
+        ("max_duration", bool(rules.max_duration_us)),
+        ("enrich", bool(rules.enrich)),
+        ("first_last", bool(rules.first_last)),
+        ("user_change", bool(getattr(rules, "user_change", False))),
+    )
+    return next((name for name, used in checks if used), None)
+
+
+# -- sorting ---------------------------------------------------------------------------------
+def _argsort_pair(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """Stable order by (major, minor), both non-negative int64: one sort of a packed key
+    when the two fit in 64 bits, else numpy's lexsort."""
+    major_bits = int(major.max()).bit_length() if len(major) else 0
+    minor_bits = int(minor.max()).bit_length() if len(minor) else 0
+    if major_bits + minor_bits <= 64:
+        key = major.astype(np.uint64)
+        key <<= np.uint64(minor_bits)
+        key |= minor.astype(np.uint64)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((minor, major))
+
+
+def _order_ties(order: np.ndarray, user: np.ndarray, ts: np.ndarray,
+                msg: pa.Array, row: np.ndarray) -> np.ndarray:
+    """Within runs of ``order`` with equal (user, time), order by messageId (missing
+    last), then input row, as the compiled SQL does. Runs are contiguous, so sorting
+    the tied positions by (run, messageId, row) keeps every run in its slots."""
+    u, t = user[order], ts[order]
+    equal = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
+    if not equal.any():
+        return order
+    tied = np.zeros(len(order), bool)
+    tied[1:] |= equal
+    tied[:-1] |= equal
+    run = np.cumsum(np.concatenate(([0], ~equal)))
+    slots = np.flatnonzero(tied)
+    members = order[slots]
+    table = pa.table({"run": run[slots], "msg": msg.take(pa.array(members)),
+                      "row": row[members]})
+    by = pc.sort_indices(table, sort_keys=[("run", "ascending", "at_end"),
+                                           ("msg", "ascending", "at_end"),
+                                           ("row", "ascending", "at_end")])
+    order = order.copy()
+    order[slots] = members[by.to_numpy()]
+    return order
+
+
+def _encode_users(user: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes whose order is the strings' (byte-wise) order, and the sorted names."""
+    encoded = pc.dictionary_encode(user).combine_chunks()
+    names = encoded.dictionary
+    by_name = pc.sort_indices(names).to_numpy()
+    rank = np.empty(len(names), np.int64)
+    rank[by_name] = np.arange(len(names))
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    return codes, names.take(pa.array(by_name))
+
+
+def _run_ends(starts: np.ndarray, n: int) -> np.ndarray:
+    """The last position of each run, given where the runs start (none when ``n == 0``)."""
+    return np.append(starts[1:], n) - 1 if n else starts
+
+
+def _numpy(column: pa.ChunkedArray, dtype: Any = np.int64) -> np.ndarray:
+    return column.combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False).astype(
+        dtype, copy=False)
+
+
+# -- the assignment ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class Columnar:
+    """The columnar plan's outcome: ``sessions`` and ``users`` as Arrow, and the
+    (user, time)-ordered arrays the events (:meth:`events`) and the ``assign`` stage's
+    table (:meth:`assign_table`) are built from when first asked for."""
+
+    keys: pa.Table              # the compiled keys stage, as DuckDB returned it
+    by_user: np.ndarray         # key positions in (user, time, messageId, row) order
+    by_time: np.ndarray         # key positions in (time, user, messageId, row) order
+    codes: np.ndarray           # per key position: the user's code (its rank by name)
+    names: pa.Array             # user names by code
+    # in (user, time) order:
+    ts: np.ndarray              # the event's time (us)
+    first: np.ndarray           # the user's first event (no previous)
+    reason: np.ndarray          # -1 none, 0 first_event, 1 inactivity
+    session: np.ndarray         # global session index (0-based)
+    session_id: np.ndarray      # the user's session number (1-based)
+    seq: np.ndarray             # the event's position in the user's order (1-based)
+    session_keys: pa.Array      # per global session index
+    sessions: pa.Table
+    users: pa.Table
+
+    def _previous(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(previous event's time, no-previous mask) at (user, time) positions ``at``."""
+        return self.ts[np.maximum(at - 1, 0)], self.first[at]
+
+    def events(self, con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]]) -> pa.Table:
+        """The events table: the input's columns (``columns``: (output name, input name or
+        ``None`` for the parsed time)) in time order, then the assignment's columns."""
+        n = self.keys.num_rows
+        where = self.by_time
+        jobs: dict[str, tuple[Any, pa.Array]] = {}
+        needed = [source for _, source in columns if source is not None]
+        if needed:
+            quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in needed)
+            data = con.sql(f'SELECT {quoted}, "{ROW}" FROM sz_input').to_arrow_table()
+            rows = _numpy(data.column(ROW))
+            key_rows = _numpy(self.keys.column(f"{P}row"))
+            if len(rows) == len(key_rows) and np.array_equal(rows, np.arange(len(rows))):
+                take = key_rows[where]
+            else:
+                sorter = np.argsort(rows, kind="stable")
+                take = sorter[np.searchsorted(rows, key_rows, sorter=sorter)][where]
+            take_index = pa.array(take)
+            for name, source in columns:
+                if source is not None:
+                    jobs[name] = (data.column(source), take_index)
+        # time order -> (user, time) positions
+        at = np.empty(n, np.int64)
+        at[self.by_user] = np.arange(n)
+        at = at[where]
+        session = self.session[at]
+        jobs["resolved_user"] = (self.names, pa.array(self.codes[where]))
+        jobs["session_key"] = (self.session_keys, pa.array(session))
+        with ThreadPoolExecutor(_THREADS) as pool:
+            taken = dict(zip(jobs, pool.map(lambda job: job[0].take(job[1]), jobs.values())))
+        ts = self.ts[at]
+        prev, first = self._previous(at)
+        reason = self.reason[at]
+        arrays: dict[str, Any] = {}
+        for name, source in columns:
+            arrays[name] = taken[name] if source is not None else pa.array(ts, TS)
+        arrays["resolved_user"] = taken["resolved_user"]
+        arrays["prev_timestamp"] = pa.array(prev, TS, mask=first)
+        arrays["time_since_last_event"] = pa.array(ts - prev, pa.duration("us"), mask=first)
+        arrays["new_session"] = pa.array(reason >= 0)
+        arrays["session_id"] = pa.array(self.session_id[at])
+        arrays["session_key"] = taken["session_key"]
+        arrays["start_reason"] = _REASONS.take(pa.array(reason, mask=reason < 0))
+        return pa.table(arrays)
+
+    def assign_table(self) -> pa.Table:
+        """The compiled ``assign`` stage's table (its columns, in the keys' row order)."""
+        n = self.keys.num_rows
+        at = np.empty(n, np.int64)
+        at[self.by_user] = np.arange(n)
+        prev, first = self._previous(at)
+        reason = self.reason[at]
+        keys = self.keys
+        main = {f"{P}{x}" for x in ("row", "user", "ts", "ts_us", "msg", "name")}
+        return pa.table({
+            **{f"{P}{x}": keys.column(f"{P}{x}") for x in ("row", "user", "ts", "ts_us", "msg",
+                                                           "name")},
+            f"{P}seq": pa.array(self.seq[at]),
+            f"{P}prev_ts": pa.array(prev, TS, mask=first),
+            f"{P}reason": _REASONS.take(pa.array(reason, mask=reason < 0)),
+            f"{P}session": pa.array(self.session_id[at]),
+            f"{P}key": self.session_keys.take(pa.array(self.session[at])),
+            **{c: keys.column(c) for c in keys.column_names if c not in main},
+        })
+
+
+def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
+           con: duckdb.DuckDBPyConnection) -> Columnar:
+    """Assign sessions to the events of ``keys`` (the compiled ``keys`` stage as Arrow)."""
+    n = keys.num_rows
+    codes, names = _encode_users(keys.column(f"{P}user"))
+    ts = _numpy(keys.column(f"{P}ts_us"))
+    row = _numpy(keys.column(f"{P}row"))
+    msg = keys.column(f"{P}msg").combine_chunks()
+    since = ts - (ts.min() if n else 0)
+    with ThreadPoolExecutor(2) as pool:
+        by_user = pool.submit(_argsort_pair, codes, since)
+        by_time = pool.submit(_argsort_pair, since, codes)
+        by_user = _order_ties(by_user.result(), codes, ts, msg, row)
+        by_time = _order_ties(by_time.result(), codes, ts, msg, row)
+
+    # one scan of the (user, time) order gives every window
+    u, t = codes[by_user], ts[by_user]
+    first = np.ones(n, bool)
+    np.not_equal(u[1:], u[:-1], out=first[1:])
+    gap = np.zeros(n, np.int64)
+    np.subtract(t[1:], t[:-1], out=gap[1:])
+    if per_event_gap:  # the gap in force is the previous event's
+        threshold = np.zeros(n, np.int64)
+        threshold[1:] = _numpy(keys.column(f"{P}gap_us"))[by_user][:-1]
+    else:
+        threshold = gap_us
+    new = first | (gap > threshold)
+    session = np.cumsum(new) - 1
+    user_first = np.flatnonzero(first)
+    user_of = np.cumsum(first) - 1
+    session_id = session - session[user_first][user_of] + 1
+    seq = np.arange(n) - user_first[user_of] + 1
+    reason = np.where(first, 0, np.where(new, 1, -1)).astype(np.int8)
+
+    # sessions and users: runs of the (user, time) order
+    starts = np.flatnonzero(new)
+    ends = _run_ends(starts, n)
+    user_last = _run_ends(user_first, n)
+    name = keys.column(f"{P}name")
+    session_users = names.take(pa.array(u[starts]))
+    session_keys = _session_keys(con, session_users, t[starts])
+    sessions = pa.table({
+        "resolved_user": session_users,
+        "session_id": pa.array(session_id[starts]),
+        "session_key": session_keys,
+        "session_start": pa.array(t[starts], TS),
+        "session_end": pa.array(t[ends], TS),
+        "duration_seconds": pa.array((t[ends] - t[starts]).astype(np.float64) / 1_000_000),
+        "event_count": pa.array((ends - starts + 1).astype(np.int64)),
+        "start_reason": _REASONS.take(pa.array(reason[starts])),
+        "first_event": name.take(pa.array(by_user[starts])),
+        "last_event": name.take(pa.array(by_user[ends])),
+    })
+    users = pa.table({
+        "resolved_user": names,
+        "session_count": pa.array((session[user_last] - session[user_first] + 1)
+                                  .astype(np.int64)),
+        "event_count": pa.array((user_last - user_first + 1).astype(np.int64)),
+        "first_seen": pa.array(t[user_first], TS),
+        "last_seen": pa.array(t[user_last], TS),
+    })
+    return Columnar(keys, by_user, by_time, codes, names, t, first, reason, session,
+                    session_id, seq, session_keys, sessions, users)
+
+
+def _session_keys(con: duckdb.DuckDBPyConnection, users: pa.Array, starts: np.ndarray) -> pa.Array:
+    """The SQL's session key, md5(user | start) cut to 20 hex digits, by DuckDB."""
+    con.register("sz_session_starts", pa.table({"u": users, "t": pa.array(starts)}))
+    try:
+        # a projection keeps the rows' order (DuckDB preserves insertion order)
+        keys = con.sql(f"SELECT substr(md5(u || '{SEPARATOR}' || CAST(t AS VARCHAR)), 1, 20) "
+                       "AS k FROM sz_session_starts").to_arrow_table().column("k")
+    finally:
+        con.unregister("sz_session_starts")
+    return keys.combine_chunks()

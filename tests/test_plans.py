@@ -1,0 +1,154 @@
+"""The two DuckDB plans (compiled SQL, columnar kernel): which one runs, and that they agree.
+
+The property tests (test_properties.py) run every generated stream under both plans and
+require identical tables; here: the choice ``plan="auto"`` makes, the errors, and the
+inputs and sizes the generated streams do not reach (many users, wide time ranges,
+several Parquet files, quarantined rows, per-event gaps and stitched identities).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_properties import run_both_plans
+
+import sessionize
+from sessionize.cli import main
+from sessionize.kernel import _argsort_pair, unsupported_rule
+from sessionize.rules import Rules
+
+BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
+
+
+def generated(n: int, seed: int = 7, *, users: int = 300, span_us: int = 40 * 86_400_000_000,
+              ms: bool = True) -> pa.Table:
+    """Segment-like events: skewed users, ~20 % anonymous, ties, missing messageIds."""
+    rng = np.random.default_rng(seed)
+    who = np.minimum(rng.zipf(1.3, n) - 1, users - 1)
+    ts = BASE_US + rng.integers(0, span_us, n)
+    if ms:  # millisecond precision and bursts make ties
+        ts = ts // 1000 * 1000
+    burst = rng.random(n) < 0.3
+    ts[burst] = ts[burst] // 60_000_000 * 60_000_000
+    anonymous = rng.random(n) < 0.2
+    user_id = [None if a else f"user-{w}" for a, w in zip(anonymous, who)]
+    anon_id = [f"anon-{w % 97}" for w in who]
+    message = [None if rng.random() < 0.1 else f"m{rng.integers(0, n // 2)}" for _ in range(n)]
+    names = rng.choice(["Page Viewed", "Clicked", "Signed Up", None], n)
+    library = rng.choice(["analytics.js", "analytics-ios", "analytics-node"], n)
+    return pa.table({
+        "messageId": pa.array(message, pa.string()),
+        "type": pa.array(np.where(names == None, "identify", "track"), pa.string()),  # noqa: E711
+        "event": pa.array(names.tolist(), pa.string()),
+        "userId": pa.array(user_id, pa.string()),
+        "anonymousId": pa.array(anon_id, pa.string()),
+        "timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "context": pa.array([{"library": {"name": lib}} for lib in library]),
+    })
+
+
+# -- which plan runs -----------------------------------------------------------------------
+def test_auto_picks_the_columnar_plan_for_gap_rules():
+    with sessionize.run(sessionize.sample_path()) as result:
+        assert result.plan == "columnar"
+    with sessionize.run(generated(200), gap_by="platform",
+                        gaps={"web": "30m", "mobile": "5m"}, identity="stitch") as result:
+        assert result.plan == "columnar"
+
+
+@pytest.mark.parametrize("options", [
+    {"midnight": "UTC"}, {"max_duration": "2h"}, {"start_events": ["Signed Up"]},
+    {"passive_events": ["identify"]}, {"enrich": True}, {"memory_limit": "2GB"},
+])
+def test_auto_picks_the_sql_plan(options):
+    with sessionize.run(generated(200), **options) as result:
+        assert result.plan == "sql"
+
+
+def test_auto_picks_the_sql_plan_for_a_database_file(tmp_path):
+    with sessionize.run(sessionize.sample_path(), database=tmp_path / "run.duckdb") as result:
+        assert result.plan == "sql"
+        assert len(result.sessions) == 4
+
+
+def test_columnar_plan_refuses_a_rule_it_does_not_run():
+    with pytest.raises(sessionize.OptionError, match="does not run the midnight rule"):
+        sessionize.run(sessionize.sample_path(), plan="columnar", midnight="UTC")
+
+
+def test_unknown_plan_is_refused():
+    with pytest.raises(sessionize.OptionError, match="'plan' must be one of auto, sql, "
+                                                     "columnar \\(got 'fast'\\)"):
+        sessionize.run(sessionize.sample_path(), plan="fast")
+
+
+def test_unsupported_rule_names_the_first_rule():
+    assert unsupported_rule(Rules.from_options()) is None
+    assert unsupported_rule(Rules.from_options(gap_by="platform", gaps={"web": "1h"})) is None
+    assert unsupported_rule(Rules.from_options(profile="mobile")) == "start_events"
+
+
+def test_cli_plan_flag(tmp_path):
+    written = {}
+    for plan in ("sql", "columnar"):
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["run", "--sample", "--plan", plan, "--out", str(tmp_path / plan)],
+                    stdout=out, stderr=err)
+        assert code == 0, err.getvalue()
+        written[plan] = [pq.read_table(tmp_path / plan / f"{name}.parquet")
+                         for name in ("events", "sessions", "users")]
+    assert written["sql"] == written["columnar"]
+
+
+# -- the plans agree ------------------------------------------------------------------------
+@pytest.mark.parametrize("options", [
+    {}, {"gap": "5m"}, {"identity": "stitch"}, {"identity": "first", "gap": "90s"},
+    {"gap_by": "platform", "gaps": {"web": "30m", "mobile": "2m"}},
+])
+def test_plans_agree_on_generated_events(options):
+    tables = run_both_plans(generated(20_000), on_invalid="quarantine", **options)
+    assert tables["events"].num_rows == 20_000
+
+
+def test_plans_agree_on_many_users_over_two_centuries():
+    # 54 bits of microseconds and 12 bits of users do not fit one 64-bit key: lexsort
+    table = generated(12_000, users=4_000, span_us=300 * 365 * 86_400_000_000, ms=False)
+    table = table.set_column(5, "timestamp", pa.array(
+        np.asarray(table["timestamp"].cast(pa.int64())) - 120 * 365 * 86_400_000_000,
+        pa.timestamp("us", tz="UTC")))
+    run_both_plans(table)
+
+
+def test_plans_agree_on_several_parquet_files_and_quarantined_rows(tmp_path):
+    table = generated(5_000, seed=3)
+    broken = table.slice(0, 50).set_column(
+        3, "userId", pa.nulls(50, pa.string())).set_column(4, "anonymousId",
+                                                          pa.nulls(50, pa.string()))
+    pq.write_table(table.slice(0, 2_500), tmp_path / "a.parquet")
+    pq.write_table(pa.concat_tables([broken, table.slice(2_500)]), tmp_path / "b.parquet")
+    tables = run_both_plans(str(tmp_path), on_invalid="quarantine")
+    assert tables["quarantine"].num_rows == 50
+    assert tables["events"].num_rows == 5_000
+
+
+def test_plans_agree_on_json_input(tmp_path):
+    rows = generated(3_000, seed=5).to_pylist()
+    for row in rows:
+        row["timestamp"] = row["timestamp"].isoformat().replace("+00:00", "Z")
+    path = tmp_path / "events.json"
+    path.write_text(json.dumps(rows))
+    run_both_plans(str(path))
+
+
+def test_packed_sort_matches_lexsort():
+    rng = np.random.default_rng(1)
+    for major_max, minor_max in [(10, 1 << 40), (1 << 30, 1 << 40), (3, 5)]:
+        major = rng.integers(0, major_max, 5_000)
+        minor = rng.integers(0, minor_max, 5_000)
+        minor[::7] = minor[0]  # ties keep their input order (a stable sort)
+        np.testing.assert_array_equal(_argsort_pair(major, minor), np.lexsort((minor, major)))
