@@ -152,3 +152,12 @@ def test_packed_sort_matches_lexsort():
         minor = rng.integers(0, minor_max, 5_000)
         minor[::7] = minor[0]  # ties keep their input order (a stable sort)
         np.testing.assert_array_equal(_argsort_pair(major, minor), np.lexsort((minor, major)))
+
+
+def test_columnar_events_are_built_when_first_read():
+    with sessionize.run(sessionize.sample_path()) as result:
+        assert len(result.events) == 6          # known without building the table
+        assert result.events._arrow is None
+        assert result.events.to_arrow(limit=2).num_rows == 2
+        assert result.events._arrow is not None
+        assert result.events.relation.aggregate("count(*)").fetchall() == [(6,)]

@@ -136,16 +136,10 @@ def _json_relation(con: Any, files: list[str], fmt: str, text_columns: Iterable[
     keys = [row[0] for row in con.execute(
         f"SELECT DISTINCT unnest(json_keys(json)) FROM read_json_objects({listed}, "
         f"format='{json_format}', maximum_object_size=268435456)").fetchall()]
-    sampled = con.sql(
-        f"SELECT * FROM read_json({listed}, format='{json_format}', union_by_name=true, "
-        f"dateformat='%%never', timestampformat='%%never', maximum_object_size=268435456) "
-        f"LIMIT 0")
-    seen = {name: str(kind).upper() for name, kind in zip(sampled.columns, sampled.types)}
+    seen = _sampled_types(con, listed, json_format, keys)
     text = _SEGMENT_TEXT | set(text_columns)
-    ordered = [k for k in seen if k in keys] + sorted(k for k in keys if k not in seen)
     columns = {}
-    for key in ordered:
-        kind = seen.get(key, "JSON")
+    for key, kind in seen.items():
         if key in text or kind in ("VARCHAR", "UUID") or kind.startswith(("TIMESTAMP", "DATE")):
             columns[key] = "VARCHAR"
         elif kind in _SCALAR_TYPES and _fits(con, listed, json_format, key, kind):
@@ -155,6 +149,51 @@ def _json_relation(con: Any, files: list[str], fmt: str, text_columns: Iterable[
     spec = "{" + ", ".join(f"{_sql_text(k)}: '{v}'" for k, v in columns.items()) + "}"
     return (f"read_json({listed}, format='{json_format}', columns={spec}, "
             f"maximum_object_size=268435456)")
+
+
+#: How many objects the type sample reads (DuckDB's own schema sample size).
+SAMPLE_OBJECTS = 20_480
+
+
+def _sampled_types(con: Any, listed: str, json_format: str, keys: list[str]) -> dict[str, str]:
+    """A type per key from the JSON types its values have in the first objects, keys in
+    the order they first appear there (then the keys the sample lacks, sorted).
+
+    Text is VARCHAR, integers BIGINT (UBIGINT, HUGEINT when they need it), numbers with
+    a fraction DOUBLE, true/false BOOLEAN; objects, arrays, keys never set in the sample
+    and mixtures without text are JSON. (Reading only the JSON types of a sample is much
+    cheaper than asking ``read_json`` to infer a schema.)
+    """
+    if not keys:
+        return {}
+    lists = ", ".join(f"list(DISTINCT json_type(json -> {_sql_text(k)}))" for k in keys)
+    row = con.execute(f"""
+        WITH sample AS (
+            SELECT json, row_number() OVER () AS n FROM (
+                SELECT json FROM read_json_objects({listed}, format='{json_format}',
+                    maximum_object_size=268435456) LIMIT {SAMPLE_OBJECTS})),
+        firsts AS (
+            SELECT k, min(n * 1000000 + i) AS first_at FROM (
+                SELECT n, unnest(json_keys(json)) AS k, generate_subscripts(json_keys(json), 1)
+                    AS i FROM sample)
+            GROUP BY k)
+        SELECT (SELECT list(k ORDER BY first_at) FROM firsts), {lists} FROM sample""").fetchall()[0]
+    kinds = {key: _kind({t for t in (types or []) if t not in (None, "NULL")})
+             for key, types in zip(keys, row[1:])}
+    ordered = {name: kinds[name] for name in row[0] or [] if name in kinds}
+    return {**ordered, **{k: kinds[k] for k in sorted(kinds) if k not in ordered}}
+
+
+def _kind(types: set[str]) -> str:
+    if "VARCHAR" in types:
+        return "VARCHAR"
+    if types == {"BOOLEAN"}:
+        return "BOOLEAN"
+    if types and types <= {"BIGINT", "UBIGINT", "DOUBLE"}:
+        if "DOUBLE" in types:
+            return "DOUBLE"
+        return "HUGEINT" if len(types) == 2 else types.pop()
+    return "JSON"
 
 
 def _json_layout(files: list[str]) -> str:

@@ -28,13 +28,14 @@ class Table:
     """
 
     def __init__(self, engine: DuckDBEngine, name: str, relation: str,
-                 arrow: Callable[[], pa.Table] | None = None):
+                 arrow: Callable[[], pa.Table] | None = None, length: int | None = None):
         self._engine = engine
         self.name = name
         self._relation = relation
         # The columnar plan builds a table as Arrow when first asked for (kernel.py).
         self._build = arrow
         self._arrow: pa.Table | None = None
+        self._length = length  # known without building it
 
     def _built(self) -> pa.Table:
         if self._arrow is None:
@@ -55,7 +56,7 @@ class Table:
 
     def __len__(self) -> int:
         if self._build is not None:
-            return self._built().num_rows
+            return self._length if self._length is not None else self._built().num_rows
         return self._engine.con.execute(f"SELECT count(*) FROM {self._relation}").fetchall()[0][0]
 
     def _arrow_sql(self, limit: int | None = None) -> str:
@@ -158,7 +159,8 @@ class Result:
                  quarantined: int):
         self._engine = engine
         self.events = Table(engine, "events", "sz_events",
-                            arrow=getattr(engine, "columnar_events", None))
+                            arrow=getattr(engine, "columnar_events", None),
+                            length=getattr(engine, "columnar_rows", None))
         #: how sessions were assigned: "sql" (the compiled SQL) or "columnar" (kernel.py)
         self.plan = getattr(engine, "plan", "sql")
         self.sessions = Table(engine, "sessions", "sz_sessions")

@@ -48,6 +48,7 @@ class DuckDBEngine:
         self.plan = plan
         self._in_memory = not (database or memory_limit)
         self.columnar_events: Callable[[], Any] | None = None
+        self.columnar_rows: int | None = None
         self.con = duckdb.connect(os.fspath(database) if database else ":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET autoinstall_known_extensions = false")
@@ -202,6 +203,7 @@ class DuckDBEngine:
         self._input_types = {name: loaded.schema[source] for name, source in columns
                              if source is not None}
         self.columnar_events = lambda: result.events(self.con, columns)
+        self.columnar_rows = keys.num_rows
         return invalid
 
     def register_arrow(self, name: str, table: Any) -> None:
