@@ -161,3 +161,8 @@ def test_columnar_events_are_built_when_first_read():
         assert result.events.to_arrow(limit=2).num_rows == 2
         assert result.events._arrow is not None
         assert result.events.relation.aggregate("count(*)").fetchall() == [(6,)]
+
+
+def test_columnar_plan_is_for_the_duckdb_engine():
+    with pytest.raises(sessionize.OptionError, match="DuckDB engine only"):
+        sessionize.run(sessionize.sample_path(), engine="spark", plan="columnar")

@@ -129,6 +129,9 @@ def run(
             f"'on_invalid' must be one of {', '.join(ON_INVALID)} (got {on_invalid!r})")
     if engine not in ("duckdb", "spark"):
         raise OptionError(f"'engine' must be one of duckdb, spark (got {engine!r})")
+    if engine == "spark" and plan == "columnar":
+        raise OptionError("plan='columnar' runs on the DuckDB engine only; Spark runs the "
+                          "compiled SQL (plan='auto' or 'sql')")
     if spark is not None and engine != "spark":
         raise OptionError(f"'spark' (a SparkSession) needs engine='spark' (got engine={engine!r})"
                           "\nHint: sessionize.run(source, engine='spark', spark=spark)")
