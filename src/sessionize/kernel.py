@@ -139,9 +139,9 @@ def _run_ends(starts: np.ndarray, n: int) -> np.ndarray:
     return np.append(starts[1:], n) - 1 if n else starts
 
 
-def _numpy(column: pa.ChunkedArray, dtype: Any = np.int64) -> np.ndarray:
-    return column.combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False).astype(
-        dtype, copy=False)
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """An integer or timestamp column as int64 numpy."""
+    return column.combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
 
 
 # -- the assignment ----------------------------------------------------------------------------
@@ -167,6 +167,12 @@ class Columnar:
     sessions: pa.Table
     users: pa.Table
 
+    def _user_positions(self) -> np.ndarray:
+        """Per key position: its position in the (user, time) order (by_user inverted)."""
+        at = np.empty(len(self.by_user), np.int64)
+        at[self.by_user] = np.arange(len(self.by_user))
+        return at
+
     def _previous(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(previous event's time, no-previous mask) at (user, time) positions ``at``."""
         return self.ts[np.maximum(at - 1, 0)], self.first[at]
@@ -174,7 +180,6 @@ class Columnar:
     def events(self, con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]]) -> pa.Table:
         """The events table: the input's columns (``columns``: (output name, input name or
         ``None`` for the parsed time)) in time order, then the assignment's columns."""
-        n = self.keys.num_rows
         where = self.by_time
         jobs: dict[str, tuple[Any, pa.Array]] = {}
         needed = [source for _, source in columns if source is not None]
@@ -193,9 +198,7 @@ class Columnar:
                 if source is not None:
                     jobs[name] = (data.column(source), take_index)
         # time order -> (user, time) positions
-        at = np.empty(n, np.int64)
-        at[self.by_user] = np.arange(n)
-        at = at[where]
+        at = self._user_positions()[where]
         session = self.session[at]
         jobs["resolved_user"] = (self.names, pa.array(self.codes[where]))
         jobs["session_key"] = (self.session_keys, pa.array(session))
@@ -218,9 +221,7 @@ class Columnar:
 
     def assign_table(self) -> pa.Table:
         """The compiled ``assign`` stage's table (its columns, in the keys' row order)."""
-        n = self.keys.num_rows
-        at = np.empty(n, np.int64)
-        at[self.by_user] = np.arange(n)
+        at = self._user_positions()
         prev, first = self._previous(at)
         reason = self.reason[at]
         keys = self.keys

@@ -162,9 +162,15 @@ class DuckDBEngine:
             return "sql"
         return "columnar" if self._fits_in_memory(loaded) else "sql"
 
+    def _input_rows(self, loaded: LoadedInput) -> int:
+        """The input's row count (counted once per run; cheap for Parquet and tables)."""
+        if getattr(self, "_rows", None) is None:
+            self._rows = self.con.execute(f"SELECT count(*) FROM {loaded.table}").fetchall()[0][0]
+        return self._rows
+
     def _fits_in_memory(self, loaded: LoadedInput) -> bool:
         """Whether about three copies of the input stay under COLUMNAR_MEMORY_SHARE of RAM."""
-        rows = self.con.execute(f"SELECT count(*) FROM {loaded.table}").fetchall()[0][0]
+        rows = self._input_rows(loaded)
         sample = self.con.sql(f"SELECT * FROM {loaded.table} LIMIT 10000").to_arrow_table()
         per_row = sample.nbytes / max(sample.num_rows, 1) + 64  # + the keys and the arrays
         try:
@@ -182,7 +188,7 @@ class DuckDBEngine:
             self._build_identities(compiled)
             keys = self.con.sql(compiled.sql("keys")).to_arrow_table()
         # The keys are the valid events: when they are every row, there is nothing to check.
-        rows = self.con.execute(f"SELECT count(*) FROM {loaded.table}").fetchall()[0][0]
+        rows = self._input_rows(loaded)
         invalid = 0
         if keys.num_rows != rows:
             with self._stage("checking"):
