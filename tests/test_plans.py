@@ -166,3 +166,55 @@ def test_columnar_events_are_built_when_first_read():
 def test_columnar_plan_is_for_the_duckdb_engine():
     with pytest.raises(sessionize.OptionError, match="DuckDB engine only"):
         sessionize.run(sessionize.sample_path(), engine="spark", plan="columnar")
+
+
+# -- the threshold analysis and the report on both plans -------------------------------------
+def analyses_both_plans(source, *, platform="auto", **options):
+    """The SQL plan's threshold analysis and report page, after checking the columnar
+    plan (which computes them from its arrays, gaps.py) gives identical ones."""
+    out = {}
+    for plan in ("sql", "columnar"):
+        with sessionize.run(source, plan=plan, **options) as result:
+            assert result.plan == plan
+            page = result.report(platform=platform)
+            out[plan] = (page.analysis.to_dict(), page.analysis.events, page.html)
+    assert out["columnar"][0] == out["sql"][0]
+    assert out["columnar"][1] == out["sql"][1]
+    assert out["columnar"][2] == out["sql"][2]
+    return out["sql"][0]
+
+
+@pytest.mark.parametrize("platform", ["auto", None])
+def test_analysis_and_report_agree_on_generated_events(platform):
+    analysis = analyses_both_plans(generated(20_000), platform=platform)
+    assert analysis["platforms"] == ([] if platform is None else ["mobile", "server", "web"])
+
+
+def test_analysis_agrees_with_many_platform_values_several_files_and_quarantine(tmp_path):
+    # 120 distinct values: the platform texts are mapped with a join, not a CASE;
+    # two files number their rows apart, and quarantined rows leave holes
+    table = generated(6_000, seed=11)
+    table = table.append_column("country", pa.array(
+        [f"c{i % 120}" for i in range(table.num_rows)]))
+    broken = table.slice(0, 40).set_column(
+        3, "userId", pa.nulls(40, pa.string())).set_column(4, "anonymousId",
+                                                          pa.nulls(40, pa.string()))
+    pq.write_table(table.slice(0, 3_000), tmp_path / "a.parquet")
+    pq.write_table(pa.concat_tables([broken, table.slice(3_000)]), tmp_path / "b.parquet")
+    analysis = analyses_both_plans(str(tmp_path), platform="country", on_invalid="quarantine")
+    assert len(analysis["platforms"]) == 120
+
+
+def test_report_quality_sample_agrees(monkeypatch):
+    # a small sample size makes the quality checks sample one user in four
+    from sessionize.report import quality
+
+    monkeypatch.setattr(quality, "SAMPLE_EVENTS", 2_500)
+    analyses_both_plans(generated(10_000, seed=2), identity="stitch")
+
+
+def test_analysis_agrees_when_every_event_is_quarantined():
+    table = generated(50).set_column(3, "userId", pa.nulls(50, pa.string())).set_column(
+        4, "anonymousId", pa.nulls(50, pa.string()))
+    analysis = analyses_both_plans(table, on_invalid="quarantine")
+    assert analysis["users"]["all"] == 0

@@ -134,6 +134,16 @@ def _take(values: pa.Array | pa.ChunkedArray, indices: pa.Array) -> pa.Array | p
     return values.take(indices)
 
 
+def _rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    """The rows of ``table`` at ``positions``. A few rows are sliced out one by one:
+    ``take`` on a many-chunked table first joins each column's chunks."""
+    if len(positions) > 4096:
+        return table.take(pa.array(positions))
+    if not len(positions):
+        return table.slice(0, 0)
+    return pa.concat_tables([table.slice(int(p), 1) for p in positions]).combine_chunks()
+
+
 def _run_ends(starts: np.ndarray, n: int) -> np.ndarray:
     """The last position of each run, given where the runs start (none when ``n == 0``)."""
     return np.append(starts[1:], n) - 1 if n else starts
@@ -164,6 +174,8 @@ class Columnar:
     session_id: np.ndarray      # the user's session number (1-based)
     seq: np.ndarray             # the event's position in the user's order (1-based)
     session_keys: pa.Array      # per global session index
+    row: pa.Array               # per key position: the input row (the keys' column, combined)
+    msg: pa.Array | pa.ChunkedArray  # per key position: the messageId (likewise)
     sessions: pa.Table
     users: pa.Table
 
@@ -177,6 +189,24 @@ class Columnar:
         """(previous event's time, no-previous mask) at (user, time) positions ``at``."""
         return self.ts[np.maximum(at - 1, 0)], self.first[at]
 
+    def input_positions(self, rows: pa.ChunkedArray) -> np.ndarray:
+        """Per key position: where its input row is in ``rows`` (the input's row numbers
+        as a query returned them, each row once)."""
+        rows = _numpy(rows)
+        key_rows = _numpy(self.keys.column(f"{P}row"))
+        if np.array_equal(rows, np.arange(len(rows))):  # the usual case: in input order
+            return key_rows
+        sorter = np.argsort(rows, kind="stable")
+        return sorter[np.searchsorted(rows, key_rows, sorter=sorter)]
+
+    def user_positions(self, codes: list[int], limit: int) -> np.ndarray:
+        """(user, time) positions of the first ``limit`` events of the users ``codes``
+        (code c is the c-th user of that order), user by user."""
+        starts = np.flatnonzero(self.first)
+        ends = np.append(starts[1:], len(self.first))
+        spans = [np.arange(starts[c], min(ends[c], starts[c] + limit)) for c in codes]
+        return np.concatenate(spans) if spans else np.zeros(0, np.int64)
+
     def events(self, con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]]) -> pa.Table:
         """The events table: the input's columns (``columns``: (output name, input name or
         ``None`` for the parsed time)) in time order, then the assignment's columns."""
@@ -186,14 +216,7 @@ class Columnar:
         if needed:
             quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in needed)
             data = con.sql(f'SELECT {quoted}, "{ROW}" FROM sz_input').to_arrow_table()
-            rows = _numpy(data.column(ROW))
-            key_rows = _numpy(self.keys.column(f"{P}row"))
-            if len(rows) == len(key_rows) and np.array_equal(rows, np.arange(len(rows))):
-                take = key_rows[where]
-            else:
-                sorter = np.argsort(rows, kind="stable")
-                take = sorter[np.searchsorted(rows, key_rows, sorter=sorter)][where]
-            take_index = pa.array(take)
+            take_index = pa.array(self.input_positions(data.column(ROW))[where])
             for name, source in columns:
                 if source is not None:
                     jobs[name] = (data.column(source), take_index)
@@ -219,12 +242,16 @@ class Columnar:
         arrays["start_reason"] = _REASONS.take(pa.array(reason, mask=reason < 0))
         return pa.table(arrays)
 
-    def assign_table(self) -> pa.Table:
-        """The compiled ``assign`` stage's table (its columns, in the keys' row order)."""
-        at = self._user_positions()
+    def assign_table(self, at: np.ndarray | None = None) -> pa.Table:
+        """The compiled ``assign`` stage's table (its columns, in the keys' row order), or
+        only its rows at (user, time) positions ``at``, in that order."""
+        keys = self.keys
+        if at is None:
+            at = self._user_positions()
+        else:
+            keys = _rows(keys, self.by_user[at])
         prev, first = self._previous(at)
         reason = self.reason[at]
-        keys = self.keys
         main = {f"{P}{x}" for x in ("row", "user", "ts", "ts_us", "msg", "name")}
         return pa.table({
             **{f"{P}{x}": keys.column(f"{P}{x}") for x in ("row", "user", "ts", "ts_us", "msg",
@@ -302,7 +329,7 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
         "last_seen": pa.array(t[user_last], TS),
     })
     return Columnar(keys, by_user, by_time, codes, names, t, first, reason, session,
-                    session_id, seq, session_keys, sessions, users)
+                    session_id, seq, session_keys, pa.array(row), msg, sessions, users)
 
 
 def _session_keys(con: duckdb.DuckDBPyConnection, users: pa.Array, starts: np.ndarray) -> pa.Array:

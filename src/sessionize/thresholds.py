@@ -1,7 +1,8 @@
 """Threshold analysis: what the data says the inactivity gap should be.
 
 Three things, all computed from the gaps between a user's consecutive events
-(``sz_assign`` of a finished run), overall and per platform:
+(``sz_assign`` of a finished run on the SQL plan; the columnar plan's arrays through
+:mod:`.gaps`, with identical results), overall and per platform:
 
 ``histogram``  the distribution of gaps on a log scale (bins of 1/20 decade);
 ``curve``      sessions, median session duration and the share of one-event
@@ -32,6 +33,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import gaps
 from .durations import format_duration, parse_duration
 from .errors import OptionError
 
@@ -186,7 +188,8 @@ class ThresholdAnalysis:
     ``histogram`` rows: ``platform``, ``low_seconds``, ``high_seconds``, ``gaps``
     (zero gaps are the row with ``low_seconds == high_seconds == 0``).
     ``curve`` rows: ``platform``, ``threshold_seconds``, ``sessions``,
-    ``median_duration_seconds``, ``one_event_share``.
+    ``median_duration_seconds``, ``one_event_share``. ``users`` and ``events``: how many
+    per platform (a user's platform is that of their first event).
     """
 
     gap_seconds: float
@@ -195,6 +198,10 @@ class ThresholdAnalysis:
     curve: list[dict[str, Any]]
     recommendations: dict[str, Recommendation]
     users: dict[str, int]
+    #: events per platform (every platform with an event), and ``"all"``
+    events: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: the columnar plan's gap arrays (gaps.GapArrays), kept for the report
+    _gaps: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_arrow(self, table: str = "curve") -> Any:
         """``"curve"``, ``"histogram"`` or ``"recommendations"`` as a ``pyarrow.Table``."""
@@ -303,23 +310,38 @@ def analyze(result: Result, *, platform: str | None = "auto",
         raise OptionError(
             f"the threshold analysis and the report must run on the DuckDB engine (got "
             f"{type(result._engine).__name__}); run sessionize.run() without engine= for them")
-    result._engine.ensure_assign()
     thresholds = sorted({*_grid(grid), result.gap_us / 1e6})
     platform_expr = platform_sql(result, platform)
-    _create_gap_table(con, platform_expr, input_row_sql(result))
-    try:
-        histogram = _histogram(con, by_platform=bool(platform_expr))
-        curve, users = _curve(con, thresholds, by_platform=bool(platform_expr))
-    finally:
-        if not keep_gaps:
-            con.execute("DROP TABLE IF EXISTS sz_th_gaps")
+    columnar = getattr(result._engine, "columnar", None)
+    arrays = None
+    if columnar is not None:  # the same figures from the columnar plan's arrays
+        arrays = gaps.gap_arrays(con, columnar, platform_expr, platform_of,
+                                 input_row_sql(result))
+        histogram = _histogram_rows(gaps.histogram(
+            arrays, by_platform=bool(platform_expr), bins_per_decade=BINS_PER_DECADE,
+            low_bin=LOW_BIN, high_bin=HIGH_BIN, zero_bin=ZERO_BIN))
+        curve, users = _curve_rows(*gaps.curve(
+            arrays, _micros(thresholds), by_platform=bool(platform_expr)), thresholds)
+        events = gaps.events_per_platform(arrays)
+    else:
+        result._engine.ensure_assign()
+        _create_gap_table(con, platform_expr, input_row_sql(result))
+        try:
+            histogram = _histogram(con, by_platform=bool(platform_expr))
+            curve, users = _curve(con, thresholds, by_platform=bool(platform_expr))
+            events = dict(con.execute(
+                "SELECT platform, count(*) FROM sz_th_gaps GROUP BY 1").fetchall())
+        finally:
+            if not keep_gaps:
+                con.execute("DROP TABLE IF EXISTS sz_th_gaps")
+    events["all"] = sum(events.values())
     platforms = sorted(name for name in users if name != "all")
     recommendations = {
         name: recommend([r for r in histogram if r["platform"] == name], name,
                         users=users.get(name, 0))
         for name in ["all", *platforms]}
     return ThresholdAnalysis(result.gap_us / 1e6, platforms, histogram, curve,
-                             recommendations, users)
+                             recommendations, users, events, arrays)
 
 
 def _grid(grid: Sequence[Any] | None) -> list[float]:
@@ -362,10 +384,14 @@ def _sets(*keys: str) -> str:
 def _histogram(con: Any, *, by_platform: bool) -> list[dict[str, Any]]:
     bin_sql = (f"CASE WHEN gap = 0 THEN {ZERO_BIN} ELSE least(greatest(CAST(floor("
                f"log10(gap / 1e6) * {BINS_PER_DECADE}) AS INTEGER), {LOW_BIN}), {HIGH_BIN}) END")
-    rows = con.execute(
+    return _histogram_rows(con.execute(
         f"SELECT coalesce(platform, 'all'), {bin_sql} AS b, count(*) FROM sz_th_gaps "
         f"WHERE gap IS NOT NULL GROUP BY {_sets('b') if by_platform else 'ALL'} ORDER BY 1, 2"
-    ).fetchall()
+    ).fetchall())
+
+
+def _histogram_rows(rows: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """(platform, bin, gaps) as the histogram's rows."""
     out = []
     for platform, b, count in rows:
         low, high = (0.0, 0.0) if b == ZERO_BIN else (
@@ -389,7 +415,7 @@ def _curve(con: Any, thresholds: list[float], *, by_platform: bool
     and the users per platform (the platform of their first event).
     """
     k_count = len(thresholds)
-    micros = [round(t * 1e6) for t in thresholds]
+    micros = _micros(thresholds)
     level = " + ".join(f"CAST(gap > {m} AS INTEGER)" for m in micros)
     # lead(... IGNORE NULLS): the previous-event time of the next start at level >= k.
     ends = ", ".join(
@@ -419,13 +445,24 @@ def _curve(con: Any, thresholds: list[float], *, by_platform: bool
                                event_count AS last_seq FROM sz_users) USING (u)
         {group}
     """).fetchall()
-    curve, users = [], {}
-    for row in rows:
-        users[row[0]] = row[1]
-        for k, threshold in enumerate(thresholds):
-            sessions, median, one = row[2 + 3 * k: 5 + 3 * k]
+    measures = {row[0]: [tuple(row[2 + 3 * k: 5 + 3 * k]) for k in range(k_count)]
+                for row in rows}
+    return _curve_rows(measures, {row[0]: row[1] for row in rows}, thresholds)
+
+
+def _micros(thresholds: list[float]) -> list[int]:
+    return [round(t * 1e6) for t in thresholds]
+
+
+def _curve_rows(measures: dict[str, list[tuple]], users: dict[str, int],
+                thresholds: list[float]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Per platform, per threshold (sessions, median duration in us, one-event sessions)
+    as the curve's rows, ordered ``all`` first, then by platform and threshold."""
+    curve = []
+    for platform, points in measures.items():
+        for threshold, (sessions, median, one) in zip(thresholds, points):
             curve.append({
-                "platform": row[0], "threshold_seconds": threshold, "sessions": sessions,
+                "platform": platform, "threshold_seconds": threshold, "sessions": sessions,
                 "median_duration_seconds": None if median is None else median / 1e6,
                 "one_event_share": one / sessions if sessions else 0.0,
             })

@@ -49,6 +49,8 @@ class DuckDBEngine:
         self._in_memory = not (database or memory_limit)
         self.columnar_events: Callable[[], Any] | None = None
         self.columnar_rows: int | None = None
+        self.columnar: Any = None  # the columnar plan's kernel.Columnar, when it ran
+        self._assign_ready = False
         self.con = duckdb.connect(os.fspath(database) if database else ":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET autoinstall_known_extensions = false")
@@ -198,7 +200,7 @@ class DuckDBEngine:
                             con=self.con)
         self.con.register("sz_sessions", result.sessions)
         self.con.register("sz_users", result.users)
-        self._columnar = result
+        self.columnar = result
         ts_column = fields["timestamp"].top_level
         columns: list[tuple[str, str | None]] = [
             (c if c == ts_column else compiled.renamed.get(c, c), None if c == ts_column else c)
@@ -225,10 +227,32 @@ class DuckDBEngine:
 
     def ensure_assign(self) -> None:
         """Make ``sz_assign`` queryable (the columnar plan builds it on first need)."""
-        columnar = getattr(self, "_columnar", None)
-        if columnar is not None:
-            self.con.register("sz_assign", columnar.assign_table())
-            self._columnar = None
+        if self.columnar is not None and not self._assign_ready:
+            self.con.register("sz_assign", self.columnar.assign_table())
+            self._assign_ready = True
+
+    def assign_of_users(self, users: list[str], limit: int) -> str:
+        """A table with ``sz_assign``'s rows of ``users`` (at least each one's first
+        ``limit`` events): on the columnar plan only those rows are built."""
+        if self.columnar is None or self._assign_ready:
+            self.ensure_assign()
+            return "sz_assign"
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        codes = pc.index_in(pa.array(users, pa.string()), self.columnar.names).to_pylist()
+        positions = self.columnar.user_positions([c for c in codes if c is not None], limit)
+        self.con.register("sz_assign_users", self.columnar.assign_table(positions))
+        return "sz_assign_users"
+
+    def event_names(self) -> str:
+        """A table with every valid event's ``__sz_name`` (the columnar plan's keys, as
+        they are, or ``sz_assign``)."""
+        if self.columnar is None or self._assign_ready:
+            self.ensure_assign()
+            return "sz_assign"
+        self.con.register("sz_keys", self.columnar.keys)
+        return "sz_keys"
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod

@@ -28,26 +28,40 @@ EXAMPLE_EVENTS = 40  # events per example user, at most
 
 
 def collect(result: Result, analysis: ThresholdAnalysis, *, show_user_ids: bool) -> dict:
-    """All report data; needs the analysis' ``sz_th_gaps`` table in the engine."""
+    """All report data; on the SQL plan it needs the analysis' ``sz_th_gaps`` table."""
     from ..thresholds import _input_schema, input_row_sql
 
-    con = result._engine.con
-    result._engine.ensure_assign()
+    engine = result._engine
+    con = engine.con
     stats = result.stats()
     data: dict[str, Any] = {"stats": stats, "source": result.source,
                             "gap_seconds": result.gap_us / 1e6}
     data["headline"] = _headline(con)
     data["per_user"] = _per_user(con)
     data["durations"] = _durations(con)
-    data["platforms"] = _platforms(con, analysis)
+    data["platforms"] = _platforms(analysis)
     data["top_events"] = con.execute(
-        "SELECT __sz_name, count(*) FROM sz_assign GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 12"
-    ).fetchall()
-    data["timelines"] = _timelines(con, show_user_ids)
+        f"SELECT __sz_name, count(*) FROM {engine.event_names()} GROUP BY 1 "
+        "ORDER BY 2 DESC, 1 LIMIT 12").fetchall()
+    data["timelines"] = _timelines(engine, show_user_ids)
     data["quality"] = quality(con, events=stats["events"],
                               input_columns=list(_input_schema(result)),
-                              row_column=input_row_sql(result))
+                              row_column=input_row_sql(result),
+                              sample=_sample(engine, analysis, stats["events"]))
     return data
+
+
+def _sample(engine: Any, analysis: ThresholdAnalysis, events: int) -> str | None:
+    """On the columnar plan, the quality checks' sample built from the gap arrays (the
+    same users the SQL samples); None: they sample ``sz_th_gaps`` themselves."""
+    from ..gaps import sample_table
+    from .quality import sample_modulus
+
+    if analysis._gaps is None:
+        return None
+    engine.con.register("sz_th_sample", sample_table(
+        engine.con, engine.columnar, analysis._gaps, sample_modulus(events)))
+    return "sz_th_sample"
 
 
 def _headline(con: Any) -> dict:
@@ -82,16 +96,15 @@ def _durations(con: Any) -> list[tuple[str, int]]:
     return [(label, counts.get(label, 0)) for _, _, label in DURATION_BUCKETS]
 
 
-def _platforms(con: Any, analysis: ThresholdAnalysis) -> list[dict]:
+def _platforms(analysis: ThresholdAnalysis) -> list[dict]:
     """Per platform at the threshold in use: from the exact curve, plus event counts."""
-    events = dict(con.execute(
-        "SELECT platform, count(*) FROM sz_th_gaps GROUP BY 1").fetchall())
+    events = analysis.events
     rows = []
     for name in ["all", *analysis.platforms]:
         at = [r for r in analysis.curve if r["platform"] == name
               and r["threshold_seconds"] == analysis.gap_seconds]
         point = at[0] if at else {}
-        n_events = sum(events.values()) if name == "all" else events.get(name, 0)
+        n_events = events.get(name, 0)
         sessions = point.get("sessions") or 0
         rows.append({
             "platform": name, "users": analysis.users.get(name, 0), "events": n_events,
@@ -103,8 +116,9 @@ def _platforms(con: Any, analysis: ThresholdAnalysis) -> list[dict]:
     return rows
 
 
-def _timelines(con: Any, show_user_ids: bool) -> list[dict]:
+def _timelines(engine: Any, show_user_ids: bool) -> list[dict]:
     """A few users like the notebook's "View User Timelines": several sessions, few events."""
+    con = engine.con
     picked = [u for (u,) in con.execute(f"""
         SELECT resolved_user FROM sz_users
         ORDER BY (session_count BETWEEN 2 AND 6 AND event_count <= {EXAMPLE_EVENTS}) DESC,
@@ -114,7 +128,8 @@ def _timelines(con: Any, show_user_ids: bool) -> list[dict]:
         return []
     rows = con.execute(f"""
         SELECT __sz_user, __sz_ts_us, __sz_ts, __sz_name, __sz_session, __sz_reason
-        FROM sz_assign WHERE __sz_user IN (SELECT unnest($1))
+        FROM {engine.assign_of_users(picked, EXAMPLE_EVENTS)}
+        WHERE __sz_user IN (SELECT unnest($1))
         AND __sz_seq <= {EXAMPLE_EVENTS}
         ORDER BY __sz_user, __sz_seq""", [picked]).fetchall()
     timelines = []

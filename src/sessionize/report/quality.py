@@ -13,17 +13,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["SAMPLE_EVENTS", "quality"]
+__all__ = ["SAMPLE_EVENTS", "quality", "sample_modulus"]
 
 SAMPLE_EVENTS = 2_000_000
 LONG_SESSION_SECONDS = 4 * 3600
 
 
-def quality(con: Any, *, events: int, input_columns: list[str], row_column: str) -> dict:
-    """Every data-quality figure, as plain data (the page renders it)."""
-    modulus = max(1, math.ceil(events / SAMPLE_EVENTS))
-    sample = "sz_th_gaps" if modulus == 1 else (
-        f"(SELECT * FROM sz_th_gaps WHERE hash(u) % {modulus} = 0)")
+def sample_modulus(events: int) -> int:
+    """The quality sample keeps the users with ``hash(user) % modulus = 0``."""
+    return max(1, math.ceil(events / SAMPLE_EVENTS))
+
+
+def quality(con: Any, *, events: int, input_columns: list[str], row_column: str,
+            sample: str | None = None) -> dict:
+    """Every data-quality figure, as plain data (the page renders it). ``sample`` names
+    a table of the sampled users' gap rows already drawn; by default they are drawn
+    from ``sz_th_gaps``."""
+    modulus = sample_modulus(events)
+    if sample is None:
+        sample = "sz_th_gaps" if modulus == 1 else (
+            f"(SELECT * FROM sz_th_gaps WHERE hash(u) % {modulus} = 0)")
     out: dict[str, Any] = {"sampled": modulus > 1, "sample_modulus": modulus}
     out["quarantine"] = con.execute(
         "SELECT quarantine_reason, count(*) FROM sz_quarantine GROUP BY 1 ORDER BY 2 DESC, 1"

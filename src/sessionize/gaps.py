@@ -1,0 +1,214 @@
+"""The threshold analysis on the columnar plan's arrays: no SQL windows, no joins.
+
+The columnar plan (:mod:`.kernel`) already holds every event in (user, time) order
+with its time and whether it is the user's first, so each gap is one subtraction.
+This module computes from those arrays exactly what :mod:`.thresholds` computes in
+SQL from ``sz_assign`` (the tests compare the two on generated data):
+
+``histogram``  log-gap counts per platform: one ``bincount``;
+``curve``      for every threshold, the session starts are the first events plus the
+               events whose gap exceeds it; a session ends just before the next start
+               (the next user's first event is a start at every threshold), so its
+               duration is one gather; the median is a partition, not a sort;
+``sample``     the per-event rows of the users the data-quality checks sample.
+
+The platform of each event is the only thing read from the input again: DuckDB maps
+each row's platform text to a small integer (the distinct texts are a handful).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .kernel import Columnar
+
+__all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "sample_table"]
+
+P = "__sz_"
+#: More distinct platform texts than this are mapped with a join instead of a CASE.
+CASE_LIMIT = 64
+THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclasses.dataclass
+class GapArrays:
+    """Per event, in (user, time) order: time, first-of-user, gap (0 at a first event)
+    and platform index into ``platforms`` (names sorted; ``["all"]`` without a split)."""
+
+    ts: np.ndarray
+    first: np.ndarray
+    gap: np.ndarray
+    platform: np.ndarray
+    platforms: list[str]
+
+
+def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr: str | None,
+               platform_of: Any, row: str) -> GapArrays:
+    """The gaps of a columnar run; ``platform_expr`` is :func:`.thresholds.platform_sql`'s
+    expression over ``sz_input`` (None: one platform, ``"all"``), ``platform_of`` maps
+    its text to a platform name in SQL, ``row`` is the input's row column."""
+    ts, first = columnar.ts, columnar.first
+    gap = np.zeros(len(ts), np.int64)
+    np.subtract(ts[1:], ts[:-1], out=gap[1:])
+    gap[first] = 0
+    if platform_expr is None:
+        return GapArrays(ts, first, gap, np.zeros(len(ts), np.int16), ["all"])
+    mapping = con.execute(
+        f"SELECT raw, {platform_of('raw')} FROM (SELECT DISTINCT {platform_expr} AS raw "
+        "FROM sz_input) ORDER BY raw").fetchall()
+    platforms = sorted({name for _, name in mapping})
+    index = {name: i for i, name in enumerate(platforms)}
+    if len(mapping) <= CASE_LIMIT:
+        cases = " ".join(f"WHEN {_literal(raw)} THEN {index[name]}" for raw, name in mapping)
+        query = (f"SELECT {row} AS r, CAST(CASE {platform_expr} {cases} END AS SMALLINT) AS p "
+                 "FROM sz_input")
+    else:
+        con.register("sz_gap_platforms", pa.table({
+            "raw": [raw for raw, _ in mapping],
+            "p": pa.array([index[name] for _, name in mapping], pa.int16())}))
+        query = (f"SELECT i.r, m.p FROM (SELECT {row} AS r, {platform_expr} AS raw FROM "
+                 "sz_input) i JOIN sz_gap_platforms m USING (raw)")
+    try:
+        table = con.sql(query).to_arrow_table()
+    finally:
+        if len(mapping) > CASE_LIMIT:
+            con.unregister("sz_gap_platforms")
+    by_row = table.column("p").combine_chunks().to_numpy(zero_copy_only=False)
+    at = columnar.input_positions(table.column("r"))
+    return GapArrays(ts, first, gap, by_row[at][columnar.by_user], platforms)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def histogram(g: GapArrays, *, by_platform: bool, bins_per_decade: int, low_bin: int,
+              high_bin: int, zero_bin: int) -> list[tuple[str, int, int]]:
+    """(platform, bin, gaps) rows, ordered by platform then bin, as the SQL groups them."""
+    has_gap = ~g.first
+    gaps = g.gap[has_gap]
+    positive = gaps > 0
+    # the SQL's floor(log10(gap / 1e6) * bins), clamped; zero gaps (ties) have their own bin
+    logs = np.log10(gaps[positive] / 1e6)
+    logs *= bins_per_decade
+    np.floor(logs, out=logs)
+    np.clip(logs, low_bin, high_bin, out=logs)
+    offset = np.zeros(len(gaps), np.int64)  # bin - zero_bin
+    offset[positive] = logs.astype(np.int64) - zero_bin
+    width = high_bin - zero_bin + 1
+    groups = {"all": np.bincount(offset, minlength=width)}
+    if by_platform:
+        per = np.bincount(g.platform[has_gap].astype(np.int64) * width + offset,
+                          minlength=width * len(g.platforms)).reshape(len(g.platforms), width)
+        groups.update((name, per[i]) for i, name in enumerate(g.platforms))
+    rows = []
+    for name in sorted(groups):
+        counts = groups[name]
+        rows += [(name, int(b) + zero_bin, int(counts[b])) for b in np.flatnonzero(counts)]
+    return rows
+
+
+def curve(g: GapArrays, micros: list[int], *, by_platform: bool
+          ) -> tuple[dict[str, list[tuple[int, float | None, int]]], dict[str, int]]:
+    """Per platform (and ``"all"``): per threshold (sessions, median duration in
+    microseconds or None, one-event sessions); and the users per platform (the platform
+    of their first event). Platforms appear when one of their events starts a session
+    at the smallest threshold, as in the SQL."""
+    n = len(g.ts)
+    k_count = len(micros)
+    starts = np.flatnonzero(g.first | (g.gap > micros[0]))
+    level = np.searchsorted(np.asarray(micros, np.int64), g.gap[starts], side="left")
+    level[g.first[starts]] = k_count
+    platform = g.platform[starts]
+    names = ["all"]
+    if by_platform:
+        present = np.unique(platform)
+        names += [g.platforms[i] for i in present]
+
+    def at_threshold(k: int) -> dict[str, tuple[int, float | None, int]]:
+        chosen = level >= k
+        sel = starts[chosen]
+        ends = np.append(sel[1:], n) - 1 if len(sel) else sel
+        duration = g.ts[ends] - g.ts[sel]
+        one = ends == sel
+        measures = {"all": _measure(duration, one)}
+        if by_platform:
+            on = platform[chosen]
+            for i in present:
+                mask = on == i
+                measures[g.platforms[i]] = _measure(duration[mask], one[mask])
+        return measures
+
+    out: dict[str, list[tuple[int, float | None, int]]] = {name: [] for name in names}
+    with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL: thresholds in parallel
+        for measures in pool.map(at_threshold, range(1, k_count + 1)):
+            for name, value in measures.items():
+                out[name].append(value)
+    firsts = g.platform[g.first]
+    users = {"all": int(g.first.sum())}
+    if by_platform:
+        counts = np.bincount(firsts.astype(np.int64), minlength=len(g.platforms))
+        users.update((g.platforms[i], int(counts[i])) for i in present)
+    return out, users
+
+
+def _measure(duration: np.ndarray, one: np.ndarray) -> tuple[int, float | None, int]:
+    if not len(duration):
+        return 0, None, 0
+    return len(duration), float(np.median(duration)), int(one.sum())
+
+
+def events_per_platform(g: GapArrays) -> dict[str, int]:
+    """How many events each platform has (every platform with an event)."""
+    counts = np.bincount(g.platform.astype(np.int64), minlength=len(g.platforms))
+    return {name: int(counts[i]) for i, name in enumerate(g.platforms) if counts[i]}
+
+
+def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArrays,
+                 modulus: int) -> pa.Table:
+    """The per-event rows (``u, seq, ts, gap, row, msg``) of the users whose
+    ``hash(u) % modulus = 0``: the users the SQL's data-quality sample keeps."""
+    names = columnar.names
+    if modulus == 1:
+        keep_user = np.ones(len(names), bool)
+    else:
+        con.register("sz_sample_names", pa.table({"u": names}))
+        try:
+            keep_user = con.sql(f"SELECT hash(u) % {modulus} = 0 AS k FROM sz_sample_names"
+                                ).to_arrow_table().column("k").combine_chunks().to_numpy(
+                                    zero_copy_only=False)
+        finally:
+            con.unregister("sz_sample_names")
+    # users are contiguous in (user, time) order, and code c is the c-th user there
+    starts = np.flatnonzero(g.first)
+    ends = np.append(starts[1:], len(g.first))
+    kept = np.flatnonzero(keep_user)
+    at = _spans(starts[kept], ends[kept])  # (user, time) positions of the sampled users
+    key_at = pa.array(columnar.by_user[at])
+    return pa.table({
+        "u": pa.DictionaryArray.from_arrays(pa.array(np.repeat(kept, ends[kept] - starts[kept])),
+                                            names),
+        "seq": pa.array(columnar.seq[at]),
+        "ts": pa.array(g.ts[at]),
+        "gap": pa.array(g.gap[at], mask=g.first[at]),
+        "row": columnar.row.take(key_at),
+        "msg": columnar.msg.take(key_at),
+    })
+
+
+def _spans(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The positions start..end-1 of every span, concatenated (vectorised ``arange``s)."""
+    lengths = ends - starts
+    if not len(lengths):
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return np.arange(int(lengths.sum())) + offsets
