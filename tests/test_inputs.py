@@ -483,3 +483,40 @@ def test_columns_colliding_with_outputs_are_kept_as_input_columns():
     assert [e["session_id"] for e in events] == [1, 1]
     assert [e["resolved_user"] for e in events] == ["u", "u"]
     assert [e["new_session"] for e in events] == [True, False]
+
+
+@pytest.mark.parametrize("suffix", ["json", "ndjson"])
+def test_keys_after_the_type_sample_are_kept(suffix, tmp_path, monkeypatch):
+    # The table is parsed with the sample's keys while the whole input's keys are
+    # collected; a key only seen after the sample makes it parse again with that key.
+    from sessionize import inputs
+
+    monkeypatch.setattr(inputs, "SAMPLE_OBJECTS", 3)
+    rows = [{"userId": "u", "timestamp": f"2024-01-01T10:0{i}:00Z", "messageId": f"m{i}"}
+            for i in range(6)]
+    rows[4]["campaign"] = {"source": "mail"}
+    rows[5]["score"] = 7
+    path = tmp_path / f"events.{suffix}"
+    if suffix == "json":
+        path.write_text(json.dumps(rows))
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with sessionize.run(str(path)) as result:
+        events = result.events.to_arrow()
+    assert events.column_names[:5] == ["userId", "timestamp", "messageId", "campaign", "score"]
+    assert json.loads(events["campaign"][4].as_py()) == {"source": "mail"}
+    assert json.loads(events["score"][5].as_py()) == 7
+    assert events["campaign"][0].as_py() is None
+
+
+def test_malformed_object_after_the_type_sample_is_reported(tmp_path, monkeypatch):
+    from sessionize import inputs
+
+    monkeypatch.setattr(inputs, "SAMPLE_OBJECTS", 2)
+    lines = [json.dumps({"userId": "u", "timestamp": "2024-01-01T10:00:00Z"})] * 5
+    lines[3] = '{"userId": '
+    path = tmp_path / "events.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(sessionize.MalformedJSONError) as info:
+        sessionize.run(str(path))
+    assert info.value.line == 4

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from .kernel import _arrow, _strings, _to_numpy
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -73,8 +75,8 @@ def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr
                  "FROM sz_input")
     else:
         con.register("sz_gap_platforms", pa.table({
-            "raw": [raw for raw, _ in mapping],
-            "p": pa.array([index[name] for _, name in mapping], pa.int16())}))
+            "raw": _strings([raw for raw, _ in mapping]),
+            "p": _arrow(np.array([index[name] for _, name in mapping], np.int16))}))
         query = (f"SELECT i.r, m.p FROM (SELECT {row} AS r, {platform_expr} AS raw FROM "
                  "sz_input) i JOIN sz_gap_platforms m USING (raw)")
     try:
@@ -82,7 +84,7 @@ def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr
     finally:
         if len(mapping) > CASE_LIMIT:
             con.unregister("sz_gap_platforms")
-    by_row = table.column("p").combine_chunks().to_numpy(zero_copy_only=False)
+    by_row = _to_numpy(table.column("p"))
     at = columnar.input_positions(table.column("r"))
     return GapArrays(ts, first, gap, by_row[at][columnar.by_user], platforms)
 
@@ -183,9 +185,9 @@ def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArray
     else:
         con.register("sz_sample_names", pa.table({"u": names}))
         try:
-            keep_user = con.sql(f"SELECT hash(u) % {modulus} = 0 AS k FROM sz_sample_names"
-                                ).to_arrow_table().column("k").combine_chunks().to_numpy(
-                                    zero_copy_only=False)
+            keep_user = _to_numpy(con.sql(
+                f"SELECT CAST(hash(u) % {modulus} = 0 AS TINYINT) AS k FROM sz_sample_names"
+            ).to_arrow_table().column("k")).astype(bool)
         finally:
             con.unregister("sz_sample_names")
     # users are contiguous in (user, time) order, and code c is the c-th user there
@@ -193,13 +195,13 @@ def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArray
     ends = np.append(starts[1:], len(g.first))
     kept = np.flatnonzero(keep_user)
     at = _spans(starts[kept], ends[kept])  # (user, time) positions of the sampled users
-    key_at = pa.array(columnar.by_user[at])
+    key_at = _arrow(columnar.by_user[at])
     return pa.table({
-        "u": pa.DictionaryArray.from_arrays(pa.array(np.repeat(kept, ends[kept] - starts[kept])),
+        "u": pa.DictionaryArray.from_arrays(_arrow(np.repeat(kept, ends[kept] - starts[kept])),
                                             names),
-        "seq": pa.array(columnar.seq[at]),
-        "ts": pa.array(g.ts[at]),
-        "gap": pa.array(g.gap[at], mask=g.first[at]),
+        "seq": _arrow(columnar.seq[at]),
+        "ts": _arrow(g.ts[at]),
+        "gap": _arrow(g.gap[at], mask=g.first[at]),
         "row": columnar.row.take(key_at),
         "msg": columnar.msg.take(key_at),
     })

@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -123,23 +124,48 @@ _SEGMENT_TEXT = {
 _SCALAR_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "UBIGINT", "HUGEINT")
 
 
-def _json_relation(con: Any, files: list[str], fmt: str, text_columns: Iterable[str]) -> str:
-    """A ``read_json`` call with every top-level key of every object as a column.
+def _json_table(con: Any, files: list[str], fmt: str, text_columns: Iterable[str],
+                table: str) -> str:
+    """Parse JSON files into ``table`` with every top-level key of every object as a
+    column; returns ``table``.
 
     DuckDB infers a schema from a sample and silently drops keys it did not see there, so
-    the keys are first collected from the whole input (a fast pass that only splits
+    the keys are also collected from the whole input (a fast pass that only splits
     objects). Nested objects stay lossless as JSON (reachable by dotted paths); scalar
     keys keep the type the sample suggests, text fields are text.
+
+    The sample's keys are nearly always all the keys, so the table is parsed with them
+    while a second cursor collects the whole input's keys at the same time (a JSON array
+    parses on one core, so the two passes share the machine's cores); when the whole
+    input has a key the sample lacks, the table is parsed again with it.
     """
     json_format = "newline_delimited" if fmt == "ndjson" else _json_layout(files)
     listed = _sql_list(files)
-    keys = [row[0] for row in con.execute(
-        f"SELECT DISTINCT unnest(json_keys(json)) FROM read_json_objects({listed}, "
-        f"format='{json_format}', maximum_object_size=268435456)").fetchall()]
-    seen = _sampled_types(con, listed, json_format, keys)
     text = _SEGMENT_TEXT | set(text_columns)
+    kinds = _sampled_types(con, listed, json_format)
+    cursor = con.cursor()
+    with ThreadPoolExecutor(1) as pool:
+        every_key = pool.submit(lambda: [row[0] for row in cursor.execute(
+            f"SELECT DISTINCT unnest(json_keys(json)) FROM read_json_objects({listed}, "
+            f"format='{json_format}', maximum_object_size=268435456)").fetchall()])
+        try:
+            _create_json_table(con, listed, json_format, kinds, text, table)
+        except Exception:
+            every_key.exception()  # both passes end before the error is handled
+            raise
+        keys = every_key.result()
+    cursor.close()
+    missing = sorted(k for k in keys if k not in kinds)
+    if missing:
+        _create_json_table(con, listed, json_format,
+                           {**kinds, **{k: "JSON" for k in missing}}, text, table)
+    return table
+
+
+def _create_json_table(con: Any, listed: str, json_format: str, kinds: dict[str, str],
+                       text: set[str], table: str) -> None:
     columns = {}
-    for key, kind in seen.items():
+    for key, kind in kinds.items():
         if key in text or kind in ("VARCHAR", "UUID") or kind.startswith(("TIMESTAMP", "DATE")):
             columns[key] = "VARCHAR"
         elif kind in _SCALAR_TYPES and _fits(con, listed, json_format, key, kind):
@@ -147,41 +173,36 @@ def _json_relation(con: Any, files: list[str], fmt: str, text_columns: Iterable[
         else:
             columns[key] = "JSON"
     spec = "{" + ", ".join(f"{_sql_text(k)}: '{v}'" for k, v in columns.items()) + "}"
-    return (f"read_json({listed}, format='{json_format}', columns={spec}, "
-            f"maximum_object_size=268435456)")
+    con.execute(
+        f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_json({listed}, "
+        f"format='{json_format}', columns={spec}, maximum_object_size=268435456)")
 
 
 #: How many objects the type sample reads (DuckDB's own schema sample size).
 SAMPLE_OBJECTS = 20_480
 
 
-def _sampled_types(con: Any, listed: str, json_format: str, keys: list[str]) -> dict[str, str]:
-    """A type per key from the JSON types its values have in the first objects, keys in
-    the order they first appear there (then the keys the sample lacks, sorted).
+def _sampled_types(con: Any, listed: str, json_format: str) -> dict[str, str]:
+    """A type per key of the first objects, from the JSON types of its values there, keys
+    in the order they first appear.
 
     Text is VARCHAR, integers BIGINT (UBIGINT, HUGEINT when they need it), numbers with
     a fraction DOUBLE, true/false BOOLEAN; objects, arrays, keys never set in the sample
     and mixtures without text are JSON. (Reading only the JSON types of a sample is much
     cheaper than asking ``read_json`` to infer a schema.)
     """
-    if not keys:
-        return {}
-    lists = ", ".join(f"list(DISTINCT json_type(json -> {_sql_text(k)}))" for k in keys)
-    row = con.execute(f"""
+    rows = con.execute(f"""
         WITH sample AS (
             SELECT json, row_number() OVER () AS n FROM (
                 SELECT json FROM read_json_objects({listed}, format='{json_format}',
                     maximum_object_size=268435456) LIMIT {SAMPLE_OBJECTS})),
-        firsts AS (
-            SELECT k, min(n * 1000000 + i) AS first_at FROM (
-                SELECT n, unnest(json_keys(json)) AS k, generate_subscripts(json_keys(json), 1)
-                    AS i FROM sample)
-            GROUP BY k)
-        SELECT (SELECT list(k ORDER BY first_at) FROM firsts), {lists} FROM sample""").fetchall()[0]
-    kinds = {key: _kind({t for t in (types or []) if t not in (None, "NULL")})
-             for key, types in zip(keys, row[1:])}
-    ordered = {name: kinds[name] for name in row[0] or [] if name in kinds}
-    return {**ordered, **{k: kinds[k] for k in sorted(kinds) if k not in ordered}}
+        pairs AS (
+            SELECT n, json, unnest(json_keys(json)) AS k,
+                   generate_subscripts(json_keys(json), 1) AS i FROM sample)
+        SELECT k, list(DISTINCT json_type(json -> k)) FROM pairs
+        GROUP BY k ORDER BY min(n * 1000000 + i)""").fetchall()
+    return {key: _kind({t for t in (types or []) if t not in (None, "NULL")})
+            for key, types in rows}
 
 
 def _kind(types: set[str]) -> str:
@@ -293,7 +314,7 @@ def _malformed_error(bad: MalformedLine) -> MalformedJSONError:
 
 def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
                      workdir: str, text_columns: Iterable[str],
-                     names: dict[str, str] | None = None
+                     names: dict[str, str] | None = None, table: str = "sz_input_json"
                      ) -> tuple[str, list[MalformedLine]]:
     # ``names`` maps temporary files (stdin's copy) to what the user knows them by, so that
     # errors and the quarantine table say "<stdin>" rather than a deleted temporary path.
@@ -303,8 +324,8 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
         return dataclasses.replace(bad, path=names.get(bad.path, bad.path))
 
     try:
-        # The key pass reads every object, so malformed JSON surfaces here.
-        return _json_relation(con, files, fmt, text_columns), []
+        # Both passes read every object, so malformed JSON surfaces here.
+        return _json_table(con, files, fmt, text_columns, table), []
     except Exception as exc:  # duckdb raises several types for malformed input
         if "json" not in str(exc).lower():
             named = files[0] if len(files) == 1 else files
@@ -323,7 +344,7 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
     for bad in malformed:
         by_file.setdefault(bad.path, set()).add(bad.line)
     cleaned = [_without_lines(p, by_file[p], workdir) if p in by_file else p for p in files]
-    return (_json_relation(con, cleaned, "ndjson", text_columns),
+    return (_json_table(con, cleaned, "ndjson", text_columns, table),
             [shown(bad) for bad in malformed])
 
 
@@ -460,7 +481,7 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
         for fmt, files in by_format.items():
             if fmt in ("json", "ndjson"):
                 relation, bad_lines = _read_json_files(con, files, fmt, on_invalid, workdir,
-                                                       text_columns, names)
+                                                       text_columns, names, f"sz_input_{fmt}")
                 malformed.extend(bad_lines)
             elif fmt == "parquet":
                 relation = f"read_parquet({_sql_list(files)}, union_by_name=true)"
@@ -480,6 +501,9 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
                     f"(list_position({_sql_list(files)}, {ROW}_file) - 1) * {1 << 40} "
                     f"+ file_row_number AS {ROW} FROM read_parquet({_sql_list(files)}, "
                     f"union_by_name=true, file_row_number=true, filename='{ROW}_file'))")
+        elif list(by_format) in (["json"], ["ndjson"]):
+            # JSON is parsed once into a table; its rowid is the input order.
+            base = f"(SELECT *, rowid AS {ROW} FROM {relations[0]})"
         else:
             # Text formats are parsed once into a table; its rowid is the input order.
             union = " UNION ALL BY NAME ".join(f"SELECT * FROM {r}" for r in relations)

@@ -48,8 +48,52 @@ __all__ = ["Columnar", "assign", "unsupported_rule"]
 
 P = "__sz_"
 TS = pa.timestamp("us", tz="UTC")
-_REASONS = pa.array(["first_event", "inactivity"])
 _THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _arrow(values: np.ndarray, type: pa.DataType | None = None,
+           mask: np.ndarray | None = None) -> pa.Array:
+    """A numpy array as Arrow (fixed-width types without a copy), ``mask`` marking nulls.
+
+    ``pa.array`` would do the same, but its first call imports pandas to check the
+    input's type: 0.2 s per process, a tenth of a 1M-event run.
+    """
+    values = np.ascontiguousarray(values)
+    if values.dtype == np.bool_:
+        data = pa.py_buffer(np.packbits(values, bitorder="little"))
+        type = type or pa.bool_()
+    else:
+        data = pa.py_buffer(values)
+        type = type or pa.from_numpy_dtype(values.dtype)
+    validity, nulls = None, 0
+    if mask is not None and mask.any():
+        validity = pa.py_buffer(np.packbits(~mask, bitorder="little"))
+        nulls = int(mask.sum())
+    return pa.Array.from_buffers(type, len(values), [validity, data], null_count=nulls)
+
+
+def _strings(values: list[str]) -> pa.Array:
+    """A few Python strings as an Arrow string array (without ``pa.array``, see above)."""
+    encoded = [v.encode() for v in values]
+    offsets = np.cumsum([0, *map(len, encoded)], dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(values),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+
+
+def _to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed-width Arrow array without nulls as numpy (a view; see :func:`_arrow` for
+    why not ``to_numpy``, which imports pandas too). Booleans and nulls take a copy."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.null_count or pa.types.is_boolean(values.type):
+        return values.to_numpy(zero_copy_only=False)
+    dtype = np.dtype(values.type.to_pandas_dtype()) if not pa.types.is_temporal(
+        values.type) else np.dtype(np.int64)
+    return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values),
+                         offset=values.offset * dtype.itemsize)
+
+
+_REASONS = _strings(["first_event", "inactivity"])
 
 
 def unsupported_rule(rules: Rules) -> str | None:
@@ -98,13 +142,13 @@ def _order_ties(order: np.ndarray, user: np.ndarray, ts: np.ndarray,
     run = np.cumsum(np.concatenate(([0], ~equal)))
     slots = np.flatnonzero(tied)
     members = order[slots]
-    table = pa.table({"run": run[slots], "msg": msg.take(pa.array(members)),
-                      "row": row[members]})
+    table = pa.table({"run": _arrow(run[slots]), "msg": msg.take(_arrow(members)),
+                      "row": _arrow(row[members])})
     by = pc.sort_indices(table, sort_keys=[("run", "ascending", "at_end"),
                                            ("msg", "ascending", "at_end"),
                                            ("row", "ascending", "at_end")])
     order = order.copy()
-    order[slots] = members[by.to_numpy()]
+    order[slots] = members[_to_numpy(by)]
     return order
 
 
@@ -112,11 +156,11 @@ def _encode_users(user: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Integer codes whose order is the strings' (byte-wise) order, and the sorted names."""
     encoded = pc.dictionary_encode(user).combine_chunks()
     names = encoded.dictionary
-    by_name = pc.sort_indices(names).to_numpy()
+    by_name = _to_numpy(pc.sort_indices(names))
     rank = np.empty(len(names), np.int64)
     rank[by_name] = np.arange(len(names))
-    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
-    return codes, names.take(pa.array(by_name))
+    codes = rank[_to_numpy(encoded.indices)]
+    return codes, names.take(_arrow(by_name))
 
 
 def _combined(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -138,7 +182,7 @@ def _rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
     """The rows of ``table`` at ``positions``. A few rows are sliced out one by one:
     ``take`` on a many-chunked table first joins each column's chunks."""
     if len(positions) > 4096:
-        return table.take(pa.array(positions))
+        return table.take(_arrow(positions))
     if not len(positions):
         return table.slice(0, 0)
     return pa.concat_tables([table.slice(int(p), 1) for p in positions]).combine_chunks()
@@ -151,7 +195,7 @@ def _run_ends(starts: np.ndarray, n: int) -> np.ndarray:
 
 def _numpy(column: pa.ChunkedArray) -> np.ndarray:
     """An integer or timestamp column as int64 numpy."""
-    return column.combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return _to_numpy(column.combine_chunks().cast(pa.int64()))
 
 
 # -- the assignment ----------------------------------------------------------------------------
@@ -216,15 +260,15 @@ class Columnar:
         if needed:
             quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in needed)
             data = con.sql(f'SELECT {quoted}, "{ROW}" FROM sz_input').to_arrow_table()
-            take_index = pa.array(self.input_positions(data.column(ROW))[where])
+            take_index = _arrow(self.input_positions(data.column(ROW))[where])
             for name, source in columns:
                 if source is not None:
                     jobs[name] = (data.column(source), take_index)
         # time order -> (user, time) positions
         at = self._user_positions()[where]
         session = self.session[at]
-        jobs["resolved_user"] = (self.names, pa.array(self.codes[where]))
-        jobs["session_key"] = (self.session_keys, pa.array(session))
+        jobs["resolved_user"] = (self.names, _arrow(self.codes[where]))
+        jobs["session_key"] = (self.session_keys, _arrow(session))
         with ThreadPoolExecutor(_THREADS) as pool:
             taken = dict(zip(jobs, pool.map(lambda job: _take(*job), jobs.values())))
         ts = self.ts[at]
@@ -232,14 +276,14 @@ class Columnar:
         reason = self.reason[at]
         arrays: dict[str, Any] = {}
         for name, source in columns:
-            arrays[name] = taken[name] if source is not None else pa.array(ts, TS)
+            arrays[name] = taken[name] if source is not None else _arrow(ts, TS)
         arrays["resolved_user"] = taken["resolved_user"]
-        arrays["prev_timestamp"] = pa.array(prev, TS, mask=first)
-        arrays["time_since_last_event"] = pa.array(ts - prev, pa.duration("us"), mask=first)
-        arrays["new_session"] = pa.array(reason >= 0)
-        arrays["session_id"] = pa.array(self.session_id[at])
+        arrays["prev_timestamp"] = _arrow(prev, TS, mask=first)
+        arrays["time_since_last_event"] = _arrow(ts - prev, pa.duration("us"), mask=first)
+        arrays["new_session"] = _arrow(reason >= 0)
+        arrays["session_id"] = _arrow(self.session_id[at])
         arrays["session_key"] = taken["session_key"]
-        arrays["start_reason"] = _REASONS.take(pa.array(reason, mask=reason < 0))
+        arrays["start_reason"] = _REASONS.take(_arrow(reason, mask=reason < 0))
         return pa.table(arrays)
 
     def assign_table(self, at: np.ndarray | None = None) -> pa.Table:
@@ -256,12 +300,12 @@ class Columnar:
         return pa.table({
             **{f"{P}{x}": keys.column(f"{P}{x}") for x in ("row", "user", "ts", "ts_us", "msg",
                                                            "name")},
-            f"{P}seq": pa.array(self.seq[at]),
-            f"{P}prev_ts": pa.array(prev, TS, mask=first),
-            f"{P}reason": _REASONS.take(pa.array(reason, mask=reason < 0)),
-            f"{P}session": pa.array(self.session_id[at]),
+            f"{P}seq": _arrow(self.seq[at]),
+            f"{P}prev_ts": _arrow(prev, TS, mask=first),
+            f"{P}reason": _REASONS.take(_arrow(reason, mask=reason < 0)),
+            f"{P}session": _arrow(self.session_id[at]),
             # dictionary-encoded: no 10M-string gather (DuckDB reads it as VARCHAR)
-            f"{P}key": pa.DictionaryArray.from_arrays(pa.array(self.session[at]),
+            f"{P}key": pa.DictionaryArray.from_arrays(_arrow(self.session[at]),
                                                       self.session_keys),
             **{c: keys.column(c) for c in keys.column_names if c not in main},
         })
@@ -306,35 +350,35 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     ends = _run_ends(starts, n)
     user_last = _run_ends(user_first, n)
     name = _combined(keys.column(f"{P}name"))
-    session_users = names.take(pa.array(u[starts]))
+    session_users = names.take(_arrow(u[starts]))
     session_keys = _session_keys(con, session_users, t[starts])
     sessions = pa.table({
         "resolved_user": session_users,
-        "session_id": pa.array(session_id[starts]),
+        "session_id": _arrow(session_id[starts]),
         "session_key": session_keys,
-        "session_start": pa.array(t[starts], TS),
-        "session_end": pa.array(t[ends], TS),
-        "duration_seconds": pa.array((t[ends] - t[starts]).astype(np.float64) / 1_000_000),
-        "event_count": pa.array((ends - starts + 1).astype(np.int64)),
-        "start_reason": _REASONS.take(pa.array(reason[starts])),
-        "first_event": name.take(pa.array(by_user[starts])),
-        "last_event": name.take(pa.array(by_user[ends])),
+        "session_start": _arrow(t[starts], TS),
+        "session_end": _arrow(t[ends], TS),
+        "duration_seconds": _arrow((t[ends] - t[starts]).astype(np.float64) / 1_000_000),
+        "event_count": _arrow((ends - starts + 1).astype(np.int64)),
+        "start_reason": _REASONS.take(_arrow(reason[starts])),
+        "first_event": name.take(_arrow(by_user[starts])),
+        "last_event": name.take(_arrow(by_user[ends])),
     })
     users = pa.table({
         "resolved_user": names,
-        "session_count": pa.array((session[user_last] - session[user_first] + 1)
+        "session_count": _arrow((session[user_last] - session[user_first] + 1)
                                   .astype(np.int64)),
-        "event_count": pa.array((user_last - user_first + 1).astype(np.int64)),
-        "first_seen": pa.array(t[user_first], TS),
-        "last_seen": pa.array(t[user_last], TS),
+        "event_count": _arrow((user_last - user_first + 1).astype(np.int64)),
+        "first_seen": _arrow(t[user_first], TS),
+        "last_seen": _arrow(t[user_last], TS),
     })
     return Columnar(keys, by_user, by_time, codes, names, t, first, reason, session,
-                    session_id, seq, session_keys, pa.array(row), msg, sessions, users)
+                    session_id, seq, session_keys, _arrow(row), msg, sessions, users)
 
 
 def _session_keys(con: duckdb.DuckDBPyConnection, users: pa.Array, starts: np.ndarray) -> pa.Array:
     """The SQL's session key, md5(user | start) cut to 20 hex digits, by DuckDB."""
-    con.register("sz_session_starts", pa.table({"u": users, "t": pa.array(starts)}))
+    con.register("sz_session_starts", pa.table({"u": users, "t": _arrow(starts)}))
     try:
         # a projection keeps the rows' order (DuckDB preserves insertion order)
         keys = con.sql(f"SELECT substr(md5(u || '{SEPARATOR}' || CAST(t AS VARCHAR)), 1, 20) "

@@ -237,10 +237,11 @@ class DuckDBEngine:
         if self.columnar is None or self._assign_ready:
             self.ensure_assign()
             return "sz_assign"
-        import pyarrow as pa
         import pyarrow.compute as pc
 
-        codes = pc.index_in(pa.array(users, pa.string()), self.columnar.names).to_pylist()
+        from ..kernel import _strings
+
+        codes = pc.index_in(_strings(users), self.columnar.names).to_pylist()
         positions = self.columnar.user_positions([c for c in codes if c is not None], limit)
         self.con.register("sz_assign_users", self.columnar.assign_table(positions))
         return "sz_assign_users"
