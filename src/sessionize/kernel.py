@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -207,7 +207,7 @@ class Columnar:
 
     keys: pa.Table              # the compiled keys stage, as DuckDB returned it
     by_user: np.ndarray         # key positions in (user, time, messageId, row) order
-    by_time: np.ndarray         # key positions in (time, user, messageId, row) order
+    time_order: Future          # of key positions in (time, user, messageId, row) order
     codes: np.ndarray           # per key position: the user's code (its rank by name)
     names: pa.Array             # user names by code
     # in (user, time) order:
@@ -232,6 +232,11 @@ class Columnar:
     def _previous(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(previous event's time, no-previous mask) at (user, time) positions ``at``."""
         return self.ts[np.maximum(at - 1, 0)], self.first[at]
+
+    @property
+    def by_time(self) -> np.ndarray:
+        """Key positions in (time, user, messageId, row) order (sorted in the background)."""
+        return self.time_order.result()
 
     def input_positions(self, rows: pa.ChunkedArray) -> np.ndarray:
         """Per key position: where its input row is in ``rows`` (the input's row numbers
@@ -320,11 +325,13 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     row = _numpy(keys.column(f"{P}row"))
     msg = _combined(keys.column(f"{P}msg"))
     since = ts - (ts.min() if n else 0)
-    with ThreadPoolExecutor(2) as pool:
-        by_user = pool.submit(_argsort_pair, codes, since)
-        by_time = pool.submit(_argsort_pair, since, codes)
-        by_user = _order_ties(by_user.result(), codes, ts, msg, row)
-        by_time = _order_ties(by_time.result(), codes, ts, msg, row)
+    # The time order is only needed for the events table: it is sorted on the other core
+    # while this one sorts by user and runs the scan.
+    background = ThreadPoolExecutor(1)
+    by_time = background.submit(
+        lambda: _order_ties(_argsort_pair(since, codes), codes, ts, msg, row))
+    background.shutdown(wait=False)
+    by_user = _order_ties(_argsort_pair(codes, since), codes, ts, msg, row)
 
     # one scan of the (user, time) order gives every window
     u, t = codes[by_user], ts[by_user]
