@@ -218,3 +218,20 @@ def test_analysis_agrees_when_every_event_is_quarantined():
         4, "anonymousId", pa.nulls(50, pa.string()))
     analysis = analyses_both_plans(table, on_invalid="quarantine")
     assert analysis["users"]["all"] == 0
+
+
+def test_user_encoding_in_two_halves_matches_one_pass(monkeypatch):
+    from sessionize import kernel
+
+    rng = np.random.default_rng(4)
+    values = [f"user-{i}" for i in rng.integers(0, 700, 6_000)] + ["é", "Z", "a"]
+    chunked = pa.chunked_array([values[i:i + 1_000] for i in range(0, len(values), 1_000)])
+    one_codes, one_names = kernel._encode_users(chunked)
+    monkeypatch.setattr(kernel, "HALVES_FROM", 1)
+    monkeypatch.setattr(kernel, "_THREADS", 2)
+    assert len(kernel._halves(chunked)) == 2
+    codes, names = kernel._encode_users(chunked)
+    np.testing.assert_array_equal(codes, one_codes)
+    assert names.equals(one_names)
+    assert names.to_pylist() == sorted(set(values), key=str.encode)  # byte order, as SQL
+    assert names.take(pa.array(codes)).to_pylist() == values

@@ -51,6 +51,8 @@ __all__ = ["Columnar", "assign", "unsupported_rule"]
 P = "__sz_"
 TS = pa.timestamp("us", tz="UTC")
 _THREADS = max(1, min(4, os.cpu_count() or 1))
+#: From this many events on, user ids are hashed in two halves at once.
+HALVES_FROM = 1_000_000
 
 
 def _memory_pool() -> pa.MemoryPool:
@@ -186,14 +188,37 @@ def _order_ties(order: np.ndarray, user: np.ndarray, ts: np.ndarray,
 
 
 def _encode_users(user: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Integer codes whose order is the strings' (byte-wise) order, and the sorted names."""
-    encoded = pc.dictionary_encode(user).combine_chunks()
-    names = encoded.dictionary
+    """Integer codes whose order is the strings' (byte-wise) order, and the sorted names.
+
+    Large inputs are hashed in two halves at once (one per core), then the halves'
+    dictionaries (a few hundred thousand names, not millions of rows) are merged.
+    """
+    parts = _halves(user) if len(user) >= HALVES_FROM and _THREADS > 1 else [user]
+    with ThreadPoolExecutor(len(parts)) as pool:
+        encoded = list(pool.map(lambda part: pc.dictionary_encode(part).combine_chunks(),
+                                parts))
+    if len(encoded) == 1:
+        names, local = encoded[0].dictionary, [np.arange(len(encoded[0].dictionary))]
+    else:  # one dictionary for both halves: where each half's names are in it
+        both = pc.dictionary_encode(pa.concat_arrays([e.dictionary for e in encoded]))
+        names, at = both.dictionary, _to_numpy(both.indices)
+        first = len(encoded[0].dictionary)
+        local = [at[:first], at[first:]]
     by_name = _to_numpy(pc.sort_indices(names))
     rank = np.empty(len(names), np.int64)
     rank[by_name] = np.arange(len(names))
-    codes = rank[_to_numpy(encoded.indices)]
+    codes = np.concatenate([(rank[m])[_to_numpy(e.indices)] for m, e in zip(local, encoded)])
     return codes, names.take(_arrow(by_name))
+
+
+def _halves(column: pa.ChunkedArray) -> list[pa.ChunkedArray]:
+    """The column cut into two runs of whole chunks of about equal length (or one)."""
+    lengths = np.cumsum([len(c) for c in column.chunks])
+    cut = int(np.searchsorted(lengths, len(column) / 2)) + 1
+    if cut >= column.num_chunks:
+        return [column]
+    return [pa.chunked_array(column.chunks[:cut], column.type),
+            pa.chunked_array(column.chunks[cut:], column.type)]
 
 
 def _combined(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
