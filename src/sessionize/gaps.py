@@ -137,12 +137,18 @@ def curve(g: GapArrays, micros: list[int], *, by_platform: bool
         present = np.unique(platform)
         names += [g.platforms[i] for i in present]
 
+    # per start: its time and the time of the event just before it (which ends the
+    # previous session whenever this start is chosen): selections, not random reads
+    start_ts = g.ts[starts]
+    before = g.ts[np.maximum(starts - 1, 0)]
+    last_ts = g.ts[-1] if n else 0
+
     def at_threshold(k: int) -> dict[str, tuple[int, float | None, int]]:
         chosen = level >= k
         sel = starts[chosen]
-        ends = np.append(sel[1:], n) - 1 if len(sel) else sel
-        duration = g.ts[ends] - g.ts[sel]
-        one = ends == sel
+        end_ts = np.append(before[chosen][1:], last_ts)
+        duration = end_ts - start_ts[chosen]
+        one = np.append(sel[1:], n) - 1 == sel
         measures = {"all": _measure(duration, one)}
         if by_platform:
             on = platform[chosen]
@@ -179,7 +185,7 @@ def events_per_platform(g: GapArrays) -> dict[str, int]:
 @arrow_pool
 def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArrays,
                  modulus: int) -> pa.Table:
-    """The per-event rows (``u, seq, ts, gap, row, msg``) of the users whose
+    """The per-event rows (``u, seq, ts, gap, row, prev_row, msg``) of the users whose
     ``hash(u) % modulus = 0``: the users the SQL's data-quality sample keeps."""
     names = columnar.names
     if modulus == 1:
@@ -197,14 +203,19 @@ def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArray
     ends = np.append(starts[1:], len(g.first))
     kept = np.flatnonzero(keep_user)
     at = _spans(starts[kept], ends[kept])  # (user, time) positions of the sampled users
-    key_at = _arrow(columnar.by_user[at])
+    key_at = columnar.by_user[at]
+    rows = _to_numpy(columnar.row)[key_at]
+    previous = np.zeros(len(rows), np.int64)
+    previous[1:] = rows[:-1]
+    key_at = _arrow(key_at)
     return pa.table({
         "u": pa.DictionaryArray.from_arrays(_arrow(np.repeat(kept, ends[kept] - starts[kept])),
                                             names),
         "seq": _arrow(columnar.seq[at]),
         "ts": _arrow(g.ts[at]),
         "gap": _arrow(g.gap[at], mask=g.first[at]),
-        "row": columnar.row.take(key_at),
+        "row": _arrow(rows),
+        "prev_row": _arrow(previous, mask=g.first[at]),
         "msg": columnar.msg.take(key_at),
     })
 

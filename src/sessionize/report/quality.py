@@ -27,9 +27,10 @@ def sample_modulus(events: int) -> int:
 def quality(con: Any, *, events: int, input_columns: list[str], row_column: str,
             sample: str | None = None) -> dict:
     """Every data-quality figure, as plain data (the page renders it). ``sample`` names
-    a table of the sampled users' gap rows already drawn; by default they are drawn
-    from ``sz_th_gaps``."""
+    a table of the sampled users' gap rows already drawn, with each row's previous
+    event's ``prev_row``; by default they are drawn from ``sz_th_gaps``."""
     modulus = sample_modulus(events)
+    given = sample is not None
     if sample is None:
         sample = "sz_th_gaps" if modulus == 1 else (
             f"(SELECT * FROM sz_th_gaps WHERE hash(u) % {modulus} = 0)")
@@ -37,19 +38,22 @@ def quality(con: Any, *, events: int, input_columns: list[str], row_column: str,
     out["quarantine"] = con.execute(
         "SELECT quarantine_reason, count(*) FROM sz_quarantine GROUP BY 1 ORDER BY 2 DESC, 1"
     ).fetchall()
-    out["sample_events"], out["duplicate_ids"], out["duplicate_rows"] = con.execute(f"""
-        SELECT (SELECT count(*) FROM {sample}), count(*), coalesce(sum(c - 1), 0)
-        FROM (SELECT msg, count(*) AS c FROM {sample} WHERE msg IS NOT NULL
-              GROUP BY msg HAVING count(*) > 1)""").fetchall()[0]
-    out["duplicate_examples"] = [m for (m,) in con.execute(f"""
-        SELECT msg FROM {sample} WHERE msg IS NOT NULL GROUP BY msg HAVING count(*) > 1
-        ORDER BY count(*) DESC, msg LIMIT 3""").fetchall()]
+    (out["sample_events"], out["duplicate_ids"], out["duplicate_rows"],
+     examples) = con.execute(f"""
+        WITH dups AS MATERIALIZED (
+            SELECT msg, count(*) AS c FROM {sample} WHERE msg IS NOT NULL
+            GROUP BY msg HAVING count(*) > 1)
+        SELECT (SELECT count(*) FROM {sample}), (SELECT count(*) FROM dups),
+               (SELECT coalesce(sum(c - 1), 0) FROM dups),
+               (SELECT list(msg ORDER BY c DESC, msg) FROM (
+                    SELECT msg, c FROM dups ORDER BY c DESC, msg LIMIT 3))""").fetchall()[0]
+    out["duplicate_examples"] = list(examples or [])
     # Out of order: a user's event that comes earlier in the input than the event just
     # before it in time (late delivery, batched mobile uploads, merged files).
-    out["out_of_order"], out["pairs"] = con.execute(f"""
-        SELECT count(*) FILTER (row < prev_row), count(prev_row) FROM (
-            SELECT row, lag(row) OVER (PARTITION BY u ORDER BY seq) AS prev_row FROM {sample})
-    """).fetchall()[0]
+    pairs = sample if given else (
+        f"(SELECT row, lag(row) OVER (PARTITION BY u ORDER BY seq) AS prev_row FROM {sample})")
+    out["out_of_order"], out["pairs"] = con.execute(
+        f"SELECT count(*) FILTER (row < prev_row), count(prev_row) FROM {pairs}").fetchall()[0]
     out["ties"] = con.execute(
         f"SELECT count(*) FILTER (gap = 0), count(gap) FROM {sample}").fetchall()[0]
     out["skew"] = _clock_skew(con, input_columns, row_column, modulus)
