@@ -8,6 +8,7 @@ SVG, or PNG through headless Chromium (:mod:`.png`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,9 @@ def build_report(result: Result, *, show_user_ids: bool = False,
         data = collect(result, analysis, show_user_ids=show_user_ids)
     finally:
         con.execute("DROP TABLE IF EXISTS sz_th_gaps")
+        for view in ("sz_th_sample", "sz_keys", "sz_assign_users"):  # the columnar plan's
+            with contextlib.suppress(Exception):
+                con.unregister(view)
     page, charts = render(data, analysis, show_user_ids=show_user_ids)
     return Report(page, charts, analysis)
 
