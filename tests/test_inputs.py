@@ -520,3 +520,19 @@ def test_malformed_object_after_the_type_sample_is_reported(tmp_path, monkeypatc
     with pytest.raises(sessionize.MalformedJSONError) as info:
         sessionize.run(str(path))
     assert info.value.line == 4
+
+
+@pytest.mark.parametrize("suffix", ["json", "ndjson"])
+def test_objects_larger_than_duckdbs_default_buffer_are_read(suffix, tmp_path):
+    # DuckDB's default buffer (faster for the usual small events) stops at 16-32 MiB
+    # objects; such an input is read again with a 256 MiB buffer.
+    blob = "x" * (40 << 20)
+    rows = [{"userId": "u", "timestamp": "2024-01-01T10:00:00Z", "properties": {"blob": blob}},
+            {"userId": "u", "timestamp": "2024-01-01T10:01:00Z"}]
+    path = tmp_path / f"events.{suffix}"
+    path.write_text(json.dumps(rows) if suffix == "json"
+                    else "\n".join(json.dumps(r) for r in rows) + "\n")
+    with sessionize.run(str(path)) as result:
+        properties = result.events.to_arrow()["properties"].to_pylist()
+    assert json.loads(properties[0]) == {"blob": blob}
+    assert properties[1] is None

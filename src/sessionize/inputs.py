@@ -139,17 +139,33 @@ def _json_table(con: Any, files: list[str], fmt: str, text_columns: Iterable[str
     parses on one core, so the two passes share the machine's cores); when the whole
     input has a key the sample lacks, the table is parsed again with it.
     """
+    try:
+        return _json_table_sized(con, files, fmt, text_columns, table, "")
+    except Exception as exc:  # duckdb raises several types
+        if "maximum_object_size" not in str(exc):
+            raise
+    # DuckDB's default buffer holds objects up to 16-32 MiB, and is faster for it
+    return _json_table_sized(con, files, fmt, text_columns, table,
+                             f", maximum_object_size={LARGE_OBJECT_BYTES}")
+
+
+#: Objects too large for DuckDB's default buffer are read again with one this large.
+LARGE_OBJECT_BYTES = 1 << 28
+
+
+def _json_table_sized(con: Any, files: list[str], fmt: str, text_columns: Iterable[str],
+                      table: str, size: str) -> str:
     json_format = "newline_delimited" if fmt == "ndjson" else _json_layout(files)
     listed = _sql_list(files)
     text = _SEGMENT_TEXT | set(text_columns)
-    kinds = _sampled_types(con, listed, json_format)
+    kinds = _sampled_types(con, listed, json_format, size)
     cursor = con.cursor()
     with ThreadPoolExecutor(1) as pool:
         every_key = pool.submit(lambda: [row[0] for row in cursor.execute(
             f"SELECT DISTINCT unnest(json_keys(json)) FROM read_json_objects({listed}, "
-            f"format='{json_format}', maximum_object_size=268435456)").fetchall()])
+            f"format='{json_format}'{size})").fetchall()])
         try:
-            _create_json_table(con, listed, json_format, kinds, text, table)
+            _create_json_table(con, listed, json_format, kinds, text, table, size)
         except Exception:
             every_key.exception()  # both passes end before the error is handled
             raise
@@ -158,31 +174,31 @@ def _json_table(con: Any, files: list[str], fmt: str, text_columns: Iterable[str
     missing = sorted(k for k in keys if k not in kinds)
     if missing:
         _create_json_table(con, listed, json_format,
-                           {**kinds, **{k: "JSON" for k in missing}}, text, table)
+                           {**kinds, **{k: "JSON" for k in missing}}, text, table, size)
     return table
 
 
 def _create_json_table(con: Any, listed: str, json_format: str, kinds: dict[str, str],
-                       text: set[str], table: str) -> None:
+                       text: set[str], table: str, size: str) -> None:
     columns = {}
     for key, kind in kinds.items():
         if key in text or kind in ("VARCHAR", "UUID") or kind.startswith(("TIMESTAMP", "DATE")):
             columns[key] = "VARCHAR"
-        elif kind in _SCALAR_TYPES and _fits(con, listed, json_format, key, kind):
+        elif kind in _SCALAR_TYPES and _fits(con, listed, json_format, key, kind, size):
             columns[key] = kind
         else:
             columns[key] = "JSON"
     spec = "{" + ", ".join(f"{_sql_text(k)}: '{v}'" for k, v in columns.items()) + "}"
     con.execute(
         f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_json({listed}, "
-        f"format='{json_format}', columns={spec}, maximum_object_size=268435456)")
+        f"format='{json_format}', columns={spec}{size})")
 
 
 #: How many objects the type sample reads (DuckDB's own schema sample size).
 SAMPLE_OBJECTS = 20_480
 
 
-def _sampled_types(con: Any, listed: str, json_format: str) -> dict[str, str]:
+def _sampled_types(con: Any, listed: str, json_format: str, size: str = "") -> dict[str, str]:
     """A type per key of the first objects, from the JSON types of its values there, keys
     in the order they first appear.
 
@@ -194,8 +210,8 @@ def _sampled_types(con: Any, listed: str, json_format: str) -> dict[str, str]:
     rows = con.execute(f"""
         WITH sample AS (
             SELECT json, row_number() OVER () AS n FROM (
-                SELECT json FROM read_json_objects({listed}, format='{json_format}',
-                    maximum_object_size=268435456) LIMIT {SAMPLE_OBJECTS})),
+                SELECT json FROM read_json_objects({listed}, format='{json_format}'{size})
+                LIMIT {SAMPLE_OBJECTS})),
         pairs AS (
             SELECT n, json, unnest(json_keys(json)) AS k,
                    generate_subscripts(json_keys(json), 1) AS i FROM sample)
@@ -235,12 +251,12 @@ def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _fits(con: Any, listed: str, json_format: str, key: str, kind: str) -> bool:
+def _fits(con: Any, listed: str, json_format: str, key: str, kind: str, size: str = "") -> bool:
     """Whether every value of a scalar key casts to the type the sample suggested."""
     value = f"(json -> {_sql_text(key)})"
     bad = con.execute(
-        f"SELECT count(*) FROM read_json_objects({listed}, format='{json_format}', "
-        f"maximum_object_size=268435456) WHERE json_type({value}) <> 'NULL' "
+        f"SELECT count(*) FROM read_json_objects({listed}, format='{json_format}'{size}) "
+        f"WHERE json_type({value}) <> 'NULL' "
         f"AND TRY_CAST({value} AS {kind}) IS NULL").fetchall()[0][0]
     return bad == 0
 
