@@ -235,3 +235,44 @@ def test_user_encoding_in_two_halves_matches_one_pass(monkeypatch):
     assert names.equals(one_names)
     assert names.to_pylist() == sorted(set(values), key=str.encode)  # byte order, as SQL
     assert names.take(pa.array(codes)).to_pylist() == values
+
+
+def test_a_run_and_a_report_do_not_import_pandas():
+    # pa.array and Array.to_numpy import pandas on first use (0.2 s); the columnar plan
+    # builds its arrays from numpy buffers instead
+    import subprocess
+    import sys
+
+    code = ("import sys, sessionize\n"
+            "r = sessionize.run(sessionize.sample_path())\n"
+            "r.events.to_arrow(), r.sessions.to_arrow(), r.users.to_arrow(), r.report()\n"
+            "assert r.plan == 'columnar'\n"
+            "print('pandas' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_numpy_views_of_arrow_arrays():
+    from sessionize.kernel import _to_numpy
+
+    values = pa.array([5, 6, 7, 8], pa.int32()).slice(1, 2)
+    np.testing.assert_array_equal(_to_numpy(values), [6, 7])
+    stamps = pa.array([0, 1_000_000], pa.timestamp("us", tz="UTC"))
+    np.testing.assert_array_equal(_to_numpy(stamps), [0, 1_000_000])
+    days = pa.array([1, 2], pa.date32())
+    np.testing.assert_array_equal(_to_numpy(days), [1, 2])
+    chunked = pa.chunked_array([[1, 2], [3]], pa.int64())
+    np.testing.assert_array_equal(_to_numpy(chunked), [1, 2, 3])
+
+
+def test_kernel_allocator_is_restored_and_a_users_choice_kept(monkeypatch):
+    from sessionize import kernel
+
+    before = pa.default_memory_pool().backend_name
+    seen = []
+    kernel.arrow_pool(lambda: seen.append(pa.default_memory_pool().backend_name))()
+    assert seen == [kernel._POOL.backend_name]
+    assert pa.default_memory_pool().backend_name == before
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+    assert kernel._memory_pool().backend_name == pa.default_memory_pool().backend_name

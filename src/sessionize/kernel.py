@@ -122,8 +122,8 @@ def _to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         values = values.combine_chunks()
     if values.null_count or pa.types.is_boolean(values.type):
         return values.to_numpy(zero_copy_only=False)
-    dtype = np.dtype(values.type.to_pandas_dtype()) if not pa.types.is_temporal(
-        values.type) else np.dtype(np.int64)
+    dtype = (np.dtype(f"i{values.type.bit_width // 8}") if pa.types.is_temporal(values.type)
+             else np.dtype(values.type.to_pandas_dtype()))
     return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values),
                          offset=values.offset * dtype.itemsize)
 
