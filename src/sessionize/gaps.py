@@ -6,11 +6,16 @@ This module computes from those arrays exactly what :mod:`.thresholds` computes 
 SQL from ``sz_assign`` (the tests compare the two on generated data):
 
 ``histogram``  log-gap counts per platform: one ``bincount``;
-``curve``      for every threshold, the session starts are the first events plus the
-               events whose gap exceeds it; a session ends just before the next start
-               (the next user's first event is a start at every threshold), so its
-               duration is one gather; the median is a partition, not a sort;
-``sample``     the per-event rows of the users the data-quality checks sample.
+``curve``      the events that start a session at the smallest threshold are the
+               candidates (every first event, and every gap above it); at each
+               threshold the starts are the candidates whose gap exceeds it, and a
+               session ends just before the next start (the next user's first event
+               is a start at every threshold), so its end time is the time of the
+               event before that start: selections over the candidates, no full
+               run per threshold; the median is a partition, not a sort; the
+               thresholds run in parallel;
+``sample``     the per-event rows of the users the data-quality checks sample, with
+               each row's previous row (for the out-of-order check).
 
 The platform of each event is the only thing read from the input again: DuckDB maps
 each row's platform text to a small integer (the distinct texts are a handful).
@@ -33,7 +38,8 @@ if TYPE_CHECKING:
 
     from .kernel import Columnar
 
-__all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "sample_table"]
+__all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "events_per_platform",
+           "sample_table"]
 
 P = "__sz_"
 #: More distinct platform texts than this are mapped with a join instead of a CASE.
