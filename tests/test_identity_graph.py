@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from reference import Event, Options, graph_identities
 from reference import sessionize as reference
 from test_properties import BASE_US, examples
+from test_rules import DEVICES
 
 import sessionize
 from sessionize import OptionError
@@ -171,13 +172,7 @@ def test_unknown_policy_lists_graph():
 
 
 SHARED = [
-    {"anonymousId": "phone", "timestamp": "2024-05-01T08:00:00Z"},
-    {"anonymousId": "phone", "userId": "u1", "timestamp": "2024-05-01T08:05:00Z"},
-    {"anonymousId": "laptop", "userId": "u1", "timestamp": "2024-05-01T09:00:00Z"},
-    {"anonymousId": "tablet", "userId": "u1", "timestamp": "2024-05-01T10:00:00Z"},
-    {"anonymousId": "kiosk", "userId": "u2", "timestamp": "2024-05-01T11:00:00Z"},
-    {"anonymousId": "kiosk", "userId": "u3", "timestamp": "2024-05-01T12:00:00Z"},
-    {"anonymousId": "kiosk", "timestamp": "2024-05-01T12:01:00Z"},
+    *DEVICES,
     {"type": "alias", "previousId": "u1_old", "userId": "u1",
      "timestamp": "2024-05-01T10:30:00Z"},
     {"anonymousId": "desk", "userId": "u1_old", "timestamp": "2024-05-01T07:30:00Z"},

@@ -109,16 +109,20 @@ def test_client_session_agreement_counts_splits_and_merges():
         client_session_agreement(plain)
 
 
+#: One person on three devices (u1) and a kiosk shared by two (u2, u3).
+DEVICES = [
+    {"anonymousId": "phone", "timestamp": "2024-05-01T08:00:00Z"},
+    {"anonymousId": "phone", "userId": "u1", "timestamp": "2024-05-01T08:05:00Z"},
+    {"anonymousId": "laptop", "userId": "u1", "timestamp": "2024-05-01T09:00:00Z"},
+    {"anonymousId": "tablet", "userId": "u1", "timestamp": "2024-05-01T10:00:00Z"},
+    {"anonymousId": "kiosk", "userId": "u2", "timestamp": "2024-05-01T11:00:00Z"},
+    {"anonymousId": "kiosk", "userId": "u3", "timestamp": "2024-05-01T12:00:00Z"},
+    {"anonymousId": "kiosk", "timestamp": "2024-05-01T12:01:00Z"},
+]
+
+
 def test_identities_table_and_diagnostics(tmp_path):
-    events = [
-        {"anonymousId": "phone", "timestamp": "2024-05-01T08:00:00Z"},
-        {"anonymousId": "phone", "userId": "u1", "timestamp": "2024-05-01T08:05:00Z"},
-        {"anonymousId": "laptop", "userId": "u1", "timestamp": "2024-05-01T09:00:00Z"},
-        {"anonymousId": "tablet", "userId": "u1", "timestamp": "2024-05-01T10:00:00Z"},
-        {"anonymousId": "kiosk", "userId": "u2", "timestamp": "2024-05-01T11:00:00Z"},
-        {"anonymousId": "kiosk", "userId": "u3", "timestamp": "2024-05-01T12:00:00Z"},
-        {"anonymousId": "kiosk", "timestamp": "2024-05-01T12:01:00Z"},
-    ]
+    events = DEVICES
     with sessionize.run(events, identity="stitch") as result:
         rows = result.identities.to_arrow().sort_by("identifier").to_pylist()
         assert [(r["identifier"], r["resolved_user"], r["rule"]) for r in rows] == [

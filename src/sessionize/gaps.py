@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "events_per_platform",
            "sample_table"]
 
-P = "__sz_"
 #: More distinct platform texts than this are mapped with a join instead of a CASE.
 CASE_LIMIT = 64
 THREADS = max(1, min(4, os.cpu_count() or 1))

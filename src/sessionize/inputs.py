@@ -160,7 +160,7 @@ def _json_table_sized(con: Any, files: list[str], fmt: str, text_columns: Iterab
     text = _SEGMENT_TEXT | set(text_columns)
     kinds = _sampled_types(con, listed, json_format, size)
     cursor = con.cursor()
-    with ThreadPoolExecutor(1) as pool:
+    with cursor, ThreadPoolExecutor(1) as pool:
         every_key = pool.submit(lambda: [row[0] for row in cursor.execute(
             f"SELECT DISTINCT unnest(json_keys(json)) FROM read_json_objects({listed}, "
             f"format='{json_format}'{size})").fetchall()])
@@ -170,7 +170,6 @@ def _json_table_sized(con: Any, files: list[str], fmt: str, text_columns: Iterab
             every_key.exception()  # both passes end before the error is handled
             raise
         keys = every_key.result()
-    cursor.close()
     missing = sorted(k for k in keys if k not in kinds)
     if missing:
         _create_json_table(con, listed, json_format,

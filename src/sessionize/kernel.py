@@ -306,7 +306,7 @@ class Columnar:
         sorter = np.argsort(rows, kind="stable")
         return sorter[np.searchsorted(rows, key_rows, sorter=sorter)]
 
-    def user_positions(self, codes: list[int], limit: int) -> np.ndarray:
+    def positions_of_users(self, codes: list[int], limit: int) -> np.ndarray:
         """(user, time) positions of the first ``limit`` events of the users ``codes``
         (code c is the c-th user of that order), user by user."""
         starts = np.flatnonzero(self.first)

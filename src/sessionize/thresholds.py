@@ -33,7 +33,6 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import gaps
 from .durations import format_duration, parse_duration
 from .errors import OptionError
 
@@ -315,6 +314,8 @@ def analyze(result: Result, *, platform: str | None = "auto",
     columnar = getattr(result._engine, "columnar", None)
     arrays = None
     if columnar is not None:  # the same figures from the columnar plan's arrays
+        from . import gaps  # numpy and the kernel: loaded when a columnar run needs them
+
         arrays = gaps.gap_arrays(con, columnar, platform_expr, platform_of,
                                  input_row_sql(result))
         histogram = _histogram_rows(gaps.histogram(

@@ -242,7 +242,7 @@ class DuckDBEngine:
         from ..kernel import _strings
 
         codes = pc.index_in(_strings(users), self.columnar.names).to_pylist()
-        positions = self.columnar.user_positions([c for c in codes if c is not None], limit)
+        positions = self.columnar.positions_of_users([c for c in codes if c is not None], limit)
         self.con.register("sz_assign_users", self.columnar.assign_table(positions))
         return "sz_assign_users"
 
