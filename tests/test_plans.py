@@ -18,8 +18,9 @@ import pytest
 from test_properties import run_both_plans
 
 import sessionize
+from sessionize import kernel
 from sessionize.cli import main
-from sessionize.kernel import _argsort_pair, unsupported_rule
+from sessionize.kernel import _argsort_pair, _take, _take_fixed_width, unsupported_rule
 from sessionize.rules import Rules
 
 BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
@@ -143,6 +144,58 @@ def test_plans_agree_on_json_input(tmp_path):
     path = tmp_path / "events.json"
     path.write_text(json.dumps(rows))
     run_both_plans(str(path))
+
+
+def test_plans_agree_when_ids_have_one_width(monkeypatch):
+    # UUID-like messageIds and anonymousIds take the fixed-width gather
+    table = generated(4_000, seed=11)
+    rng = np.random.default_rng(11)
+    hexes = [f"{v:032x}" for v in rng.integers(0, 2**63, 4_000)]
+    table = table.set_column(0, "messageId", pa.array(hexes, pa.string()))
+    table = table.set_column(4, "anonymousId", pa.array(
+        [h[::-1] for h in hexes], pa.string()).take(pa.array(rng.integers(0, 500, 4_000))))
+    used = []
+    real = kernel._take_fixed_width
+    monkeypatch.setattr(kernel, "_take_fixed_width",
+                        lambda values, at: used.append(real(values, at)) or used[-1])
+    run_both_plans(table)
+    assert sum(result is not None for result in used) >= 2
+
+
+@pytest.mark.parametrize("values", [
+    pa.array(["abc", "def", "ghi", "jkl"]),
+    pa.array(["abc", "def", "ghi", "jkl", "mno"]).slice(1),            # an offset
+    pa.chunked_array([["ab", "cd"], [], ["ef"], ["gh", "ij"]]),        # several chunks
+    pa.chunked_array([pa.array(["xy", "zz", "ab"]).slice(1), ["cd"]]),
+    pa.array(["abcd", "efgh"], pa.large_string()),
+    pa.array([b"\x00\x01", b"\xff\x00"], pa.binary()),
+])
+def test_fixed_width_gather_matches_arrow(values):
+    at = np.array([len(values) - 1, 0, 0, len(values) - 1, 1], np.int64)
+    taken = _take_fixed_width(values, at)
+    assert taken is not None
+    taken.validate(full=True)
+    expected = values.take(pa.array(at))
+    expected = expected.combine_chunks() if isinstance(expected, pa.ChunkedArray) else expected
+    assert taken.equals(expected)
+    assert _take(values, at[:0]).equals(expected.slice(0, 0))
+
+
+@pytest.mark.parametrize("values", [
+    pa.array(["abc", None, "ghi"]),                  # nulls
+    pa.array(["abc", "de", "ghi"]),                  # lengths differ
+    pa.array(["", "", ""]),                          # empty strings
+    pa.chunked_array([["ab"], ["abc"]]),             # widths differ between chunks
+    pa.array(["x" * 65, "y" * 65]),                  # wider than FIXED_WIDTH_MAX
+    pa.array([1, 2, 3]),
+])
+def test_other_columns_take_arrows_gather(values):
+    at = np.array([len(values) - 1, 0, 1], np.int64)
+    assert _take_fixed_width(values, at) is None
+    expected = values.take(pa.array(at))
+    taken = _take(values, at)
+    assert (taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken).equals(
+        expected.combine_chunks() if isinstance(expected, pa.ChunkedArray) else expected)
 
 
 def test_packed_sort_matches_lexsort():

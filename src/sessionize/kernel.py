@@ -230,10 +230,52 @@ def _combined(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
         return column
 
 
-def _take(values: pa.Array | pa.ChunkedArray, indices: pa.Array) -> pa.Array | pa.ChunkedArray:
+def _take(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.ChunkedArray:
+    """``values`` at ``indices`` (int64 numpy)."""
+    fixed = _take_fixed_width(values, indices)
+    if fixed is not None:
+        return fixed
     if isinstance(values, pa.ChunkedArray):
         values = _combined(values)
-    return values.take(indices)
+    return values.take(_arrow(indices))
+
+
+#: Strings up to this many bytes, all of one length, are gathered as fixed-width rows.
+FIXED_WIDTH_MAX = 64
+
+
+def _take_fixed_width(values: pa.Array | pa.ChunkedArray,
+                      indices: np.ndarray) -> pa.Array | None:
+    """The gather of a string column whose values all have one length (UUIDs, hashed
+    ids: most id columns) and no nulls, as numpy rows of that width: one ``np.take``
+    of fixed-size rows instead of Arrow's per-value copy (10M UUIDs: 0.3 s, not 1.6 s).
+    ``None`` when the column is not like that."""
+    if values.type not in (pa.string(), pa.binary(), pa.large_string(), pa.large_binary()):
+        return None
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    if values.null_count or not chunks:
+        return None
+    wide = values.type in (pa.large_string(), pa.large_binary())
+    offset_type = np.int64 if wide else np.int32
+    width, parts = None, []
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], offset_type, len(chunk) + 1,
+                                chunk.offset * np.dtype(offset_type).itemsize)
+        lengths = np.diff(offsets)
+        width = int(lengths[0]) if width is None else width
+        if not 0 < width <= FIXED_WIDTH_MAX or (lengths != width).any():
+            return None
+        data = np.frombuffer(chunk.buffers()[2], np.uint8)
+        parts.append(data[offsets[0]:offsets[-1]])
+    if width is None or (not wide and len(indices) * width >= 2**31):
+        return None
+    rows = (parts[0] if len(parts) == 1 else np.concatenate(parts)).reshape(-1, width)
+    out = np.take(rows, indices, axis=0)
+    offsets = np.arange(0, (len(indices) + 1) * width, width, dtype=offset_type)
+    return pa.Array.from_buffers(values.type, len(indices),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(out)])
 
 
 def _rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
@@ -317,38 +359,50 @@ class Columnar:
     @arrow_pool
     def events(self, con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]]) -> pa.Table:
         """The events table: the input's columns (``columns``: (output name, input name or
-        ``None`` for the parsed time)) in time order, then the assignment's columns."""
+        ``None`` for the parsed time)) in time order, then the assignment's columns.
+
+        The gathers into time order and the assignment's own columns are independent
+        jobs, run on every core at once."""
         where = self.by_time
-        jobs: dict[str, tuple[Any, pa.Array]] = {}
         needed = [source for _, source in columns if source is not None]
-        if needed:
-            quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in needed)
-            data = con.sql(f'SELECT {quoted}, "{ROW}" FROM sz_input').to_arrow_table()
-            take_index = _arrow(self.input_positions(data.column(ROW))[where])
-            for name, source in columns:
-                if source is not None:
-                    jobs[name] = (data.column(source), take_index)
-        # time order -> (user, time) positions
-        at = self._user_positions()[where]
-        session = self.session[at]
-        jobs["resolved_user"] = (self.names, _arrow(self.codes[where]))
-        jobs["session_key"] = (self.session_keys, _arrow(session))
         with ThreadPoolExecutor(_THREADS) as pool:
-            taken = dict(zip(jobs, pool.map(lambda job: _take(*job), jobs.values())))
+            computed = pool.submit(self._in_time_order, where)
+            jobs: dict[str, Future] = {
+                "resolved_user": pool.submit(_take, self.names, self.codes[where])}
+            if needed:
+                quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in needed)
+                data = con.sql(f'SELECT {quoted}, "{ROW}" FROM sz_input').to_arrow_table()
+                take_index = self.input_positions(data.column(ROW))[where]
+                for name, source in columns:
+                    if source is not None:
+                        jobs[name] = pool.submit(_take, data.column(source), take_index)
+            arrays, session = computed.result()
+            jobs["session_key"] = pool.submit(_take, self.session_keys, session)
+            taken = {name: job.result() for name, job in jobs.items()}
+        ordered: dict[str, Any] = {}
+        for name, source in columns:
+            ordered[name] = taken[name] if source is not None else arrays.pop("timestamp")
+        return pa.table({**ordered, "resolved_user": taken["resolved_user"],
+                         **{name: arrays[name] for name in ("prev_timestamp",
+                            "time_since_last_event", "new_session", "session_id")},
+                         "session_key": taken["session_key"],
+                         "start_reason": arrays["start_reason"]})
+
+    def _in_time_order(self, where: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray]:
+        """The assignment's columns of the events table at key positions ``where``, and
+        each one's global session index (for the session key)."""
+        at = self._user_positions()[where]  # time order -> (user, time) positions
         ts = self.ts[at]
         prev, first = self._previous(at)
         reason = self.reason[at]
-        arrays: dict[str, Any] = {}
-        for name, source in columns:
-            arrays[name] = taken[name] if source is not None else _arrow(ts, TS)
-        arrays["resolved_user"] = taken["resolved_user"]
-        arrays["prev_timestamp"] = _arrow(prev, TS, mask=first)
-        arrays["time_since_last_event"] = _arrow(ts - prev, pa.duration("us"), mask=first)
-        arrays["new_session"] = _arrow(reason >= 0)
-        arrays["session_id"] = _arrow(self.session_id[at])
-        arrays["session_key"] = taken["session_key"]
-        arrays["start_reason"] = _REASONS.take(_arrow(reason, mask=reason < 0))
-        return pa.table(arrays)
+        return {
+            "timestamp": _arrow(ts, TS),
+            "prev_timestamp": _arrow(prev, TS, mask=first),
+            "time_since_last_event": _arrow(ts - prev, pa.duration("us"), mask=first),
+            "new_session": _arrow(reason >= 0),
+            "session_id": _arrow(self.session_id[at]),
+            "start_reason": _REASONS.take(_arrow(reason, mask=reason < 0)),
+        }, self.session[at]
 
     @arrow_pool
     def assign_table(self, at: np.ndarray | None = None) -> pa.Table:
