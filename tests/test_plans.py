@@ -198,6 +198,74 @@ def test_other_columns_take_arrows_gather(values):
         expected.combine_chunks() if isinstance(expected, pa.ChunkedArray) else expected)
 
 
+# -- events_order="none" --------------------------------------------------------------------
+def _numbered(table: pa.Table) -> pa.Table:
+    """``table`` shuffled, with a column ``n`` numbering its rows in the new order."""
+    order = np.random.default_rng(3).permutation(table.num_rows)
+    table = table.take(pa.array(order))
+    return table.append_column("n", pa.array(np.arange(table.num_rows)))
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"identity": "stitch"}, {"identity": "graph"},
+    {"gap_by": "platform", "gaps": {"web": "30m", "mobile": "2m"}},
+    {"midnight": "UTC"},  # the SQL plan only
+])
+@pytest.mark.parametrize("plan", ["columnar", "sql"])
+def test_unordered_events_are_the_same_rows(plan, options):
+    table = _numbered(generated(3_000, seed=9))
+    table = table.set_column(3, "userId", pa.array(
+        [None if i % 50 == 0 else v for i, v in enumerate(table["userId"].to_pylist())],
+        pa.string()))
+    broken = [i % 97 == 0 for i in range(table.num_rows)]
+    table = table.set_column(4, "anonymousId", pa.array(
+        [None if b else v for b, v in zip(broken, table["anonymousId"].to_pylist())],
+        pa.string()))
+    if plan == "columnar" and unsupported_rule(Rules.from_options(**options)):
+        plan = "auto"
+    outputs = {}
+    for order in ("time", "none"):
+        with sessionize.run(table, plan=plan, events_order=order, on_invalid="quarantine",
+                            **options) as result:
+            outputs[order] = {name: getattr(result, name).to_arrow()
+                              for name in ("events", "sessions", "users", "quarantine")}
+            used = result.plan
+    timed, unordered = outputs["time"], outputs["none"]
+    assert unordered["events"].schema == timed["events"].schema
+    assert unordered["events"].sort_by("n").equals(timed["events"].sort_by("n"))
+    for name in ("sessions", "users", "quarantine"):
+        assert unordered[name].equals(timed[name]), name
+    assert unordered["quarantine"].num_rows > 0
+    if used == "columnar":  # the input's order, the quarantined rows left out
+        n = unordered["events"].column("n").to_pylist()
+        assert n == sorted(n)
+
+
+def test_unordered_events_keep_the_input_order_when_nothing_is_quarantined():
+    table = _numbered(generated(2_000, seed=4))
+    with sessionize.run(table, plan="columnar", events_order="none") as result:
+        events = result.events.to_arrow()
+    assert events.column("n").to_pylist() == list(range(2_000))
+    assert events.column("messageId").equals(table.column("messageId"))
+
+
+def test_events_order_is_checked():
+    with pytest.raises(sessionize.OptionError, match="'events_order' must be one of time, "
+                       "none \\(got 'user'\\)"):
+        sessionize.run(sessionize.sample_path(), events_order="user")
+
+
+def test_cli_events_order_flag(tmp_path):
+    table = _numbered(generated(500, seed=2))
+    pq.write_table(table, tmp_path / "in.parquet")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["run", str(tmp_path / "in.parquet"), "--events-order", "none", "--out",
+                 str(tmp_path / "out")], stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    events = pq.read_table(tmp_path / "out" / "events.parquet")
+    assert events.column("n").to_pylist() == list(range(500))
+
+
 def test_packed_sort_matches_lexsort():
     rng = np.random.default_rng(1)
     for major_max, minor_max in [(10, 1 << 40), (1 << 30, 1 << 40), (3, 5)]:

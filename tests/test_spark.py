@@ -147,6 +147,17 @@ class TestSpark:
         with sessionize.run(source) as duck, on_spark(spark, source) as sparked:
             assert tables(sparked, columns) == tables(duck, columns)
 
+    def test_unordered_events_are_the_same_rows(self, spark, tmp_path):
+        source = _write_events(tmp_path, "parquet", _generated(400))
+        columns = ["userId", "anonymousId", "messageId", "event", "timestamp", *ADDED]
+        with sessionize.run(source) as duck, \
+                on_spark(spark, source, events_order="none") as sparked:
+            want, got = tables(duck, columns), tables(sparked, columns)
+        def key(event):  # the whole row: identical rows are interchangeable
+            return tuple(str(event[c]) for c in columns)
+        assert sorted(got["events"], key=key) == sorted(want["events"], key=key)
+        assert got["sessions"] == want["sessions"] and got["users"] == want["users"]
+
     def test_invalid_rows_raise_the_same_error(self, spark, tmp_path):
         path = write_ndjson(tmp_path / "events.ndjson", ROWS)
         errors = []

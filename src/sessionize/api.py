@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-from .engines.duckdb import DuckDBEngine
+from .engines.duckdb import DuckDBEngine, check_events_order
 from .errors import OptionError
 from .result import Result
 from .rules import ON_INVALID, Rules
@@ -55,6 +55,7 @@ def run(
     temp_directory: str | os.PathLike | None = None,
     engine: str = "duckdb",
     plan: str = "auto",
+    events_order: str = "time",
     spark: Any = None,
     progress: Callable[[str, float | None], None] | None = None,
     stdin: IO[bytes] | None = None,
@@ -114,6 +115,12 @@ def run(
     memory, else the SQL plan. Both give identical tables; ``result.plan`` tells which
     ran.
 
+    ``events_order`` is the events table's row order: ``"time"`` (default; by time,
+    ties by user, messageId, input order, as the notebook shows them) or ``"none"``
+    (no sort: the same rows in the input's order on the columnar plan, in the engine's
+    order otherwise; the fastest way to write events to files or a warehouse, where
+    row order carries no meaning). Sessions and users are always in user order.
+
     ``engine="spark"`` runs the same compiled rules as Spark SQL on ``spark`` (a
     SparkSession; default: the active one) and returns a result whose tables live on
     the cluster (docs/spark.md); ``source`` may then also be a Spark DataFrame or
@@ -127,6 +134,7 @@ def run(
     if on_invalid not in ON_INVALID:
         raise OptionError(
             f"'on_invalid' must be one of {', '.join(ON_INVALID)} (got {on_invalid!r})")
+    check_events_order(events_order)
     if engine not in ("duckdb", "spark"):
         raise OptionError(f"'engine' must be one of duckdb, spark (got {engine!r})")
     if engine == "spark" and plan == "columnar":
@@ -152,9 +160,11 @@ def run(
 
         return run_spark(source, rules, spark=spark, on_invalid=on_invalid, progress=progress,
                          duckdb_options={"database": database, "memory_limit": memory_limit,
-                                         "threads": threads, "temp_directory": temp_directory})
+                                         "threads": threads, "temp_directory": temp_directory},
+                         events_order=events_order)
     engine = DuckDBEngine(database=database, memory_limit=memory_limit, threads=threads,
-                          temp_directory=temp_directory, progress=progress, plan=plan)
+                          temp_directory=temp_directory, progress=progress, plan=plan,
+                          events_order=events_order)
     try:
         outcome = engine.run(source, rules, on_invalid=on_invalid, stdin=stdin)
     except BaseException:

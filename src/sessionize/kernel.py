@@ -307,7 +307,7 @@ class Columnar:
 
     keys: pa.Table              # the compiled keys stage, as DuckDB returned it
     by_user: np.ndarray         # key positions in (user, time, messageId, row) order
-    time_order: Future          # of key positions in (time, user, messageId, row) order
+    time_order: Future | None   # of key positions in (time, user, messageId, row) order
     codes: np.ndarray           # per key position: the user's code (its rank by name)
     names: pa.Array             # user names by code
     # in (user, time) order:
@@ -335,8 +335,20 @@ class Columnar:
 
     @property
     def by_time(self) -> np.ndarray:
-        """Key positions in (time, user, messageId, row) order (sorted in the background)."""
+        """Key positions in (time, user, messageId, row) order (sorted in the background
+        when the run asked for time-ordered events, else now)."""
+        if self.time_order is None:
+            self.time_order = _done(_time_order(self.codes, _numpy(self.keys.column(f"{P}ts_us")),
+                                                self.msg, _to_numpy(self.row)))
         return self.time_order.result()
+
+    def by_input(self) -> np.ndarray | None:
+        """Key positions in input order; ``None`` when the keys already are (the usual
+        case: DuckDB keeps a projection's order)."""
+        row = _to_numpy(self.row)
+        if len(row) < 2 or bool((row[1:] > row[:-1]).all()):
+            return None
+        return np.argsort(row, kind="stable")
 
     def input_positions(self, rows: pa.ChunkedArray) -> np.ndarray:
         """Per key position: where its input row is in ``rows`` (the input's row numbers
@@ -357,24 +369,38 @@ class Columnar:
         return np.concatenate(spans) if spans else np.zeros(0, np.int64)
 
     @arrow_pool
-    def events(self, con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]]) -> pa.Table:
+    def events(self, con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]],
+               order: str = "time") -> pa.Table:
         """The events table: the input's columns (``columns``: (output name, input name or
-        ``None`` for the parsed time)) in time order, then the assignment's columns.
+        ``None`` for the parsed time)), then the assignment's columns; rows in time order
+        (``order="time"``) or in the input's order (``"none"``: no gather at all when no
+        row was quarantined).
 
-        The gathers into time order and the assignment's own columns are independent
-        jobs, run on every core at once."""
-        where = self.by_time
+        The gathers and the assignment's own columns are independent jobs, run on every
+        core at once."""
+        where = self.by_time if order == "time" else self.by_input()
         needed = [source for _, source in columns if source is not None]
         with ThreadPoolExecutor(_THREADS) as pool:
-            computed = pool.submit(self._in_time_order, where)
-            jobs: dict[str, Future] = {
-                "resolved_user": pool.submit(_take, self.names, self.codes[where])}
+            computed = pool.submit(self._in_order, where)
+            jobs: dict[str, Future] = {}
+            if where is None:  # key order: the keys' own user column is resolved_user
+                jobs["resolved_user"] = _done(_combined(self.keys.column(f"{P}user")))
+            else:
+                jobs["resolved_user"] = pool.submit(_take, self.names, self.codes[where])
             if needed:
                 quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in needed)
                 data = con.sql(f'SELECT {quoted}, "{ROW}" FROM sz_input').to_arrow_table()
-                take_index = self.input_positions(data.column(ROW))[where]
+                take_index = self.input_positions(data.column(ROW))
+                if where is not None:
+                    take_index = take_index[where]
+                as_read = len(take_index) == data.num_rows and bool(
+                    (take_index == np.arange(len(take_index))).all())
                 for name, source in columns:
-                    if source is not None:
+                    if source is None:
+                        continue
+                    if as_read:  # every row, in the order read: the column as it is
+                        jobs[name] = _done(data.column(source))
+                    else:
                         jobs[name] = pool.submit(_take, data.column(source), take_index)
             arrays, session = computed.result()
             jobs["session_key"] = pool.submit(_take, self.session_keys, session)
@@ -388,10 +414,13 @@ class Columnar:
                          "session_key": taken["session_key"],
                          "start_reason": arrays["start_reason"]})
 
-    def _in_time_order(self, where: np.ndarray) -> tuple[dict[str, pa.Array], np.ndarray]:
-        """The assignment's columns of the events table at key positions ``where``, and
-        each one's global session index (for the session key)."""
-        at = self._user_positions()[where]  # time order -> (user, time) positions
+    def _in_order(self, where: np.ndarray | None) -> tuple[dict[str, pa.Array], np.ndarray]:
+        """The assignment's columns of the events table at key positions ``where`` (all,
+        in key order, when ``None``), and each one's global session index (for the
+        session key)."""
+        at = self._user_positions()  # key positions -> (user, time) positions
+        if where is not None:
+            at = at[where]
         ts = self.ts[at]
         prev, first = self._previous(at)
         reason = self.reason[at]
@@ -432,8 +461,9 @@ class Columnar:
 
 @arrow_pool
 def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
-           con: duckdb.DuckDBPyConnection) -> Columnar:
-    """Assign sessions to the events of ``keys`` (the compiled ``keys`` stage as Arrow)."""
+           con: duckdb.DuckDBPyConnection, time_order: bool = True) -> Columnar:
+    """Assign sessions to the events of ``keys`` (the compiled ``keys`` stage as Arrow).
+    ``time_order``: sort the events' time order too (for time-ordered events)."""
     n = keys.num_rows
     codes, names = _encode_users(keys.column(f"{P}user"))
     ts = _numpy(keys.column(f"{P}ts_us"))
@@ -442,10 +472,11 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     since = ts - (ts.min() if n else 0)
     # The time order is only needed for the events table: it is sorted on the other core
     # while this one sorts by user and runs the scan.
-    background = ThreadPoolExecutor(1)
-    by_time = background.submit(
-        lambda: _order_ties(_argsort_pair(since, codes), codes, ts, msg, row))
-    background.shutdown(wait=False)
+    by_time = None
+    if time_order:
+        background = ThreadPoolExecutor(1)
+        by_time = background.submit(_time_order, codes, ts, msg, row)
+        background.shutdown(wait=False)
     by_user = _order_ties(_argsort_pair(codes, since), codes, ts, msg, row)
 
     # one scan of the (user, time) order gives every window
@@ -496,6 +527,20 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     })
     return Columnar(keys, by_user, by_time, codes, names, t, first, reason, session,
                     session_id, seq, session_keys, _arrow(row), msg, sessions, users)
+
+
+def _time_order(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArray,
+                row: np.ndarray) -> np.ndarray:
+    """Key positions in (time, user, messageId, row) order."""
+    since = ts - (ts.min() if len(ts) else 0)
+    return _order_ties(_argsort_pair(since, codes), codes, ts, msg, row)
+
+
+def _done(value: Any) -> Future:
+    """A future that already holds ``value``."""
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 def _session_keys(con: duckdb.DuckDBPyConnection, users: pa.Array, starts: np.ndarray) -> pa.Array:

@@ -30,6 +30,10 @@ MAX_REPORTED = 5
 #: (kernel.py) for the rules it runs; "auto" picks the columnar plan when it runs the
 #: rules, the run is in memory (no database file, no memory_limit) and the input fits.
 PLANS = ("auto", "sql", "columnar")
+#: The events table's row order: "time" (by time, ties by user, messageId, input order;
+#: the notebook's order) or "none" (no sort: the columnar plan keeps the input's order,
+#: the SQL plan and Spark their own).
+EVENTS_ORDERS = ("time", "none")
 #: The columnar plan holds the input about three times over (read, gathered, written):
 #: "auto" uses it while that estimate stays under this share of the machine's memory.
 COLUMNAR_MEMORY_SHARE = 0.5
@@ -42,10 +46,12 @@ class DuckDBEngine:
                  memory_limit: str | None = None, threads: int | None = None,
                  temp_directory: str | os.PathLike | None = None,
                  progress: Callable[[str, float | None], None] | None = None,
-                 plan: str = "auto"):
+                 plan: str = "auto", events_order: str = "time"):
         if plan not in PLANS:
             raise OptionError(f"'plan' must be one of {', '.join(PLANS)} (got {plan!r})")
+        check_events_order(events_order)
         self.plan = plan
+        self.events_order = events_order
         self._in_memory = not (database or memory_limit)
         self.columnar_events: Callable[[], Any] | None = None
         self.columnar_rows: int | None = None
@@ -136,7 +142,8 @@ class DuckDBEngine:
                     f"CREATE OR REPLACE TABLE sz_sessions AS {compiled.sql('sessions')}")
                 self.con.execute(f"CREATE OR REPLACE TABLE sz_users AS {compiled.sql('users')}")
                 # Events are a view: the join back to the input runs when they are read.
-                self.con.execute(f"CREATE OR REPLACE VIEW sz_events AS {compiled.sql('events')}")
+                self.con.execute("CREATE OR REPLACE VIEW sz_events AS "
+                                 f"{compiled.sql(events_stage(self.events_order))}")
         self._quarantine(loaded, fields, invalid, loaded.malformed)
         return {
             "compiled": compiled,
@@ -197,7 +204,7 @@ class DuckDBEngine:
                 invalid = self._check(loaded, fields, on_invalid)
         with self._stage("sessionizing"):
             result = assign(keys, gap_us=rules.gap_us, per_event_gap=bool(rules.gaps_us),
-                            con=self.con)
+                            con=self.con, time_order=self.events_order == "time")
         self.con.register("sz_sessions", result.sessions)
         self.con.register("sz_users", result.users)
         self.columnar = result
@@ -210,7 +217,7 @@ class DuckDBEngine:
         # output name -> the input's DuckDB type, for register_arrow
         self._input_types = {name: loaded.schema[source] for name, source in columns
                              if source is not None}
-        self.columnar_events = lambda: result.events(self.con, columns)
+        self.columnar_events = lambda: result.events(self.con, columns, self.events_order)
         self.columnar_rows = keys.num_rows
         return invalid
 
@@ -365,6 +372,17 @@ class DuckDBEngine:
     def close(self) -> None:
         self.con.close()
         self._cleanup()
+
+
+def check_events_order(events_order: str) -> None:
+    if events_order not in EVENTS_ORDERS:
+        raise OptionError(f"'events_order' must be one of {', '.join(EVENTS_ORDERS)} "
+                          f"(got {events_order!r})")
+
+
+def events_stage(events_order: str) -> str:
+    """The compiled stage that builds the events table in ``events_order``."""
+    return "events" if events_order == "time" else "events_unordered"
 
 
 def _literal(text: str) -> str:

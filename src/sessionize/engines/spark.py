@@ -44,7 +44,14 @@ from ..inputs import (
 )
 from ..result import Result, Table
 from ..rules import Rules
-from .duckdb import MAX_REPORTED, DuckDBEngine, _problem, invalid_events_error
+from .duckdb import (
+    MAX_REPORTED,
+    DuckDBEngine,
+    _problem,
+    check_events_order,
+    events_stage,
+    invalid_events_error,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -86,7 +93,7 @@ def require_pyspark() -> None:
 
 def run_spark(source: Any, rules: Rules, *, spark: Any, on_invalid: str,
               progress: Callable[[str, float | None], None] | None,
-              duckdb_options: dict[str, Any]) -> SparkResult:
+              duckdb_options: dict[str, Any], events_order: str = "time") -> SparkResult:
     """:func:`sessionize.run` with ``engine="spark"``."""
     given = [name for name, value in duckdb_options.items() if value is not None]
     if given:
@@ -107,7 +114,8 @@ def run_spark(source: Any, rules: Rules, *, spark: Any, on_invalid: str,
             "--engine spark --master URL.")
     if not hasattr(spark, "sql") or not hasattr(spark, "read"):
         raise OptionError(f"'spark' must be a SparkSession (got {type(spark).__name__})")
-    engine = SparkEngine(spark, progress=progress)
+    check_events_order(events_order)
+    engine = SparkEngine(spark, progress=progress, events_order=events_order)
     try:
         outcome = engine.run(source, rules, on_invalid=on_invalid)
     except BaseException:
@@ -156,8 +164,9 @@ class SparkEngine:
     name = "spark"
 
     def __init__(self, spark: Any, *, progress: Callable[[str, float | None], None] | None = None,
-                 owns_session: bool = False):
+                 owns_session: bool = False, events_order: str = "time"):
         self.spark = spark
+        self.events_order = events_order
         self._owns = owns_session
         self._token = uuid.uuid4().hex[:12]
         self._views: list[str] = []
@@ -234,7 +243,8 @@ class SparkEngine:
         self._register("assign", self.spark.sql(self._render(compiled.assign)), persist=True)
         self._register("sessions", self.spark.sql(self._render(compiled.sessions)), persist=True)
         self._register("users", self.spark.sql(self._render(compiled.users)))
-        self._register("events", self.spark.sql(self._render(compiled.events)))
+        self._register("events", self.spark.sql(
+            self._render(getattr(compiled, events_stage(self.events_order)))))
         self._register("quarantine", self._quarantine(list(schema), fields, malformed))
         return {"compiled": compiled, "description": description, "invalid_count": invalid}
 
