@@ -193,18 +193,24 @@ def idiomatic_duckdb(path):
     return events, sessions, users
 
 
-def sessionize_run(path, plan="auto"):
+def sessionize_run(path, plan="auto", events_order="time"):
     """The library under test, through its public front door (plan "auto": the columnar
     plan for these rules)."""
     import sessionize
 
-    result = sessionize.run(path, plan=plan)
+    result = sessionize.run(path, plan=plan, events_order=events_order)
     return result.events.to_arrow(), result.sessions.to_arrow(), result.users.to_arrow()
 
 
 def sessionize_sql(path):
     """sessionize with its SQL plan forced (what runs under memory_limit or in a file)."""
     return sessionize_run(path, plan="sql")
+
+
+def sessionize_unordered(path):
+    """sessionize with ``events_order="none"``: the same tables, the events in the input's
+    order instead of time order (like the DuckDB peer's, which no ORDER BY sorts)."""
+    return sessionize_run(path, events_order="none")
 
 
 def sessionize_out_of_core(path):
@@ -228,6 +234,7 @@ def sessionize_out_of_core(path):
 PEERS = {
     "sessionize": sessionize_run,
     "sessionize_sql": sessionize_sql,
+    "sessionize_unordered": sessionize_unordered,
     "sessionize_out_of_core": sessionize_out_of_core,
     "notebook_pandas": notebook_pandas,
     "idiomatic_polars": idiomatic_polars,
@@ -238,6 +245,7 @@ PEERS = {
 MODULES = {
     "sessionize": ("sessionize",),
     "sessionize_sql": ("sessionize",),
+    "sessionize_unordered": ("sessionize",),
     "sessionize_out_of_core": ("sessionize",),
     "notebook_pandas": ("pandas", "pyarrow"),  # pd.read_parquet reads through pyarrow
     "idiomatic_polars": ("polars",),

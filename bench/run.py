@@ -126,27 +126,36 @@ def summarise(tools: list[str], runs: list[dict], n_events: int) -> list[dict]:
                 "status": "" if len(ok) == len(mine) else _status(mine[-1]),
             }
         )
-    base = next((r for r in rows if r["tool"] == "sessionize" and "median" in r), None)
-    for row in rows:
-        if "median" in row and base:
-            row["vs_sessionize"] = row["median"] / base["median"]
+    for base_tool, key in (("sessionize", "vs_sessionize"),
+                           ("sessionize_unordered", "vs_unordered")):
+        base = next((r for r in rows if r["tool"] == base_tool and "median" in r), None)
+        for row in rows:
+            if "median" in row and base:
+                row[key] = row["median"] / base["median"]
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
+    """The summary as Markdown; "vs unordered" (time over sessionize_unordered's) only
+    when that tool ran."""
+    unordered = any("vs_unordered" in row for row in rows)
+    extra = " vs unordered |" if unordered else ""
     lines = [
-        "| tool | median s | min s | max s | events/s | peak RSS MiB | import s | vs sessionize |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| tool | median s | min s | max s | events/s | peak RSS MiB | import s | vs sessionize |"
+        + extra,
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if unordered else ""),
     ]
     for row in rows:
         if "median" not in row:
-            lines.append(f"| {row['tool']} | {row['status']} | | | | | | |")
+            lines.append(f"| {row['tool']} | {row['status']} | | | | | | |"
+                         + (" |" if unordered else ""))
             continue
-        ratio = f"{row['vs_sessionize']:.2f}x" if "vs_sessionize" in row else "n/a"
+        ratios = [f"{row[key]:.2f}x" if key in row else "n/a"
+                  for key in ("vs_sessionize", "vs_unordered")[:2 if unordered else 1]]
         lines.append(
             f"| {row['tool']} | {row['median']:.2f} | {row['min']:.2f} | {row['max']:.2f} "
             f"| {row['events_per_second']:,.0f} | {row['peak_rss_mib']:,.0f} "
-            f"| {row['import_seconds']:.2f} | {ratio} |"
+            f"| {row['import_seconds']:.2f} | {' | '.join(ratios)} |"
         )
     return "\n".join(lines)
 
