@@ -163,28 +163,38 @@ def _argsort_pair(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
 
 
 def _order_ties(order: np.ndarray, user: np.ndarray, ts: np.ndarray,
-                msg: pa.Array, row: np.ndarray) -> np.ndarray:
+                msg: pa.Array | pa.ChunkedArray,
+                row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Within runs of ``order`` with equal (user, time), order by messageId (missing
     last), then input row, as the compiled SQL does. Runs are contiguous, so sorting
-    the tied positions by (run, messageId, row) keeps every run in its slots."""
+    the tied positions by (run, messageId, row) keeps every run in its slots.
+
+    Returns the order and the users and times in it (reordering within a run of equal
+    (user, time) leaves those two as they are)."""
     u, t = user[order], ts[order]
     equal = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
-    if not equal.any():
-        return order
+    slots = np.flatnonzero(equal)
+    if not len(slots):
+        return order, u, t
+    # the tied positions: both ends of every equal pair
     tied = np.zeros(len(order), bool)
-    tied[1:] |= equal
-    tied[:-1] |= equal
-    run = np.cumsum(np.concatenate(([0], ~equal)))
+    tied[slots] = True
+    tied[slots + 1] = True
     slots = np.flatnonzero(tied)
+    # a run starts at a tied position not equal to the one before it
+    starts_run = np.ones(len(slots), bool)
+    inside = slots > 0
+    starts_run[inside] = ~equal[slots[inside] - 1]
+    run = np.cumsum(starts_run)
     members = order[slots]
-    table = pa.table({"run": _arrow(run[slots]), "msg": msg.take(_arrow(members)),
+    table = pa.table({"run": _arrow(run), "msg": msg.take(_arrow(members)),
                       "row": _arrow(row[members])})
     by = pc.sort_indices(table, sort_keys=[("run", "ascending", "at_end"),
                                            ("msg", "ascending", "at_end"),
                                            ("row", "ascending", "at_end")])
     order = order.copy()
     order[slots] = members[_to_numpy(by)]
-    return order
+    return order, u, t
 
 
 def _encode_users(user: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -319,7 +329,7 @@ class Columnar:
     seq: np.ndarray             # the event's position in the user's order (1-based)
     session_keys: pa.Array      # per global session index
     row: pa.Array               # per key position: the input row (the keys' column, combined)
-    msg: pa.Array | pa.ChunkedArray  # per key position: the messageId (likewise)
+    msg: pa.Array | pa.ChunkedArray  # per key position: the messageId (as returned)
     sessions: pa.Table
     users: pa.Table
 
@@ -468,7 +478,7 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     codes, names = _encode_users(keys.column(f"{P}user"))
     ts = _numpy(keys.column(f"{P}ts_us"))
     row = _numpy(keys.column(f"{P}row"))
-    msg = _combined(keys.column(f"{P}msg"))
+    msg = keys.column(f"{P}msg")  # as returned: only tied events' are read
     since = ts - (ts.min() if n else 0)
     # The time order is only needed for the events table: it is sorted on the other core
     # while this one sorts by user and runs the scan.
@@ -477,10 +487,9 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
         background = ThreadPoolExecutor(1)
         by_time = background.submit(_time_order, codes, ts, msg, row)
         background.shutdown(wait=False)
-    by_user = _order_ties(_argsort_pair(codes, since), codes, ts, msg, row)
+    by_user, u, t = _order_ties(_argsort_pair(codes, since), codes, ts, msg, row)
 
     # one scan of the (user, time) order gives every window
-    u, t = codes[by_user], ts[by_user]
     first = np.ones(n, bool)
     np.not_equal(u[1:], u[:-1], out=first[1:])
     gap = np.zeros(n, np.int64)
@@ -493,10 +502,11 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     new = first | (gap > threshold)
     session = np.cumsum(new) - 1
     user_first = np.flatnonzero(first)
-    user_of = np.cumsum(first) - 1
-    session_id = session - session[user_first][user_of] + 1
-    seq = np.arange(n) - user_first[user_of] + 1
-    reason = np.where(first, 0, np.where(new, 1, -1)).astype(np.int8)
+    events_of_user = np.diff(np.append(user_first, n))
+    session_id = session - np.repeat(session[user_first], events_of_user) + 1
+    seq = np.arange(n) - np.repeat(user_first, events_of_user) + 1
+    reason = new.view(np.int8) * np.int8(2) - np.int8(1)  # 1 at a start, -1 elsewhere
+    reason[user_first] = 0
 
     # sessions and users: runs of the (user, time) order
     starts = np.flatnonzero(new)
@@ -533,7 +543,7 @@ def _time_order(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArr
                 row: np.ndarray) -> np.ndarray:
     """Key positions in (time, user, messageId, row) order."""
     since = ts - (ts.min() if len(ts) else 0)
-    return _order_ties(_argsort_pair(since, codes), codes, ts, msg, row)
+    return _order_ties(_argsort_pair(since, codes), codes, ts, msg, row)[0]
 
 
 def _done(value: Any) -> Future:
