@@ -20,7 +20,13 @@ from test_properties import run_both_plans
 import sessionize
 from sessionize import kernel
 from sessionize.cli import main
-from sessionize.kernel import _argsort_pair, _take, _take_fixed_width, unsupported_rule
+from sessionize.kernel import (
+    _argsort_pair,
+    _by_user,
+    _take,
+    _take_fixed_width,
+    unsupported_rule,
+)
 from sessionize.rules import Rules
 
 BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
@@ -241,6 +247,18 @@ def test_unordered_events_are_the_same_rows(plan, options):
         assert n == sorted(n)
 
 
+def test_unordered_run_sorting_users_in_ranges_matches_the_sql_plan(monkeypatch):
+    monkeypatch.setattr(kernel, "HALVES_FROM", 0)  # both cores sort by user, in ranges
+    table = _numbered(generated(6_000, seed=12, users=900))
+    with sessionize.run(table, plan="sql") as sql, \
+            sessionize.run(table, plan="columnar", events_order="none") as columnar:
+        want = {name: getattr(sql, name).to_arrow() for name in ("events", "sessions", "users")}
+        got = {name: getattr(columnar, name).to_arrow()
+               for name in ("events", "sessions", "users")}
+    assert got["events"].sort_by("n").equals(want["events"].sort_by("n"))
+    assert got["sessions"].equals(want["sessions"]) and got["users"].equals(want["users"])
+
+
 def test_unordered_events_keep_the_input_order_when_nothing_is_quarantined():
     table = _numbered(generated(2_000, seed=4))
     with sessionize.run(table, plan="columnar", events_order="none") as result:
@@ -264,6 +282,22 @@ def test_cli_events_order_flag(tmp_path):
     assert code == 0, err.getvalue()
     events = pq.read_table(tmp_path / "out" / "events.parquet")
     assert events.column("n").to_pylist() == list(range(500))
+
+
+@pytest.mark.parametrize("users", [1, 2, 7, 5_000])
+def test_user_sort_in_ranges_matches_one_sort(users, monkeypatch):
+    monkeypatch.setattr(kernel, "HALVES_FROM", 0)
+    rng = np.random.default_rng(users)
+    n = 20_000
+    codes = np.minimum(rng.zipf(1.3, n) - 1, users - 1)
+    ts = rng.integers(0, 50, n)  # many ties: their messageId and row order shows
+    msg = pa.array([None if i % 3 == 0 else f"m{v}" for i, v in
+                    enumerate(rng.integers(0, 9, n))], pa.string())
+    row = rng.permutation(n)
+    want = _by_user(codes, ts, ts, msg, row, 1)
+    for parts in (2, 3):
+        for got, expected in zip(_by_user(codes, ts, ts, msg, row, parts), want):
+            np.testing.assert_array_equal(got, expected)
 
 
 def test_packed_sort_matches_lexsort():

@@ -162,6 +162,31 @@ def _argsort_pair(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
     return np.lexsort((minor, major))
 
 
+def _by_user(codes: np.ndarray, ts: np.ndarray, since: np.ndarray,
+             msg: pa.Array | pa.ChunkedArray, row: np.ndarray,
+             parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (user, time, messageId, row) order, and the users and times in it (see
+    :func:`_order_ties`), sorted in ``parts`` ranges of users at once (one per idle
+    core). Every event of a lower range sorts before every event of a higher one, no
+    tie crosses a range, and within a range events keep their relative order, so the
+    ranges' orders glued together are the whole order."""
+    n = len(codes)
+    if parts < 2 or n < HALVES_FROM:
+        return _order_ties(_argsort_pair(codes, since), codes, ts, msg, row)
+    per_user = np.cumsum(np.bincount(codes))
+    cuts = np.searchsorted(per_user, [n * i / parts for i in range(1, parts)]) + 1
+    bounds = [0, *sorted(set(cuts.tolist())), int(codes.max()) + 1]
+    ranges = [np.flatnonzero((codes >= lo) & (codes < hi)) for lo, hi in zip(bounds, bounds[1:])]
+
+    def sort(at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _order_ties(at[_argsort_pair(codes[at], since[at])], codes, ts, msg, row)
+
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        done = list(pool.map(sort, ranges))
+    order, u, t = (np.concatenate(part) for part in zip(*done))
+    return order, u, t
+
+
 def _order_ties(order: np.ndarray, user: np.ndarray, ts: np.ndarray,
                 msg: pa.Array | pa.ChunkedArray,
                 row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -487,7 +512,8 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
         background = ThreadPoolExecutor(1)
         by_time = background.submit(_time_order, codes, ts, msg, row)
         background.shutdown(wait=False)
-    by_user, u, t = _order_ties(_argsort_pair(codes, since), codes, ts, msg, row)
+    # with no time order to sort, both cores sort by user
+    by_user, u, t = _by_user(codes, ts, since, msg, row, 1 if time_order else _THREADS)
 
     # one scan of the (user, time) order gives every window
     first = np.ones(n, bool)
