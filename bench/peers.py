@@ -213,7 +213,7 @@ def sessionize_unordered(path):
     return sessionize_run(path, events_order="none")
 
 
-def sessionize_out_of_core(path):
+def sessionize_out_of_core(path, events_order="time"):
     """Larger than memory: the SQL plan under ``memory_limit`` (env ``BENCH_MEMORY_LIMIT``,
     default 4GB), spilling to ``bench/data/spill``, every table written to Parquet files as
     the CLI does (``sessionize run --memory-limit ... --out``) rather than held in memory."""
@@ -225,10 +225,16 @@ def sessionize_out_of_core(path):
     spill = os.path.join(here, "data", "spill")
     os.makedirs(spill, exist_ok=True)
     result = sessionize.run(path, memory_limit=os.environ.get("BENCH_MEMORY_LIMIT", "4GB"),
-                            temp_directory=spill)
+                            temp_directory=spill, events_order=events_order)
     with tempfile.TemporaryDirectory(dir=spill) as out:
         result.write(out)
     return result.events, result.sessions, result.users
+
+
+def sessionize_out_of_core_unordered(path):
+    """``sessionize_out_of_core`` with ``events_order="none"``: the events written without
+    the global time sort (``--events-order none``)."""
+    return sessionize_out_of_core(path, events_order="none")
 
 
 PEERS = {
@@ -236,6 +242,7 @@ PEERS = {
     "sessionize_sql": sessionize_sql,
     "sessionize_unordered": sessionize_unordered,
     "sessionize_out_of_core": sessionize_out_of_core,
+    "sessionize_out_of_core_unordered": sessionize_out_of_core_unordered,
     "notebook_pandas": notebook_pandas,
     "idiomatic_polars": idiomatic_polars,
     "idiomatic_duckdb": idiomatic_duckdb,
@@ -247,6 +254,7 @@ MODULES = {
     "sessionize_sql": ("sessionize",),
     "sessionize_unordered": ("sessionize",),
     "sessionize_out_of_core": ("sessionize",),
+    "sessionize_out_of_core_unordered": ("sessionize",),
     "notebook_pandas": ("pandas", "pyarrow"),  # pd.read_parquet reads through pyarrow
     "idiomatic_polars": ("polars",),
     "idiomatic_duckdb": ("duckdb", "pyarrow"),

@@ -267,6 +267,25 @@ def test_unordered_events_keep_the_input_order_when_nothing_is_quarantined():
     assert events.column("messageId").equals(table.column("messageId"))
 
 
+def test_only_a_run_sorts_the_time_order(monkeypatch, tmp_path):
+    # thresholds and the report never show events, so they skip the time sort
+    asked = []
+    real = kernel.assign
+    monkeypatch.setattr(kernel, "assign", lambda *a, **k: asked.append(k["time_order"])
+                        or real(*a, **k))
+    table = generated(2_000, seed=6)
+    with sessionize.run(table):
+        pass
+    sessionize.thresholds(table)
+    sessionize.report(table)
+    pq.write_table(table, tmp_path / "in.parquet")
+    for command in ("thresholds", "report"):
+        extra = ["-o", str(tmp_path / "r.html")] if command == "report" else []
+        assert main([command, str(tmp_path / "in.parquet"), *extra], stdout=io.StringIO(),
+                    stderr=io.StringIO()) == 0
+    assert asked == [True, False, False, False, False]
+
+
 def test_events_order_is_checked():
     with pytest.raises(sessionize.OptionError, match="'events_order' must be one of time, "
                        "none \\(got 'user'\\)"):

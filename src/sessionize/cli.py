@@ -87,8 +87,8 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
                         help="how DuckDB assigns sessions: the compiled SQL, or the columnar "
                              "plan (faster, for gap-only rules); auto picks (default)")
     engine.add_argument("--events-order", default="time", choices=["time", "none"],
-                        help="the events table's row order: by time (default) or none (no "
-                             "sort: faster when writing files or loading a warehouse)")
+                        help="run: the events table's row order, by time (default) or none "
+                             "(no sort: faster when writing files or loading a warehouse)")
     engine.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
                         help="duckdb (embedded, default) or spark (run only; docs/spark.md)")
     engine.add_argument("--master", metavar="URL",
@@ -199,7 +199,9 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
         message_id=args.message_id, event=args.event, type=args.type,
         previous_id=args.previous_id,
         database=args.database, memory_limit=args.memory_limit, threads=args.threads,
-        plan=args.plan, events_order=args.events_order,
+        plan=args.plan,
+        # thresholds and report never show the events table: no time order for them
+        events_order=args.events_order if args.command == "run" else "none",
         temp_directory=args.temp_directory, progress=progress,
         **({"engine": "spark", "spark": spark[0]} if spark else {}))
     if spark and spark[1]:
