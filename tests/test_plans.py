@@ -286,6 +286,14 @@ def test_only_a_run_sorts_the_time_order(monkeypatch, tmp_path):
     assert asked == [True, False, False, False, False]
 
 
+def test_the_events_sql_shown_is_the_one_run():
+    with sessionize.run(sessionize.sample_path()) as timed, \
+            sessionize.run(sessionize.sample_path(), events_order="none") as unordered:
+        assert "ORDER BY" in timed.sql("events")
+        assert "ORDER BY" not in unordered.sql("events")
+        assert unordered.sql("events") in timed.sql("events")
+
+
 def test_events_order_is_checked():
     with pytest.raises(sessionize.OptionError, match="'events_order' must be one of time, "
                        "none \\(got 'user'\\)"):

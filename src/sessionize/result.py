@@ -176,8 +176,12 @@ class Result:
 
     def sql(self, stage: str = "events", dialect: str = "duckdb") -> str:
         """The compiled SQL of a stage (``prepared``, ``assign``, ``events``, ``sessions``,
-        ``users``)
-        in any sqlglot dialect."""
+        ``users``) in any sqlglot dialect; ``events`` as this run built it (without
+        ``ORDER BY`` under ``events_order="none"``)."""
+        if stage == "events":
+            from .engines.duckdb import events_stage
+
+            stage = events_stage(getattr(self._engine, "events_order", "time"))
         return self._compiled.sql(stage, dialect, pretty=True)
 
     def stats(self) -> dict[str, Any]:
