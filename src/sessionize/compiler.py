@@ -561,8 +561,8 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         FROM {source} AS i JOIN sz_assign AS a ON i.{P}row = a.{P}row
     """
     # events_unordered: the same rows in the engine's order, for events_order="none"
-    events, events_unordered = (events + f"ORDER BY a.{P}ts_us, a.{P}user, a.{P}msg, "
-                                f"a.{P}row\n"), events
+    events_unordered = events
+    events += f"ORDER BY a.{P}ts_us, a.{P}user, a.{P}msg, a.{P}row\n"
     # arg_max skips NULL values on some engines; a sentinel keeps a nameless last event nameless.
     sessions = f"""
         SELECT {P}user AS resolved_user, {P}session AS session_id,

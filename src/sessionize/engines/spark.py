@@ -48,7 +48,6 @@ from .duckdb import (
     MAX_REPORTED,
     DuckDBEngine,
     _problem,
-    check_events_order,
     events_stage,
     invalid_events_error,
 )
@@ -114,7 +113,6 @@ def run_spark(source: Any, rules: Rules, *, spark: Any, on_invalid: str,
             "--engine spark --master URL.")
     if not hasattr(spark, "sql") or not hasattr(spark, "read"):
         raise OptionError(f"'spark' must be a SparkSession (got {type(spark).__name__})")
-    check_events_order(events_order)
     engine = SparkEngine(spark, progress=progress, events_order=events_order)
     try:
         outcome = engine.run(source, rules, on_invalid=on_invalid)
