@@ -269,10 +269,11 @@ def test_unordered_events_keep_the_input_order_when_nothing_is_quarantined():
 
 def test_only_a_run_sorts_the_time_order(monkeypatch, tmp_path):
     # thresholds and the report never show events, so they skip the time sort
+    # ... nor read the input's columns with the keys
     asked = []
     real = kernel.assign
-    monkeypatch.setattr(kernel, "assign", lambda *a, **k: asked.append(k["time_order"])
-                        or real(*a, **k))
+    monkeypatch.setattr(kernel, "assign", lambda *a, **k: asked.append(
+        (k["time_order"], k["inputs"] is not None)) or real(*a, **k))
     table = generated(2_000, seed=6)
     with sessionize.run(table):
         pass
@@ -283,7 +284,50 @@ def test_only_a_run_sorts_the_time_order(monkeypatch, tmp_path):
         extra = ["-o", str(tmp_path / "r.html")] if command == "report" else []
         assert main([command, str(tmp_path / "in.parquet"), *extra], stdout=io.StringIO(),
                     stderr=io.StringIO()) == 0
-    assert asked == [True, False, False, False, False]
+    assert asked == [(True, True)] + [(False, False)] * 4
+
+
+@pytest.mark.parametrize("order", ["time", "none"])
+@pytest.mark.parametrize("source", ["parquet", "json", "frame"])
+def test_input_columns_read_with_the_keys_match_a_second_read(order, source, tmp_path):
+    # run() reads the input's columns in the keys query; report and thresholds do not
+    table = generated(3_000, seed=13)
+    table = table.set_column(3, "userId", pa.array(
+        [None if i % 40 == 0 else v for i, v in enumerate(table["userId"].to_pylist())],
+        pa.string()))
+    table = table.set_column(4, "anonymousId", pa.array(
+        [None if i % 80 == 0 else v for i, v in enumerate(table["anonymousId"].to_pylist())],
+        pa.string()))  # every 80th row has no user: quarantined
+    if source == "parquet":
+        pq.write_table(table, tmp_path / "in.parquet")
+        table = str(tmp_path / "in.parquet")
+    elif source == "json":
+        rows = table.to_pylist()
+        for row in rows:
+            row["timestamp"] = row["timestamp"].isoformat().replace("+00:00", "Z")
+        (tmp_path / "in.json").write_text(json.dumps(rows))
+        table = str(tmp_path / "in.json")
+    tables = {}
+    for with_keys in (True, False):
+        with sessionize.run(table, plan="columnar", events_order=order, on_invalid="quarantine",
+                            _events_table=with_keys) as result:
+            assert (result._engine.columnar.inputs is not None) == with_keys
+            tables[with_keys] = {name: getattr(result, name).to_arrow()
+                                 for name in ("events", "sessions", "users", "quarantine")}
+            result._engine.ensure_assign()  # the assign stage shows only its own columns
+            assign_columns = result._engine.con.table("sz_assign").columns
+            assert not [c for c in assign_columns if c.startswith("__sz_in_")]
+    assert tables[True]["quarantine"].num_rows == 38
+    for name in ("events", "sessions", "users", "quarantine"):
+        assert tables[True][name].equals(tables[False][name]), name
+
+
+def test_input_columns_are_read_again_for_other_identities():
+    # stitch and graph resolve users through a narrow join: the events re-read the input
+    table = generated(2_000, seed=14)
+    with sessionize.run(table, plan="columnar", identity="stitch") as result:
+        assert result._engine.columnar.inputs is None
+        assert result.events.to_arrow().num_rows == 2_000
 
 
 def test_the_events_sql_shown_is_the_one_run():
@@ -458,3 +502,20 @@ def test_kernel_allocator_is_restored_and_a_users_choice_kept(monkeypatch):
     assert pa.default_memory_pool().backend_name == before
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
     assert kernel._memory_pool().backend_name == pa.default_memory_pool().backend_name
+
+
+@pytest.mark.parametrize("chunks", [[], [0], [5], [3, 0, 4, 1], [1] * 9])
+def test_take_of_a_few_values_chunk_by_chunk_matches_arrow(chunks):
+    rng = np.random.default_rng(len(chunks))
+    values = [f"m{i}" if i % 4 else None for i in range(sum(chunks))]
+    at = 0
+    parts = []
+    for length in chunks:
+        parts.append(pa.array(values[at:at + length], pa.string()))
+        at += length
+    column = pa.chunked_array(parts, pa.string())
+    indices = rng.integers(0, max(len(values), 1), 2 * len(values)) if values else np.zeros(0,
+                                                                                      np.int64)
+    want = column.take(pa.array(indices, pa.int64())).combine_chunks()
+    assert kernel._take_few(column, indices).equals(want)
+    assert kernel._take_few(column.combine_chunks(), indices).equals(want)

@@ -59,6 +59,7 @@ def run(
     spark: Any = None,
     progress: Callable[[str, float | None], None] | None = None,
     stdin: IO[bytes] | None = None,
+    _events_table: bool = True,
 ) -> Result:
     """Sessionize events: every event with its user and session, plus sessions and users.
 
@@ -121,6 +122,10 @@ def run(
     order otherwise; the fastest way to write events to files or a warehouse, where
     row order carries no meaning). Sessions and users are always in user order.
 
+    ``_events_table`` (internal) is False when the caller never reads the events table
+    (``report``, ``thresholds``): the columnar plan then reads only the narrow keys,
+    not the input's columns along with them.
+
     ``engine="spark"`` runs the same compiled rules as Spark SQL on ``spark`` (a
     SparkSession; default: the active one) and returns a result whose tables live on
     the cluster (docs/spark.md); ``source`` may then also be a Spark DataFrame or
@@ -164,7 +169,7 @@ def run(
                          events_order=events_order)
     engine = DuckDBEngine(database=database, memory_limit=memory_limit, threads=threads,
                           temp_directory=temp_directory, progress=progress, plan=plan,
-                          events_order=events_order)
+                          events_order=events_order, events_table=_events_table)
     try:
         outcome = engine.run(source, rules, on_invalid=on_invalid, stdin=stdin)
     except BaseException:

@@ -202,6 +202,7 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
         plan=args.plan,
         # thresholds and report never show the events table: no time order for them
         events_order=args.events_order if args.command == "run" else "none",
+        _events_table=args.command == "run",
         temp_directory=args.temp_directory, progress=progress,
         **({"engine": "spark", "spark": spark[0]} if spark else {}))
     if spark and spark[1]:

@@ -293,8 +293,9 @@ def thresholds(source: Any, *, platform: str | None = "auto", grid: Sequence[Any
         return analyze(source, platform=platform, grid=grid)
     from .api import run
 
-    # nobody reads this run's events table: skip its time order
+    # nobody reads this run's events table: skip its time order and its columns
     options.setdefault("events_order", "none")
+    options["_events_table"] = False
     with run(source, **options) as result:
         return analyze(result, platform=platform, grid=grid)
 

@@ -113,8 +113,9 @@ def report(source: Any, path: str | os.PathLike | None = None, *, show_user_ids:
     else:
         from ..api import run
 
-        # nobody reads this run's events table: skip its time order
+        # nobody reads this run's events table: skip its time order and its columns
         options.setdefault("events_order", "none")
+        options["_events_table"] = False
         with run(source, **options) as result:
             built = build_report(result, show_user_ids=show_user_ids, platform=platform)
     if path is not None:
