@@ -373,11 +373,18 @@ def test_user_sort_in_ranges_matches_one_sort(users, monkeypatch):
 
 def test_packed_sort_matches_lexsort():
     rng = np.random.default_rng(1)
-    for major_max, minor_max in [(10, 1 << 40), (1 << 30, 1 << 40), (3, 5)]:
+    for major_max, minor_max in [(10, 1 << 40), (1 << 30, 1 << 40), (3, 5),
+                                 (1 << 40, 1 << 40), (1, 1)]:
         major = rng.integers(0, major_max, 5_000)
         minor = rng.integers(0, minor_max, 5_000)
         minor[::7] = minor[0]  # ties keep their input order (a stable sort)
-        np.testing.assert_array_equal(_argsort_pair(major, minor), np.lexsort((minor, major)))
+        want = np.lexsort((minor, major))
+        np.testing.assert_array_equal(_argsort_pair(major, minor), want)
+        order, major_sorted, minor_sorted = kernel._sort_pair(major, minor)
+        np.testing.assert_array_equal(order, want)
+        np.testing.assert_array_equal(major_sorted, major[want])  # from the packed key
+        np.testing.assert_array_equal(minor_sorted, minor[want])
+        assert major_sorted.dtype == minor_sorted.dtype == np.int64
 
 
 def test_columnar_events_are_built_when_first_read():

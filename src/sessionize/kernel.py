@@ -150,16 +150,28 @@ def unsupported_rule(rules: Rules) -> str | None:
 
 # -- sorting ---------------------------------------------------------------------------------
 def _argsort_pair(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
-    """Stable order by (major, minor), both non-negative int64: one sort of a packed key
-    when the two fit in 64 bits, else numpy's lexsort."""
+    """Stable order by (major, minor), both non-negative int64."""
+    return _sort_pair(major, minor)[0]
+
+
+def _sort_pair(major: np.ndarray,
+               minor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stable order by (major, minor), both non-negative int64, and both in that order:
+    one sort of a packed key when the two fit in 64 bits (the sorted key then gives both
+    with one gather, not two), else numpy's lexsort."""
     major_bits = int(major.max()).bit_length() if len(major) else 0
     minor_bits = int(minor.max()).bit_length() if len(minor) else 0
     if major_bits + minor_bits <= 64:
         key = major.astype(np.uint64)
         key <<= np.uint64(minor_bits)
         key |= minor.astype(np.uint64)
-        return np.argsort(key, kind="stable")
-    return np.lexsort((minor, major))
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        low = key & np.uint64((1 << minor_bits) - 1)
+        key >>= np.uint64(minor_bits)
+        return order, key.view(np.int64), low.view(np.int64)
+    order = np.lexsort((minor, major))
+    return order, major[order], minor[order]
 
 
 def _by_user(codes: np.ndarray, ts: np.ndarray, since: np.ndarray,
@@ -171,15 +183,22 @@ def _by_user(codes: np.ndarray, ts: np.ndarray, since: np.ndarray,
     tie crosses a range, and within a range events keep their relative order, so the
     ranges' orders glued together are the whole order."""
     n = len(codes)
+    base = ts[0] - since[0] if n else 0  # since = ts - base
+
+    def sort(at: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if at is None:
+            order, u, t = _sort_pair(codes, since)
+        else:
+            order, u, t = _sort_pair(codes[at], since[at])
+            order = at[order]
+        return _order_ties(order, u, t + base, msg, row)
+
     if parts < 2 or n < HALVES_FROM:
-        return _order_ties(_argsort_pair(codes, since), codes, ts, msg, row)
+        return sort(None)
     per_user = np.cumsum(np.bincount(codes))
     cuts = np.searchsorted(per_user, [n * i / parts for i in range(1, parts)]) + 1
     bounds = [0, *sorted(set(cuts.tolist())), int(codes.max()) + 1]
     ranges = [np.flatnonzero((codes >= lo) & (codes < hi)) for lo, hi in zip(bounds, bounds[1:])]
-
-    def sort(at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _order_ties(at[_argsort_pair(codes[at], since[at])], codes, ts, msg, row)
 
     with ThreadPoolExecutor(len(ranges)) as pool:
         done = list(pool.map(sort, ranges))
@@ -187,16 +206,16 @@ def _by_user(codes: np.ndarray, ts: np.ndarray, since: np.ndarray,
     return order, u, t
 
 
-def _order_ties(order: np.ndarray, user: np.ndarray, ts: np.ndarray,
+def _order_ties(order: np.ndarray, u: np.ndarray, t: np.ndarray,
                 msg: pa.Array | pa.ChunkedArray,
                 row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Within runs of ``order`` with equal (user, time), order by messageId (missing
-    last), then input row, as the compiled SQL does. Runs are contiguous, so sorting
-    the tied positions by (run, messageId, row) keeps every run in its slots.
+    """Within runs of ``order`` with equal (user, time) (``u`` and ``t``: the users and
+    times in that order), order by messageId (missing last), then input row, as the
+    compiled SQL does. Runs are contiguous, so sorting the tied positions by (run,
+    messageId, row) keeps every run in its slots.
 
     Returns the order and the users and times in it (reordering within a run of equal
     (user, time) leaves those two as they are)."""
-    u, t = user[order], ts[order]
     equal = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
     slots = np.flatnonzero(equal)
     if not len(slots):
@@ -502,14 +521,19 @@ class Columnar:
         packed = self.session << np.int64(2)
         packed |= (self.reason + np.int8(1)).astype(np.int64)
         prev, packed = prev_user_order[at], packed[at]
-        ts = self.ts[at]
+        if where is None:  # key order: the keys' own times, read in order
+            ts = _numpy(self.keys.column(f"{P}ts_us"))
+            timestamp = self.keys.column(f"{P}ts")
+        else:
+            ts = self.ts[at]
+            timestamp = _arrow(ts, TS)
         reason = (packed & 3).astype(np.int8) - np.int8(1)
         session = packed >> np.int64(2)
         first = reason == 0
         user_first = np.flatnonzero(self.first)  # by code: the user's first position
         session_id = session - self.session[user_first][codes] + 1
         return {
-            "timestamp": _arrow(ts, TS),
+            "timestamp": timestamp,
             "prev_timestamp": _arrow(prev, TS, mask=first),
             "time_since_last_event": _arrow(ts - prev, pa.duration("us"), mask=first),
             "new_session": _arrow(reason >= 0),
@@ -622,8 +646,9 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
 def _time_order(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArray,
                 row: np.ndarray) -> np.ndarray:
     """Key positions in (time, user, messageId, row) order."""
-    since = ts - (ts.min() if len(ts) else 0)
-    return _order_ties(_argsort_pair(since, codes), codes, ts, msg, row)[0]
+    base = ts.min() if len(ts) else 0
+    order, t, u = _sort_pair(ts - base, codes)
+    return _order_ties(order, u, t + base, msg, row)[0]
 
 
 def _done(value: Any) -> Future:
