@@ -460,7 +460,7 @@ class Columnar:
         if self.inputs is not None and not all(c in self.inputs for c in needed):
             raise ValueError("the keys carry other input columns than the events show")
         with ThreadPoolExecutor(_THREADS) as pool:
-            computed = pool.submit(self._in_order, where)
+            computed = pool.submit(self._in_order, where, pool.submit)
             jobs: dict[str, Future] = {}
             if where is None:  # key order: the keys' own user column is resolved_user
                 jobs["resolved_user"] = _done(_combined(self.keys.column(f"{P}user")))
@@ -488,8 +488,7 @@ class Columnar:
                         jobs[name] = _done(data.column(source))
                     else:
                         jobs[name] = pool.submit(_take, data.column(source), take_index)
-            arrays, session = computed.result()
-            jobs["session_key"] = pool.submit(_take, self.session_keys, session)
+            arrays, jobs["session_key"] = computed.result()
             taken = {name: job.result() for name, job in jobs.items()}
         ordered: dict[str, Any] = {}
         for name, source in columns:
@@ -500,10 +499,11 @@ class Columnar:
                          "session_key": taken["session_key"],
                          "start_reason": arrays["start_reason"]})
 
-    def _in_order(self, where: np.ndarray | None) -> tuple[dict[str, pa.Array], np.ndarray]:
+    def _in_order(self, where: np.ndarray | None,
+                  submit: Callable[..., Future]) -> tuple[dict[str, pa.Array], Future]:
         """The assignment's columns of the events table at key positions ``where`` (all,
-        in key order, when ``None``), and each one's global session index (for the
-        session key).
+        in key order, when ``None``), and the job (started with ``submit`` as soon as
+        the events' sessions are known) that gathers their session keys.
 
         Two random gathers from the (user, time) order, not one per column: the previous
         event's time, and the session index and start reason packed in one integer; the
@@ -520,7 +520,10 @@ class Columnar:
         prev_user_order[1:] = self.ts[:-1]
         packed = self.session << np.int64(2)
         packed |= (self.reason + np.int8(1)).astype(np.int64)
-        prev, packed = prev_user_order[at], packed[at]
+        packed = packed[at]
+        session = packed >> np.int64(2)
+        session_key = submit(_take, self.session_keys, session)
+        prev = prev_user_order[at]
         if where is None:  # key order: the keys' own times, read in order
             ts = _numpy(self.keys.column(f"{P}ts_us"))
             timestamp = self.keys.column(f"{P}ts")
@@ -528,7 +531,6 @@ class Columnar:
             ts = self.ts[at]
             timestamp = _arrow(ts, TS)
         reason = (packed & 3).astype(np.int8) - np.int8(1)
-        session = packed >> np.int64(2)
         first = reason == 0
         user_first = np.flatnonzero(self.first)  # by code: the user's first position
         session_id = session - self.session[user_first][codes] + 1
@@ -539,7 +541,7 @@ class Columnar:
             "new_session": _arrow(reason >= 0),
             "session_id": _arrow(session_id),
             "start_reason": _REASONS.take(_arrow(reason, mask=reason < 0)),
-        }, session
+        }, session_key
 
     @arrow_pool
     def assign_table(self, at: np.ndarray | None = None) -> pa.Table:
