@@ -17,7 +17,9 @@ what the compiled ``assign`` stage's windows do, the way the problem's floor sug
    and the event's position;
 4. the sessions and users tables are reductions over runs of that order; session keys
    are hashed by DuckDB (the SQL's own ``md5`` expression) for the starts only;
-5. the events table is the input gathered into time order, built when first asked for.
+5. the events table is the input gathered into time order (or left in the input's
+   order), built when first asked for; its input columns come with the keys when the
+   engine asked for them (``inputs``), else DuckDB reads them again.
 
 It runs the rules whose boundaries are the gap alone: one gap, or a gap per event
 (``gap_by``/``gaps``), with any identity policy. :func:`unsupported_rule` names the
