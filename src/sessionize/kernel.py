@@ -459,8 +459,6 @@ class Columnar:
         core at once."""
         where = self.by_time if order == "time" else self.by_input()
         needed = [source for _, source in columns if source is not None]
-        if self.inputs is not None and not all(c in self.inputs for c in needed):
-            raise ValueError("the keys carry other input columns than the events show")
         with ThreadPoolExecutor(_THREADS) as pool:
             computed = pool.submit(self._in_order, where, pool.submit)
             jobs: dict[str, Future] = {}
@@ -468,28 +466,12 @@ class Columnar:
                 jobs["resolved_user"] = _done(_combined(self.keys.column(f"{P}user")))
             else:
                 jobs["resolved_user"] = pool.submit(_take, self.names, self.codes[where])
-            if needed and self.inputs is not None:  # read with the keys, in key order
+            if needed:
+                read, take_index = self._input_columns(con, needed, where)
                 for name, source in columns:
-                    if source is None:
-                        continue
-                    column = self.keys.column(self.inputs[source])
-                    jobs[name] = (_done(column) if where is None
-                                  else pool.submit(_take, column, where))
-            elif needed:
-                quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in needed)
-                data = con.sql(f'SELECT {quoted}, "{ROW}" FROM sz_input').to_arrow_table()
-                take_index = self.input_positions(data.column(ROW))
-                if where is not None:
-                    take_index = take_index[where]
-                as_read = len(take_index) == data.num_rows and bool(
-                    (take_index == np.arange(len(take_index))).all())
-                for name, source in columns:
-                    if source is None:
-                        continue
-                    if as_read:  # every row, in the order read: the column as it is
-                        jobs[name] = _done(data.column(source))
-                    else:
-                        jobs[name] = pool.submit(_take, data.column(source), take_index)
+                    if source is not None:  # a take_index of None: the columns as read
+                        jobs[name] = (_done(read[source]) if take_index is None
+                                      else pool.submit(_take, read[source], take_index))
             arrays, jobs["session_key"] = computed.result()
             taken = {name: job.result() for name, job in jobs.items()}
         ordered: dict[str, Any] = {}
@@ -500,6 +482,23 @@ class Columnar:
                             "time_since_last_event", "new_session", "session_id")},
                          "session_key": taken["session_key"],
                          "start_reason": arrays["start_reason"]})
+
+    def _input_columns(self, con: duckdb.DuckDBPyConnection, needed: list[str],
+                       where: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray | None]:
+        """The input's columns ``needed`` and where the events' rows are in them (``None``:
+        every row, in the order read): carried by the keys (in key order), else read
+        from the input again."""
+        if self.inputs is not None:
+            return {c: self.keys.column(self.inputs[c]) for c in needed}, where
+        quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in needed)
+        data = con.sql(f'SELECT {quoted}, "{ROW}" FROM sz_input').to_arrow_table()
+        take_index = self.input_positions(data.column(ROW))
+        if where is not None:
+            take_index = take_index[where]
+        if len(take_index) == data.num_rows and bool(
+                (take_index == np.arange(len(take_index))).all()):
+            take_index = None
+        return {c: data.column(c) for c in needed}, take_index
 
     def _in_order(self, where: np.ndarray | None,
                   submit: Callable[..., Future]) -> tuple[dict[str, pa.Array], Future]:
