@@ -20,6 +20,7 @@ from test_properties import run_both_plans
 import sessionize
 from sessionize import kernel
 from sessionize.cli import main
+from sessionize.engines import duckdb as engine_duckdb
 from sessionize.kernel import (
     _argsort_pair,
     _by_user,
@@ -320,6 +321,39 @@ def test_input_columns_read_with_the_keys_match_a_second_read(order, source, tmp
     assert tables[True]["quarantine"].num_rows == 38
     for name in ("events", "sessions", "users", "quarantine"):
         assert tables[True][name].equals(tables[False][name]), name
+
+
+@pytest.mark.parametrize("source", ["parquet", "json", "frame", "numeric_ids", "stitch"])
+def test_keys_read_once_match_the_compiled_keys_query(source, monkeypatch, tmp_path):
+    # the time and a messageId carried as it is are not converted twice: the keys table
+    # is still exactly the compiled stage's (with the carried columns after it)
+    table = generated(2_000, seed=15)
+    options = {"identity": "stitch"} if source == "stitch" else {}
+    if source == "numeric_ids":  # a messageId that is not text is cast: read it twice
+        table = table.set_column(0, "messageId", pa.array(
+            [None if i % 9 == 0 else i % 500 for i in range(2_000)], pa.int64()))
+    if source == "parquet":
+        pq.write_table(table, tmp_path / "in.parquet")
+        table = str(tmp_path / "in.parquet")
+    elif source == "json":
+        rows = table.to_pylist()
+        for row in rows:
+            row["timestamp"] = row["timestamp"].isoformat().replace("+00:00", "Z")
+        (tmp_path / "in.json").write_text(json.dumps(rows))
+        table = str(tmp_path / "in.json")
+    read = []
+    real = engine_duckdb.read_keys
+
+    def spy(con, compiled, inputs, message_column):
+        keys = real(con, compiled, inputs, message_column)
+        full = con.sql(engine_duckdb.keys_sql(compiled, inputs)).to_arrow_table()
+        read.append((message_column is not None and inputs is not None, keys.equals(full)))
+        return keys
+
+    monkeypatch.setattr(engine_duckdb, "read_keys", spy)
+    with sessionize.run(table, plan="columnar", **options) as result:
+        result.events.to_arrow()
+    assert read == [(source in ("parquet", "json", "frame"), True)]
 
 
 def test_input_columns_are_read_again_for_other_identities():

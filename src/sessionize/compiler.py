@@ -166,6 +166,15 @@ def _text_sql(field: Field | None) -> str:
     return f"CAST({field.sql} AS VARCHAR)"
 
 
+def text_column(field: Field | None) -> str | None:
+    """The input column that :func:`_text_sql` renders ``field`` as, unchanged (a
+    top-level text column), else ``None``: the column and the expression are then the
+    same values, which the columnar plan reads once."""
+    if field is None or field.top_level is None or field.type.upper() != "VARCHAR":
+        return None
+    return field.top_level if _text_sql(field) == quote(field.top_level) else None
+
+
 def _id_sql(field: Field | None) -> str:
     """An identifier as text; empty or all-space strings count as missing (never a user)."""
     text = _text_sql(field)

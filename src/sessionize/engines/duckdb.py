@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import duckdb
 
-from ..compiler import Field, compile_rules, quote
+from ..compiler import Field, compile_rules, quote, text_column
 from ..errors import InputError, InvalidEventsError, OptionError
 from ..inputs import LoadedInput, MalformedLine, load
 from ..rules import CAMPAIGN_FIELDS, Rules
@@ -205,7 +205,8 @@ class DuckDBEngine:
         inputs = self._inputs_with_keys(compiled, columns)
         with self._stage("sessionizing"):
             self._build_identities(compiled)
-            keys = self.con.sql(keys_sql(compiled, inputs)).to_arrow_table()
+            keys = read_keys(self.con, compiled, inputs,
+                             text_column(fields.get("message_id")))
         # The keys are the valid events: when they are every row, there is nothing to check.
         rows = self._input_rows(loaded)
         invalid = 0
@@ -397,19 +398,49 @@ class DuckDBEngine:
 
 #: The keys query's names for the input columns it carries (see keys_sql).
 INPUT_PREFIX = "__sz_in_"
+P = "__sz_"
 
 
-def keys_sql(compiled: Any, inputs: dict[str, str] | None) -> str:
+def keys_sql(compiled: Any, inputs: dict[str, str] | None, omit: tuple[str, ...] = ()) -> str:
     """The compiled ``keys`` stage, with the input columns ``inputs`` (input name: the
-    name it gets) added to its select list when given."""
-    if not inputs:
+    name it gets) added to its select list when given, and without the columns ``omit``."""
+    if not inputs and not omit:
         return compiled.sql("keys")
     from sqlglot import exp
 
-    tree = compiled.keys.copy().select(
-        *(exp.alias_(exp.column(source, quoted=True), name, quoted=True)
-          for source, name in inputs.items()), copy=False)
+    tree = compiled.keys.copy()
+    tree.set("expressions", [e for e in tree.expressions if e.alias_or_name not in omit])
+    tree = tree.select(*(exp.alias_(exp.column(source, quoted=True), name, quoted=True)
+                         for source, name in (inputs or {}).items()), copy=False)
     return tree.sql(dialect="duckdb")
+
+
+def read_keys(con: duckdb.DuckDBPyConnection, compiled: Any, inputs: dict[str, str] | None,
+              message_column: str | None) -> Any:
+    """The compiled ``keys`` stage as Arrow, with the input columns ``inputs`` carried
+    (see :meth:`DuckDBEngine._inputs_with_keys`).
+
+    Two of its columns are the same values as others, so they are not converted from
+    DuckDB twice: the time (``__sz_ts``) is the microseconds (``__sz_ts_us``) seen as a
+    timestamp, with no copy; and the messageId (``__sz_msg``) is the carried input column
+    ``message_column`` when it is that column unchanged (:func:`compiler.text_column`).
+    At 10M events that is 0.5 GB less to convert and hold. The table has the compiled
+    stage's columns, in its order, then the carried ones, whichever way they were read.
+    """
+    import pyarrow as pa
+
+    from ..kernel import TS
+
+    msg = (inputs or {}).get(message_column) if message_column is not None else None
+    omit = (f"{P}ts",) + ((f"{P}msg",) if msg is not None else ())
+    table = con.sql(keys_sql(compiled, inputs, omit)).to_arrow_table()
+    names = [e.alias_or_name for e in compiled.keys.expressions]
+    micros = table.column(f"{P}ts_us")
+    same = {f"{P}ts": pa.chunked_array([chunk.view(TS) for chunk in micros.chunks], TS)}
+    if msg is not None:
+        same[f"{P}msg"] = table.column(msg)
+    return pa.table({name: same[name] if name in same else table.column(name)
+                     for name in names + list((inputs or {}).values())})
 
 
 def check_events_order(events_order: str) -> None:
