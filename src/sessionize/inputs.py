@@ -134,10 +134,11 @@ def _json_table(con: Any, files: list[str], fmt: str, text_columns: Iterable[str
     objects). Nested objects stay lossless as JSON (reachable by dotted paths); scalar
     keys keep the type the sample suggests, text fields are text.
 
-    The sample's keys are nearly always all the keys, so the table is parsed with them
-    while a second cursor collects the whole input's keys at the same time (a JSON array
-    parses on one core, so the two passes share the machine's cores); when the whole
-    input has a key the sample lacks, the table is parsed again with it.
+    The sample's keys are nearly always all the keys, so the sample is typed and the
+    table parsed with them while a second cursor collects the whole input's keys at the
+    same time (a JSON array parses on one core, so the two passes share the machine's
+    cores); when the whole input has a key the sample lacks, the table is parsed again
+    with it.
     """
     try:
         return _json_table_sized(con, files, fmt, text_columns, table, "")
@@ -158,13 +159,13 @@ def _json_table_sized(con: Any, files: list[str], fmt: str, text_columns: Iterab
     json_format = "newline_delimited" if fmt == "ndjson" else _json_layout(files)
     listed = _sql_list(files)
     text = _SEGMENT_TEXT | set(text_columns)
-    kinds = _sampled_types(con, listed, json_format, size)
     cursor = con.cursor()
     with cursor, ThreadPoolExecutor(1) as pool:
         every_key = pool.submit(lambda: [row[0] for row in cursor.execute(
             f"SELECT DISTINCT unnest(json_keys(json)) FROM read_json_objects({listed}, "
             f"format='{json_format}'{size})").fetchall()])
         try:
+            kinds = _sampled_types(con, listed, json_format, size)
             _create_json_table(con, listed, json_format, kinds, text, table, size)
         except Exception:
             every_key.exception()  # both passes end before the error is handled
