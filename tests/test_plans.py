@@ -205,6 +205,74 @@ def test_other_columns_take_arrows_gather(values):
         expected.combine_chunks() if isinstance(expected, pa.ChunkedArray) else expected)
 
 
+def _one(array):
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+@pytest.mark.parametrize("values", [
+    pa.array(["track", None, "page", "track", "identify"] * 4),
+    pa.array(["a", "b", None, "a", "c", "b"] * 3, pa.large_string()),
+    pa.chunked_array([["x", "y"], [], [None, "x"], ["z", "w", "y"]]),  # new values later
+    pa.array(["a", "b", "c", "d", "a"] * 4).slice(3),                  # an offset
+    pa.chunked_array([pa.array([], pa.string())]),
+])
+def test_gather_through_a_dictionary_matches_arrow(values, monkeypatch):
+    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
+    at = np.random.default_rng(2).integers(0, max(len(values), 1), 40 if len(values) else 0)
+    taken = kernel._take_by_dictionary(values, at)
+    expected = _one(values.take(pa.array(at, pa.int64())))
+    if not len(values):
+        assert taken is None
+        return
+    taken.validate(full=True)
+    assert taken.type == values.type and taken.equals(expected)
+    assert _one(_take(values, at)).equals(expected)
+
+
+def test_gather_through_a_dictionary_only_for_few_distinct_values(monkeypatch):
+    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
+    many = pa.array([f"id-{i}" for i in range(5_000)])
+    at = np.arange(5_000)[::-1].copy()
+    assert kernel._take_by_dictionary(many, at) is None
+    assert kernel._take_by_dictionary(pa.array([1, 2, 3]), np.array([0, 1])) is None
+    # a column whose first values repeat (a sorted input) is judged across its length
+    mostly_first = pa.array(["a"] * 100_000 + [f"id-{i}" for i in range(100_000)])
+    assert kernel._take_by_dictionary(mostly_first, np.arange(10)) is None
+    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 10_000)  # small gathers: Arrow's take
+    assert kernel._take_by_dictionary(pa.array(["a"] * 5_000), at) is None
+
+
+@pytest.mark.parametrize("values", [
+    pa.array([{"library": {"name": n}} for n in ["analytics.js", "analytics-ios"] * 10]),
+    pa.array([None if i % 3 == 0 else {"a": i, "b": {"c": None if i % 4 else "x"}}
+              for i in range(30)]),                                      # nulls at each level
+    pa.array([{"a": i, "b": {"c": "y"}} for i in range(30)]).slice(5),   # an offset
+    pa.chunked_array([pa.array([{"a": 1, "s": "p"}, None]),
+                      pa.array([{"a": 2, "s": None}, {"a": 3, "s": "q"}] * 5)]),
+])
+def test_struct_gather_field_by_field_matches_arrow(values, monkeypatch):
+    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
+    at = np.random.default_rng(3).integers(0, len(values), 50)
+    taken = kernel._take_struct(values, at)
+    taken.validate(full=True)
+    expected = _one(values.take(pa.array(at, pa.int64())))
+    assert taken.type == values.type
+    assert taken.to_pylist() == expected.to_pylist()
+    assert taken.equals(expected)
+    assert kernel._take_struct(pa.array(["a"]), np.array([0])) is None
+
+
+def test_plans_agree_when_columns_are_gathered_through_dictionaries(monkeypatch):
+    # every string and struct column of a small run takes the dictionary and struct paths
+    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
+    used = []
+    real = kernel._take_by_dictionary
+    monkeypatch.setattr(kernel, "_take_by_dictionary",
+                        lambda values, at: used.append(real(values, at)) or used[-1])
+    run_both_plans(generated(3_000, seed=16))
+    assert sum(result is not None for result in used) >= 3  # type, event, library name
+
+
 # -- events_order="none" --------------------------------------------------------------------
 def _numbered(table: pa.Table) -> pa.Table:
     """``table`` shuffled, with a column ``n`` numbering its rows in the new order."""

@@ -288,9 +288,10 @@ def _combined(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 
 def _take(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.ChunkedArray:
     """``values`` at ``indices`` (int64 numpy)."""
-    fixed = _take_fixed_width(values, indices)
-    if fixed is not None:
-        return fixed
+    for special in (_take_fixed_width, _take_by_dictionary, _take_struct):
+        taken = special(values, indices)
+        if taken is not None:
+            return taken
     if isinstance(values, pa.ChunkedArray):
         values = _combined(values)
     return values.take(_arrow(indices))
@@ -352,6 +353,57 @@ def _take_fixed_width(values: pa.Array | pa.ChunkedArray,
     offsets = np.arange(0, (len(indices) + 1) * width, width, dtype=offset_type)
     return pa.Array.from_buffers(values.type, len(indices),
                                  [None, pa.py_buffer(offsets), pa.py_buffer(out)])
+
+
+#: A string column is gathered through a dictionary when DISTINCT_PROBE of its values (in
+#: eight runs across it) have at most FEW_DISTINCT distinct ones, and the gather has at
+#: least DICTIONARY_FROM values.
+FEW_DISTINCT = 1024
+DISTINCT_PROBE = 65_536
+DICTIONARY_FROM = 100_000
+
+
+def _take_by_dictionary(values: pa.Array | pa.ChunkedArray,
+                        indices: np.ndarray) -> pa.Array | None:
+    """The gather of a string column with few distinct values (types, event names), as
+    small integers: the column is dictionary-encoded (one pass, in order), the codes are
+    gathered, and the strings are read back from a dictionary that stays in cache, where
+    Arrow's per-value gather reads strings all over the column (10M event names: 0.45 s,
+    not 0.9-1.1 s). ``None`` when the column is not like that, judged by a sample."""
+    if (values.type not in (pa.string(), pa.large_string()) or len(indices) < DICTIONARY_FROM
+            or not len(values)):
+        return None
+    step = max(len(values) // 8, 1)  # eight runs across the column (it may be sorted)
+    probe = [values.slice(start, DISTINCT_PROBE // 8) for start in range(0, len(values), step)]
+    distinct = pc.count_distinct(pa.chunked_array(
+        [c for part in probe for c in (part.chunks if isinstance(part, pa.ChunkedArray)
+                                       else [part])], values.type), mode="all")
+    if distinct.as_py() > FEW_DISTINCT:
+        return None
+    encoded = pc.dictionary_encode(values)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return encoded.dictionary.take(encoded.indices.take(_arrow(indices)))
+
+
+def _take_struct(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Array | None:
+    """The gather of a struct column (Segment's ``context``) field by field with
+    :func:`_take`, so that each field gets the fastest gather for it (a library name: its
+    dictionary), and the struct's own nulls gathered as a mask. ``None`` for other
+    columns and small gathers, which Arrow's take does as fast."""
+    if not pa.types.is_struct(values.type) or len(indices) < DICTIONARY_FROM:
+        return None
+    if isinstance(values, pa.ChunkedArray):
+        values = _combined(values)
+        if isinstance(values, pa.ChunkedArray):  # too large for one array
+            return None
+    fields = [_take(values.field(i), indices) for i in range(values.type.num_fields)]
+    mask = None
+    if values.null_count:
+        mask = _arrow(_to_numpy(values.is_null())[indices])
+    return pa.StructArray.from_arrays(
+        [f.combine_chunks() if isinstance(f, pa.ChunkedArray) else f for f in fields],
+        fields=list(values.type), mask=mask)
 
 
 def _rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
@@ -463,7 +515,7 @@ class Columnar:
             computed = pool.submit(self._in_order, where, pool.submit)
             jobs: dict[str, Future] = {}
             if where is None:  # key order: the keys' own user column is resolved_user
-                jobs["resolved_user"] = _done(_combined(self.keys.column(f"{P}user")))
+                jobs["resolved_user"] = _done(self.keys.column(f"{P}user"))
             else:
                 jobs["resolved_user"] = pool.submit(_take, self.names, self.codes[where])
             if needed:
