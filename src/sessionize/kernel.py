@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .compiler import SEPARATOR
+from .compiler import SEPARATOR, P
 from .inputs import ROW
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Columnar", "assign", "unsupported_rule"]
 
-P = "__sz_"
 TS = pa.timestamp("us", tz="UTC")
 _THREADS = max(1, min(4, os.cpu_count() or 1))
 #: From this many events on, user ids are hashed in two halves at once.

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import duckdb
 
-from ..compiler import Field, compile_rules, quote, text_column
+from ..compiler import Field, P, compile_rules, quote, text_column
 from ..errors import InputError, InvalidEventsError, OptionError
 from ..inputs import LoadedInput, MalformedLine, load
 from ..rules import CAMPAIGN_FIELDS, Rules
@@ -398,7 +398,6 @@ class DuckDBEngine:
 
 #: The keys query's names for the input columns it carries (see keys_sql).
 INPUT_PREFIX = "__sz_in_"
-P = "__sz_"
 
 
 def keys_sql(compiled: Any, inputs: dict[str, str] | None, omit: tuple[str, ...] = ()) -> str:
