@@ -473,6 +473,56 @@ def test_user_sort_in_ranges_matches_one_sort(users, monkeypatch):
             np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("unit", [1, 1_000, 1_000_000])
+@pytest.mark.parametrize("halves", [False, True])
+def test_time_then_user_sort_matches_both_sorts(unit, halves, monkeypatch):
+    # the time order from a sort of (time, position) values, ties fixed by (user,
+    # messageId, row), and the user order as that order sorted by user: the same orders,
+    # users and times as the two argsorts with their own tie fixes
+    if halves:
+        monkeypatch.setattr(kernel, "HALVES_FROM", 0)  # each half on a core, then a merge
+    rng = np.random.default_rng(unit)
+    n = 30_000
+    codes = np.minimum(rng.zipf(1.2, n) - 1, 999)
+    ts = BASE_US + rng.integers(0, 400, n) * unit  # many ties, within users and across them
+    ts[::11] += 1 if unit == 1 else 0
+    msg = pa.array([None if i % 4 == 0 else f"m{v}" for i, v in
+                    enumerate(rng.integers(0, 6, n))], pa.string())
+    row = rng.permutation(n)
+    by_time, by_user, u, t = kernel._time_then_user(codes, ts, msg, row)
+    np.testing.assert_array_equal(by_time, kernel._time_order(codes, ts, msg, row))
+    for got, want in zip((by_user, u, t), _by_user(codes, ts, ts - ts.min(), msg, row, 1)):
+        np.testing.assert_array_equal(got, want)
+    assert u.dtype == t.dtype == np.int64
+
+
+def test_time_ordered_runs_take_the_packed_sorts_where_they_fit(monkeypatch):
+    # millisecond times over 40 days fit (time, position) keys; microseconds over three
+    # centuries do not, and the run falls back to the two argsorts (still agreeing)
+    fitted = []
+    real = kernel._time_then_user
+    monkeypatch.setattr(kernel, "_time_then_user",
+                        lambda *a: fitted.append(real(*a) is not None) or real(*a))
+    run_both_plans(generated(3_000, seed=21))
+    wide = generated(3_000, seed=21, span_us=300 * 365 * 86_400_000_000, ms=False)
+    run_both_plans(wide)
+    with sessionize.run(wide, plan="columnar", events_order="none"):
+        pass  # no time order: no time sort at all
+    assert fitted == [True, False]
+
+
+def test_time_then_user_sort_declines_keys_over_64_bits():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 5, 1_000)
+    msg = pa.array(["m"] * 1_000)
+    row = np.arange(1_000)
+    wide = BASE_US + rng.integers(0, 1 << 55, 1_000)  # 55 bits of microseconds + 10 of rows
+    assert kernel._time_then_user(codes, wide, msg, row) is None
+    assert kernel._time_then_user(codes[:1], wide[:1], msg[:1], row[:1]) is None
+    narrow = wide // 1_000_000 * 1_000_000  # whole seconds: 20 bits fewer
+    assert kernel._time_then_user(codes, narrow, msg, row) is not None
+
+
 def test_packed_sort_matches_lexsort():
     rng = np.random.default_rng(1)
     for major_max, minor_max in [(10, 1 << 40), (1 << 30, 1 << 40), (3, 5),

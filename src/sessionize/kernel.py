@@ -8,10 +8,13 @@ what the compiled ``assign`` stage's windows do, the way the problem's floor sug
 
 1. users are encoded once to integers *in their sort order* (so integer order is the
    SQL's string order);
-2. two stable sorts of a packed 64-bit key, run on both cores at once: (user, time)
-   for the windows, (time, user) for the events table's order; events at the same
-   user and instant are then ordered by messageId (missing last), then input row,
-   exactly as the SQL's ``ORDER BY``;
+2. for time-ordered events, where times and positions fit one 64-bit key (millisecond
+   times over decades do): a sort of (time, position) values gives the time order, and
+   that order sorted by user the (user, time) order, each sort a half per core and a
+   merge; otherwise two stable argsorts of packed (user, time) and (time, user) keys, one
+   per core; with no time order, one argsort by user, a range of users per core. Events
+   at the same instant are ordered by user, then messageId (missing last), then input
+   row, exactly as the SQL's ``ORDER BY``;
 3. one vectorised scan of the (user, time) order gives every window: the previous
    event, the gap, the session starts and their reason, the per-user session number
    and the event's position;
@@ -212,15 +215,24 @@ def _order_ties(order: np.ndarray, u: np.ndarray, t: np.ndarray,
                 row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Within runs of ``order`` with equal (user, time) (``u`` and ``t``: the users and
     times in that order), order by messageId (missing last), then input row, as the
-    compiled SQL does. Runs are contiguous, so sorting the tied positions by (run,
-    messageId, row) keeps every run in its slots.
+    compiled SQL does.
 
     Returns the order and the users and times in it (reordering within a run of equal
     (user, time) leaves those two as they are)."""
     equal = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
+    return _order_runs(order, equal, msg, row), u, t
+
+
+def _order_runs(order: np.ndarray, equal: np.ndarray, msg: pa.Array | pa.ChunkedArray,
+                row: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
+    """``order`` with every run of positions tied on its sort key (``equal[i]``: position
+    i + 1 ties with position i) ordered by the user's code (``codes``, per key position,
+    when the sort key did not hold the user), then messageId (missing last), then input
+    row. Runs are contiguous, so sorting the tied positions by (run, ..., row) keeps every
+    run in its slots."""
     slots = np.flatnonzero(equal)
     if not len(slots):
-        return order, u, t
+        return order
     # the tied positions: both ends of every equal pair
     tied = np.zeros(len(order), bool)
     tied[slots] = True
@@ -232,14 +244,83 @@ def _order_ties(order: np.ndarray, u: np.ndarray, t: np.ndarray,
     starts_run[inside] = ~equal[slots[inside] - 1]
     run = np.cumsum(starts_run)
     members = order[slots]
-    table = pa.table({"run": _arrow(run), "msg": _take_few(msg, members),
-                      "row": _arrow(row[members])})
-    by = pc.sort_indices(table, sort_keys=[("run", "ascending", "at_end"),
-                                           ("msg", "ascending", "at_end"),
-                                           ("row", "ascending", "at_end")])
+    columns = {"run": _arrow(run)}
+    if codes is not None:
+        columns["user"] = _arrow(codes[members])
+    columns["msg"] = _take_few(msg, members)
+    columns["row"] = _arrow(row[members])
+    by = pc.sort_indices(pa.table(columns),
+                         sort_keys=[(name, "ascending", "at_end") for name in columns])
     order = order.copy()
     order[slots] = members[_to_numpy(by)]
-    return order, u, t
+    return order
+
+
+#: Units a time column may be a whole multiple of (seconds, milliseconds), which the
+#: packed sort divides out so that more of its 64 bits are left for the position.
+_TIME_UNITS = (1_000_000, 1_000)
+
+
+def _sort_in_halves(key: np.ndarray) -> None:
+    """Sort ``key`` (uint64) in place: each half on its own core (numpy's sort of 64-bit
+    keys is vectorised, about twice as fast as its argsort), then one merge of the two
+    runs (the stable sort finds them)."""
+    if len(key) < HALVES_FROM or _THREADS < 2:
+        key.sort()
+        return
+    half = len(key) // 2
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(np.ndarray.sort, (key[:half], key[half:])))
+    key.sort(kind="stable")
+
+
+def _sort_positions(major: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The order of ``major`` (non-negative int64) with ties in position order, as
+    (positions, ``major`` in that order): a sort of values, not an argsort, of
+    ``major << bits | position`` (``bits`` must hold every position, and the key 64 bits)."""
+    key = major.astype(np.uint64)
+    key <<= np.uint64(bits)
+    key |= np.arange(len(major), dtype=np.uint64)
+    _sort_in_halves(key)
+    positions = (key & np.uint64((1 << bits) - 1)).view(np.int64)
+    key >>= np.uint64(bits)
+    return positions, key.view(np.int64)
+
+
+def _time_then_user(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArray,
+                    row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                              np.ndarray] | None:
+    """Both orders from two sorts of values on both cores, when the times and the
+    positions fit one 64-bit key (``None`` when they do not):
+
+    1. (time, position), then ties on the time put in (user, messageId, row) order: the
+       time order, (time, user, messageId, row);
+    2. that order sorted by user, ties kept in it: (user, time, messageId, row), the
+       user order, with no tie of its own left to fix.
+
+    Returns the time order, the user order, and the users and times in the user order.
+    Times are divided by the largest of :data:`_TIME_UNITS` that divides them all first
+    (millisecond times in microseconds: ten bits fewer)."""
+    n = len(ts)
+    if n < 2:
+        return None
+    base = int(ts.min())
+    since = ts - base
+    unit = next((u for u in _TIME_UNITS if not (since % u).any()), 1)
+    if unit > 1:
+        since //= unit
+    bits = (n - 1).bit_length()
+    if int(since.max()).bit_length() + bits > 64 or int(codes.max()).bit_length() + bits > 64:
+        return None
+    by_time, t = _sort_positions(since, bits)
+    by_time = _order_runs(by_time, t[1:] == t[:-1], msg, row, codes)
+    at, u = _sort_positions(codes[by_time], bits)  # at: positions in the time order
+    by_user = by_time[at]
+    t = t[at]
+    if unit > 1:
+        t *= unit
+    t += base
+    return by_time, by_user, u, t
 
 
 def _encode_users(user: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -637,15 +718,21 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     row = _numpy(keys.column(f"{P}row"))
     msg = keys.column(f"{P}msg")  # as returned: only tied events' are read
     since = ts - (ts.min() if n else 0)
-    # The time order is only needed for the events table: it is sorted on the other core
-    # while this one sorts by user and runs the scan.
+    # The time order is only needed for the events table. Where the packed keys fit, the
+    # user order is the time order sorted by user; else the time order is sorted on the
+    # other core while this one sorts by user and runs the scan.
     by_time = None
-    if time_order:
-        background = ThreadPoolExecutor(1)
-        by_time = background.submit(_time_order, codes, ts, msg, row)
-        background.shutdown(wait=False)
-    # with no time order to sort, both cores sort by user
-    by_user, u, t = _by_user(codes, ts, since, msg, row, 1 if time_order else _THREADS)
+    both = _time_then_user(codes, ts, msg, row) if time_order else None
+    if both is not None:
+        time_positions, by_user, u, t = both
+        by_time = _done(time_positions)
+    else:
+        if time_order:
+            background = ThreadPoolExecutor(1)
+            by_time = background.submit(_time_order, codes, ts, msg, row)
+            background.shutdown(wait=False)
+        # with no time order to sort, both cores sort by user
+        by_user, u, t = _by_user(codes, ts, since, msg, row, 1 if time_order else _THREADS)
 
     # one scan of the (user, time) order gives every window
     first = np.ones(n, bool)
