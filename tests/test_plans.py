@@ -8,6 +8,7 @@ several Parquet files, quarantined rows, per-event gaps and stitched identities)
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 
@@ -661,6 +662,62 @@ def test_kernel_allocator_is_restored_and_a_users_choice_kept(monkeypatch):
     assert pa.default_memory_pool().backend_name == before
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
     assert kernel._memory_pool().backend_name == pa.default_memory_pool().backend_name
+
+
+def test_kernel_allocator_is_restored_when_the_last_thread_leaves():
+    # a background gather can outlive the call that started it: the pool stays the
+    # kernel's until both have ended, then the one from before comes back
+    import threading
+
+    from sessionize import kernel
+
+    before = pa.default_memory_pool().backend_name
+    inside, leave = threading.Event(), threading.Event()
+
+    def background():
+        inside.set()
+        leave.wait(5)
+
+    worker = threading.Thread(target=kernel.arrow_pool(background))
+    worker.start()
+    inside.wait(5)
+    kernel.arrow_pool(lambda: None)()  # starts and ends while the background call runs
+    assert pa.default_memory_pool().backend_name == kernel._POOL.backend_name
+    leave.set()
+    worker.join(5)
+    assert pa.default_memory_pool().backend_name == before
+
+
+def test_carried_columns_are_gathered_early_and_not_twice(monkeypatch):
+    # a time-ordered run starts gathering the input's columns while it finishes; the
+    # events table takes those gathers instead of starting its own, and a run whose
+    # events are never read cancels the ones not yet started
+    table = generated(4_000, seed=17)
+    gathered = []
+    real = kernel._take
+    monkeypatch.setattr(kernel, "_take", lambda values, at: gathered.append(len(values))
+                        or real(values, at))
+    started = []
+    real_early = kernel._gather_early
+    monkeypatch.setattr(kernel, "_gather_early",
+                        lambda *a: started.append(sorted(a[1])) or real_early(*a))
+    with sessionize.run(table) as result:
+        events = result.events.to_arrow()
+    carried = sorted(set(table.column_names) - {"timestamp"})  # the time is the parsed one
+    assert started == [carried]
+    # each carried column once, resolved_user and the session keys: no column twice
+    assert len(gathered) == len(carried) + 2
+    with sessionize.run(table, plan="sql") as sql:
+        assert events.equals(sql.events.to_arrow())
+    with sessionize.run(table) as result:  # events never read
+        columnar = result._engine.columnar
+        jobs = list(columnar.early.values())
+    assert columnar.early is None
+    done, running = concurrent.futures.wait(jobs, timeout=10)
+    assert not running
+    with sessionize.run(table, events_order="none"):
+        pass
+    assert len(started) == 2  # nothing gathered early without a time order
 
 
 @pytest.mark.parametrize("chunks", [[], [0], [5], [3, 0, 4, 1], [1] * 9])

@@ -392,6 +392,8 @@ class DuckDBEngine:
                 [(bad.path, bad.line, bad.text) for bad in malformed])
 
     def close(self) -> None:
+        if self.columnar is not None:
+            self.columnar.close()
         self.con.close()
         self._cleanup()
 
