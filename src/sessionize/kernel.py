@@ -550,8 +550,8 @@ class Columnar:
     # input name -> its column in ``keys``, when the keys query carried the input's
     # columns (None: :meth:`events` reads them from the input)
     inputs: dict[str, str] | None = None
-    # input name -> its gather into time order, started while the run finished (see
-    # :func:`_gather_early`)
+    # column of ``keys`` -> its gather into time order, started while the run finished
+    # (see :func:`_gather_early`)
     early: dict[str, Future] | None = None
 
     def _user_positions(self) -> np.ndarray:
@@ -615,22 +615,27 @@ class Columnar:
         with ThreadPoolExecutor(_THREADS) as pool:
             computed = pool.submit(self._in_order, where, pool.submit)
             jobs: dict[str, Future] = {}
+            early, self.early = self.early or {}, None
+
+            def gather(key: str, values: Any, at: np.ndarray) -> Future:
+                """The early gather ``key`` if it started (or ended), else a new one."""
+                job = early.get(key)
+                if job is not None and not job.cancel():
+                    return job
+                return pool.submit(_take, values, at)
+
             if where is None:  # key order: the keys' own user column is resolved_user
                 jobs["resolved_user"] = _done(self.keys.column(f"{P}user"))
             else:
-                jobs["resolved_user"] = pool.submit(_take, self.names, self.codes[where])
+                jobs["resolved_user"] = gather(f"{P}user", self.names, self.codes[where])
             if needed:
                 read, take_index = self._input_columns(con, needed, where)
-                early, self.early = self.early, None
+                carried = self.inputs or {}
                 for name, source in columns:
                     if source is None:
                         continue
-                    if take_index is None:  # the columns as read
-                        jobs[name] = _done(read[source])
-                    elif early and source in early and not early[source].cancel():
-                        jobs[name] = early[source]  # started (or done): not started again
-                    else:
-                        jobs[name] = pool.submit(_take, read[source], take_index)
+                    jobs[name] = (_done(read[source]) if take_index is None  # as read
+                                  else gather(carried.get(source, ""), read[source], take_index))
             arrays, jobs["session_key"] = computed.result()
             taken = {name: job.result() for name, job in jobs.items()}
         ordered: dict[str, Any] = {}
@@ -761,7 +766,7 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
         time_positions, by_user, u, t = both
         by_time = _done(time_positions)
         if inputs:
-            early = _gather_early(keys, inputs, time_positions)
+            early = _gather_early(keys, inputs, time_positions, names, codes)
     else:
         if time_order:
             background = ThreadPoolExecutor(1)
@@ -821,18 +826,22 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
                     early)
 
 
-def _gather_early(keys: pa.Table, inputs: dict[str, str],
-                  by_time: np.ndarray) -> dict[str, Future]:
-    """Start gathering the carried input columns into time order on the other core, one
-    column after another, as soon as the time order is known: the rest of the run (the
+def _gather_early(keys: pa.Table, inputs: dict[str, str], by_time: np.ndarray,
+                  names: pa.Array, codes: np.ndarray) -> dict[str, Future]:
+    """Start gathering the carried input columns (by their name in ``keys``), then the
+    users' names (as ``__sz_user``), into time order on the other core, one after another,
+    as soon as the time order is known: the rest of the run (the
     scan, the sessions and users) uses one core, and a time-ordered run's events table
     is nearly always read (10M events: 0.6-1.5 s less a run). :meth:`Columnar.events`
     takes the columns gathered or being gathered and gathers the others itself;
     :meth:`Columnar.close` cancels those not started."""
     background = ThreadPoolExecutor(1, thread_name_prefix="sessionize-gather")
+    take = arrow_pool(_take)
     try:
-        return {source: background.submit(arrow_pool(_take), keys.column(name), by_time)
-                for source, name in inputs.items()}
+        jobs = {name: background.submit(take, keys.column(name), by_time)
+                for name in inputs.values()}
+        jobs[f"{P}user"] = background.submit(take, names, codes[by_time])
+        return jobs
     finally:
         background.shutdown(wait=False)
 
