@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from test_properties import run_both_plans
@@ -155,19 +156,22 @@ def test_plans_agree_on_json_input(tmp_path):
 
 
 def test_plans_agree_when_ids_have_one_width(monkeypatch):
-    # UUID-like messageIds and anonymousIds take the fixed-width gather
+    # UUID-like messageIds and anonymousIds, and userIds of one width with some missing,
+    # take the fixed-width gather
     table = generated(4_000, seed=11)
     rng = np.random.default_rng(11)
     hexes = [f"{v:032x}" for v in rng.integers(0, 2**63, 4_000)]
     table = table.set_column(0, "messageId", pa.array(hexes, pa.string()))
     table = table.set_column(4, "anonymousId", pa.array(
         [h[::-1] for h in hexes], pa.string()).take(pa.array(rng.integers(0, 500, 4_000))))
+    table = table.set_column(3, "userId", pc.utf8_lpad(table.column("userId"), 10, "0"))
     used = []
     real = kernel._take_fixed_width
     monkeypatch.setattr(kernel, "_take_fixed_width",
                         lambda values, at: used.append(real(values, at)) or used[-1])
     run_both_plans(table)
     assert sum(result is not None for result in used) >= 2
+    assert any(result is not None and result.null_count for result in used)  # the userIds
 
 
 @pytest.mark.parametrize("values", [
@@ -177,6 +181,14 @@ def test_plans_agree_when_ids_have_one_width(monkeypatch):
     pa.chunked_array([pa.array(["xy", "zz", "ab"]).slice(1), ["cd"]]),
     pa.array(["abcd", "efgh"], pa.large_string()),
     pa.array([b"\x00\x01", b"\xff\x00"], pa.binary()),
+    pa.array(["abc", None, "ghi", None]),                              # missing, last too
+    pa.array([None, "abc", None, "def"], pa.large_string()),
+    pa.chunked_array([[None, None], ["ab", None], [None, "cd"]], pa.string()),  # null chunk
+    pa.array(["zz", None, "ab", "cd", None]).slice(1),
+    # a missing value written with the width's bytes (some writers do)
+    pa.Array.from_buffers(pa.string(), 3, [pa.py_buffer(bytes([0b101])),
+                                           pa.py_buffer(np.array([0, 2, 4, 6], np.int32)),
+                                           pa.py_buffer(b"abXXcd")]),
 ])
 def test_fixed_width_gather_matches_arrow(values):
     at = np.array([len(values) - 1, 0, 0, len(values) - 1, 1], np.int64)
@@ -190,8 +202,12 @@ def test_fixed_width_gather_matches_arrow(values):
 
 
 @pytest.mark.parametrize("values", [
-    pa.array(["abc", None, "ghi"]),                  # nulls
     pa.array(["abc", "de", "ghi"]),                  # lengths differ
+    pa.array(["abc", None, ""]),                     # an empty string is not missing
+    pa.array([None, None, None], pa.string()),       # nothing to take the width from
+    pa.Array.from_buffers(pa.string(), 3, [pa.py_buffer(bytes([0b101])),  # a missing
+                                           pa.py_buffer(np.array([0, 2, 3, 5], np.int32)),
+                                           pa.py_buffer(b"abXcd")]),      # of length 1
     pa.array(["", "", ""]),                          # empty strings
     pa.chunked_array([["ab"], ["abc"]]),             # widths differ between chunks
     pa.array(["x" * 65, "y" * 65]),                  # wider than FIXED_WIDTH_MAX
