@@ -740,10 +740,12 @@ class Columnar:
         in key order, when ``None``), and the job (started with ``submit`` as soon as
         the events' sessions are known) that gathers their session keys.
 
-        Two random gathers from the (user, time) order, not one per column: the previous
-        event's time, and the session index and start reason packed in one integer; the
-        session number is then the index less the user's first (a gather from a table of
-        users, which stays in cache)."""
+        Three random gathers from the (user, time) order, not one per column: the previous
+        event's time, the session index and the start reason (one byte, from an array that
+        mostly stays in cache); the session number is then the index less the user's
+        first (a gather from a table of users, which stays in cache), subtracted in place.
+        (Packing the index and the reason into one integer for one gather took longer:
+        10M events, 0.22 s against 0.17 s.)"""
         at = self._user_positions()  # key positions -> (user, time) positions
         codes = self.codes
         if where is not None:
@@ -753,10 +755,7 @@ class Columnar:
         prev_user_order = np.empty(n, np.int64)
         prev_user_order[:1] = 0
         prev_user_order[1:] = self.ts[:-1]
-        packed = self.session << np.int64(2)
-        packed |= (self.reason + np.int8(1)).astype(np.int64)
-        packed = packed[at]
-        session = packed >> np.int64(2)
+        session = self.session[at]
         session_key = submit(_take, self.session_keys, session)
         prev = prev_user_order[at]
         if where is None:  # key order: the keys' own times, read in order
@@ -765,10 +764,11 @@ class Columnar:
         else:
             ts = self.ts[at]
             timestamp = _arrow(ts, TS)
-        reason = (packed & 3).astype(np.int8) - np.int8(1)
+        reason = self.reason[at]
         first = reason == 0
         user_first = np.flatnonzero(self.first)  # by code: the user's first position
-        session_id = session - self.session[user_first][codes] + 1
+        session_id = (self.session[user_first] - 1)[codes]
+        np.subtract(session, session_id, out=session_id)
         return {
             "timestamp": timestamp,
             "prev_timestamp": _arrow(prev, TS, mask=first),
