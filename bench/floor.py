@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -96,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every run's record here")
     args = parser.parse_args(argv)
 
-    import os
-
     from generate import events_file
 
     path = events_file(args.events, args.seed, "parquet", args.data_dir)
@@ -122,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     info = suite.machine()
     print(f"{args.events:,} events, {path.name}; {args.repeats} interleaved repeats, fresh "
           f"process each; {info['date']}; {info['cpu']}, {info['cores']} cores; load "
-          f"before {suite._load(load_before)}, after {suite._load(os.getloadavg())}")
+          f"before {suite.format_load(load_before)}, "
+          f"after {suite.format_load(os.getloadavg())}")
     print(f"{'':24} {'median s':>9} {'min s':>7} {'max s':>7} {'system s':>9} {'peak MiB':>9}")
     for name in names:
         seconds = [r["seconds"] for r in runs if r["name"] == name]

@@ -247,7 +247,8 @@ def main(argv=None) -> int:
         f"- machine: {info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable), "
         f"{info['memory_gib']} GiB RAM, {info['platform']}"
     )
-    print(f"- load average (1/5/15 min) before: {_load(load_before)}, after: {_load(load_after)}")
+    print(f"- load average (1/5/15 min) before: {format_load(load_before)}, "
+          f"after: {format_load(load_after)}")
     print(
         f"- Python {info['python']}; " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     )
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
     return 0 if check_ok else 1
 
 
-def _load(load: tuple[float, float, float]) -> str:
+def format_load(load: tuple[float, float, float]) -> str:
     return "/".join(f"{x:.2f}" for x in load)
 
 
