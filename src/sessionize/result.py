@@ -28,14 +28,18 @@ class Table:
     """
 
     def __init__(self, engine: DuckDBEngine, name: str, relation: str,
-                 arrow: Callable[[], pa.Table] | None = None, length: int | None = None):
+                 arrow: Callable[[], pa.Table] | None = None, length: int | None = None,
+                 built: pa.Table | None = None):
         self._engine = engine
         self.name = name
         self._relation = relation
-        # The columnar plan builds a table as Arrow when first asked for (kernel.py).
-        self._build = arrow
-        self._arrow: pa.Table | None = None
-        self._length = length  # known without building it
+        # The columnar plan builds a table as Arrow when first asked for (kernel.py), or
+        # has built it already (``built``, registered in the engine as ``relation``):
+        # to_arrow() then hands it over as it is, not read back through DuckDB (10M
+        # events: 1.8M sessions, 0.28 s).
+        self._build = arrow if built is None else (lambda: built)
+        self._arrow: pa.Table | None = built
+        self._length = length if built is None else built.num_rows  # known without building
 
     def _built(self) -> pa.Table:
         if self._arrow is None:
@@ -163,8 +167,11 @@ class Result:
                             length=getattr(engine, "columnar_rows", None))
         #: how sessions were assigned: "sql" (the compiled SQL) or "columnar" (kernel.py)
         self.plan = getattr(engine, "plan", "sql")
-        self.sessions = Table(engine, "sessions", "sz_sessions")
-        self.users = Table(engine, "users", "sz_users")
+        columnar = getattr(engine, "columnar", None) if self.plan == "columnar" else None
+        self.sessions = Table(engine, "sessions", "sz_sessions",
+                              built=columnar.sessions if columnar is not None else None)
+        self.users = Table(engine, "users", "sz_users",
+                           built=columnar.users if columnar is not None else None)
         self.quarantine = Table(engine, "quarantine", "sz_quarantine")
         #: identifier -> resolved user and the rule that decided it (identity="stitch"/"first")
         self.identities = (Table(engine, "identities", "sz_identities")
