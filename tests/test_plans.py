@@ -506,11 +506,18 @@ def test_time_then_user_sort_matches_both_sorts(unit, halves, monkeypatch):
     msg = pa.array([None if i % 4 == 0 else f"m{v}" for i, v in
                     enumerate(rng.integers(0, 6, n))], pa.string())
     row = rng.permutation(n)
-    by_time, by_user, u, t = kernel._time_then_user(codes, ts, msg, row)
+    by_time, by_user, u, t, view = kernel._time_then_user(codes, ts, msg, row)
     np.testing.assert_array_equal(by_time, kernel._time_order(codes, ts, msg, row))
     for got, want in zip((by_user, u, t), _by_user(codes, ts, ts - ts.min(), msg, row, 1)):
         np.testing.assert_array_equal(got, want)
     assert u.dtype == t.dtype == np.int64
+    # what the sorts leave of the time order, for the events' columns
+    np.testing.assert_array_equal(view.codes, codes[by_time])
+    np.testing.assert_array_equal(view.ts, ts[by_time])
+    np.testing.assert_array_equal(by_time[view.at], by_user)
+    inverse = np.empty(n, np.int64)
+    inverse[by_user] = np.arange(n)
+    np.testing.assert_array_equal(view.user_positions(), inverse[by_time])
 
 
 def test_time_ordered_runs_take_the_packed_sorts_where_they_fit(monkeypatch):
