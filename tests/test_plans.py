@@ -27,7 +27,6 @@ from sessionize.kernel import (
     _argsort_pair,
     _by_user,
     _take,
-    _take_fixed_width,
     unsupported_rule,
 )
 from sessionize.rules import Rules
@@ -165,13 +164,29 @@ def test_plans_agree_when_ids_have_one_width(monkeypatch):
     table = table.set_column(4, "anonymousId", pa.array(
         [h[::-1] for h in hexes], pa.string()).take(pa.array(rng.integers(0, 500, 4_000))))
     table = table.set_column(3, "userId", pc.utf8_lpad(table.column("userId"), 10, "0"))
-    used = []
-    real = kernel._take_fixed_width
-    monkeypatch.setattr(kernel, "_take_fixed_width",
-                        lambda values, at: used.append(real(values, at)) or used[-1])
+    used = _spy(monkeypatch, "_fixed_width_gatherer")
     run_both_plans(table)
-    assert sum(result is not None for result in used) >= 2
-    assert any(result is not None and result.null_count for result in used)  # the userIds
+    assert len(used) >= 2
+    assert any(result.null_count for result in used)  # the userIds
+
+
+def _spy(monkeypatch, name):
+    """The results of the gathers the kernel's gatherer ``name`` made (when it did not
+    decline), in a list that fills as the kernel runs."""
+    used = []
+    real = getattr(kernel, name)
+
+    def prepare(values, size, **options):
+        gather = real(values, size, **options)
+        return None if gather is None else (lambda at: used.append(gather(at)) or used[-1])
+    monkeypatch.setattr(kernel, name, prepare)
+    return used
+
+
+def _special(prepare, values, at):
+    """``values`` at ``at`` by one of the kernel's special gathers (``None``: it declines)."""
+    gather = prepare(values, len(at))
+    return None if gather is None else gather(at)
 
 
 @pytest.mark.parametrize("values", [
@@ -192,8 +207,11 @@ def test_plans_agree_when_ids_have_one_width(monkeypatch):
 ])
 def test_fixed_width_gather_matches_arrow(values):
     at = np.array([len(values) - 1, 0, 0, len(values) - 1, 1], np.int64)
-    taken = _take_fixed_width(values, at)
+    taken = _special(kernel._fixed_width_gatherer, values, at)
     assert taken is not None
+    # prepared early, the rows are copied when it gathers: the same values
+    later = kernel._fixed_width_gatherer(values, len(at), copy_now=False)
+    assert later(at).equals(taken)
     taken.validate(full=True)
     expected = values.take(pa.array(at))
     expected = expected.combine_chunks() if isinstance(expected, pa.ChunkedArray) else expected
@@ -215,7 +233,7 @@ def test_fixed_width_gather_matches_arrow(values):
 ])
 def test_other_columns_take_arrows_gather(values):
     at = np.array([len(values) - 1, 0, 1], np.int64)
-    assert _take_fixed_width(values, at) is None
+    assert kernel._fixed_width_gatherer(values, len(at)) is None
     expected = values.take(pa.array(at))
     taken = _take(values, at)
     assert (taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken).equals(
@@ -236,7 +254,7 @@ def _one(array):
 def test_gather_through_a_dictionary_matches_arrow(values, monkeypatch):
     monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
     at = np.random.default_rng(2).integers(0, max(len(values), 1), 40 if len(values) else 0)
-    taken = kernel._take_by_dictionary(values, at)
+    taken = _special(kernel._dictionary_gatherer, values, at)
     expected = _one(values.take(pa.array(at, pa.int64())))
     if not len(values):
         assert taken is None
@@ -250,13 +268,13 @@ def test_gather_through_a_dictionary_only_for_few_distinct_values(monkeypatch):
     monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
     many = pa.array([f"id-{i}" for i in range(5_000)])
     at = np.arange(5_000)[::-1].copy()
-    assert kernel._take_by_dictionary(many, at) is None
-    assert kernel._take_by_dictionary(pa.array([1, 2, 3]), np.array([0, 1])) is None
+    assert kernel._dictionary_gatherer(many, len(at)) is None
+    assert kernel._dictionary_gatherer(pa.array([1, 2, 3]), 2) is None
     # a column whose first values repeat (a sorted input) is judged across its length
     mostly_first = pa.array(["a"] * 100_000 + [f"id-{i}" for i in range(100_000)])
-    assert kernel._take_by_dictionary(mostly_first, np.arange(10)) is None
+    assert kernel._dictionary_gatherer(mostly_first, 10) is None
     monkeypatch.setattr(kernel, "DICTIONARY_FROM", 10_000)  # small gathers: Arrow's take
-    assert kernel._take_by_dictionary(pa.array(["a"] * 5_000), at) is None
+    assert kernel._dictionary_gatherer(pa.array(["a"] * 5_000), len(at)) is None
 
 
 @pytest.mark.parametrize("values", [
@@ -270,24 +288,21 @@ def test_gather_through_a_dictionary_only_for_few_distinct_values(monkeypatch):
 def test_struct_gather_field_by_field_matches_arrow(values, monkeypatch):
     monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
     at = np.random.default_rng(3).integers(0, len(values), 50)
-    taken = kernel._take_struct(values, at)
+    taken = _special(kernel._struct_gatherer, values, at)
     taken.validate(full=True)
     expected = _one(values.take(pa.array(at, pa.int64())))
     assert taken.type == values.type
     assert taken.to_pylist() == expected.to_pylist()
     assert taken.equals(expected)
-    assert kernel._take_struct(pa.array(["a"]), np.array([0])) is None
+    assert kernel._struct_gatherer(pa.array(["a"]), 1) is None
 
 
 def test_plans_agree_when_columns_are_gathered_through_dictionaries(monkeypatch):
     # every string and struct column of a small run takes the dictionary and struct paths
     monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
-    used = []
-    real = kernel._take_by_dictionary
-    monkeypatch.setattr(kernel, "_take_by_dictionary",
-                        lambda values, at: used.append(real(values, at)) or used[-1])
+    used = _spy(monkeypatch, "_dictionary_gatherer")
     run_both_plans(generated(3_000, seed=16))
-    assert sum(result is not None for result in used) >= 3  # type, event, library name
+    assert len(used) >= 3  # type, event, library name
 
 
 # -- events_order="none" --------------------------------------------------------------------
@@ -712,35 +727,40 @@ def test_kernel_allocator_is_restored_when_the_last_thread_leaves():
 
 
 def test_carried_columns_are_gathered_early_and_not_twice(monkeypatch):
-    # a time-ordered run starts gathering the input's columns while it finishes; the
-    # events table takes those gathers instead of starting its own, and a run whose
-    # events are never read cancels the ones not yet started
+    # a time-ordered run prepares the input's columns' gathers as soon as the keys
+    # arrive and gathers them while it finishes; the events table takes those gathers
+    # instead of starting its own, and a run whose events are never read cancels the
+    # ones not yet started
     table = generated(4_000, seed=17)
-    gathered = []
+    taken = []
     real = kernel._take
-    monkeypatch.setattr(kernel, "_take", lambda values, at: gathered.append(len(values))
+    monkeypatch.setattr(kernel, "_take", lambda values, at: taken.append(len(values))
                         or real(values, at))
-    started = []
-    real_early = kernel._gather_early
+    prepared, started = [], []
+    real_prepare, real_early = kernel._prepare_early, kernel._gather_early
+    monkeypatch.setattr(kernel, "_prepare_early",
+                        lambda keys, inputs: prepared.append(inputs) or real_prepare(keys, inputs))
     monkeypatch.setattr(kernel, "_gather_early",
                         lambda *a: started.append(a[1]) or real_early(*a))
     with sessionize.run(table) as result:
         events = result.events.to_arrow()
     carried = sorted(set(table.column_names) - {"timestamp"})  # the time is the parsed one
-    assert [sorted(inputs) for inputs in started] == [carried]
-    # each carried column once, resolved_user and the session keys: no column twice
-    assert len(gathered) == len(carried) + 2
+    assert [sorted(inputs) for inputs in prepared] == [carried]
+    assert [sorted(jobs) for jobs in started] == [sorted(prepared[0].values())]
+    # the carried columns come from their prepared gathers; only resolved_user and the
+    # session keys are gathered from scratch: no column twice
+    assert len(taken) == 2
     with sessionize.run(table, plan="sql") as sql:
         assert events.equals(sql.events.to_arrow())
     with sessionize.run(table) as result:  # events never read
         columnar = result._engine.columnar
-        jobs = list(columnar.early.values())
-    assert columnar.early is None
+        jobs = [*columnar.early.values(), *columnar.prepared.values()]
+    assert columnar.early is None and columnar.prepared is None
     done, running = concurrent.futures.wait(jobs, timeout=10)
     assert not running
     with sessionize.run(table, events_order="none"):
         pass
-    assert len(started) == 2  # nothing gathered early without a time order
+    assert len(prepared) == len(started) == 2  # nothing prepared without a time order
 
 
 @pytest.mark.parametrize("chunks", [[], [0], [5], [3, 0, 4, 1], [1] * 9])

@@ -414,15 +414,33 @@ def _combined(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
         return column
 
 
+Gather = Callable[[np.ndarray], "pa.Array | pa.ChunkedArray"]
+
+
 def _take(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.ChunkedArray:
     """``values`` at ``indices`` (int64 numpy)."""
-    for special in (_take_fixed_width, _take_by_dictionary, _take_struct):
-        taken = special(values, indices)
-        if taken is not None:
-            return taken
+    return _gatherer(values, len(indices))(indices)
+
+
+def _gatherer(values: pa.Array | pa.ChunkedArray, size: int, *, copy_now: bool = True) -> Gather:
+    """The gather of ``values`` at ``size`` indices, as a function of the indices, with
+    the part that does not depend on them done now: the column's fixed-width rows
+    (:func:`_fixed_width_gatherer`), its dictionary (:func:`_dictionary_gatherer`), its
+    fields' (:func:`_struct_gatherer`), or its chunks joined for Arrow's take. A run
+    prepares the input's columns this way while it still sorts (:func:`_prepare_early`),
+    with ``copy_now=False``: a fixed-width column's rows are then copied when it is
+    gathered, not held beside the column meanwhile (at 10M events, 0.8 GB more at the
+    peak, which cost more than the copies saved)."""
+    gather = _fixed_width_gatherer(values, size, copy_now=copy_now)
+    if gather is None:
+        gather = _dictionary_gatherer(values, size)
+    if gather is None:
+        gather = _struct_gatherer(values, size, copy_now=copy_now)
+    if gather is not None:
+        return gather
     if isinstance(values, pa.ChunkedArray):
         values = _combined(values)
-    return values.take(_arrow(indices))
+    return lambda indices: values.take(_arrow(indices))
 
 
 def _take_few(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Array:
@@ -449,9 +467,9 @@ def _take_few(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Arr
 FIXED_WIDTH_MAX = 64
 
 
-def _take_fixed_width(values: pa.Array | pa.ChunkedArray,
-                      indices: np.ndarray) -> pa.Array | None:
-    """The gather of a string column whose values all have one length (UUIDs, hashed
+def _fixed_width_gatherer(values: pa.Array | pa.ChunkedArray, size: int, *,
+                          copy_now: bool = True) -> Gather | None:
+    """The gather (at ``size`` indices) of a string column whose values all have one length (UUIDs, hashed
     ids: most id columns), as numpy rows of that width: one ``np.take`` of fixed-size
     rows instead of Arrow's per-value copy (10M UUIDs: 0.3 s, not 1.6 s; 10M
     twelve-character userIds, a fifth missing: 0.15 s, not 0.75 s).
@@ -459,7 +477,8 @@ def _take_fixed_width(values: pa.Array | pa.ChunkedArray,
     Missing values may be empty (as Arrow writes them) or of that width; a missing
     value's slot in the result holds some row's bytes (Arrow leaves a null slot's
     bytes undefined) and the validity bitmap marks it. ``None`` when the column is not
-    like that."""
+    like that. Its rows (one array of the column's values, joined from its chunks) are
+    made now, or with ``copy_now=False`` when it gathers."""
     if values.type not in (pa.string(), pa.binary(), pa.large_string(), pa.large_binary()):
         return None
     chunks = [c for c in (values.chunks if isinstance(values, pa.ChunkedArray) else [values])
@@ -481,8 +500,22 @@ def _take_fixed_width(values: pa.Array | pa.ChunkedArray,
             if not 0 < width <= FIXED_WIDTH_MAX or (present != width).any():
                 return None
         seen.append((chunk, offsets, lengths, is_valid))
-    if not wide and len(indices) * width >= 2**31:
+    if not wide and size * width >= 2**31:
         return None
+    for chunk, offsets, lengths, is_valid in seen:
+        if is_valid is not None and ((lengths != 0) & (lengths != width)).any():
+            return None  # a missing value of another length
+    if not copy_now:
+        return lambda indices: _take_rows(values.type, *_fixed_width_rows(values, seen, width),
+                                          width, offset_type, indices)
+    return functools.partial(_take_rows, values.type, *_fixed_width_rows(values, seen, width),
+                             width, offset_type)
+
+
+def _fixed_width_rows(values: pa.Array | pa.ChunkedArray, seen: list[tuple], width: int
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows of :func:`_fixed_width_gatherer` and the values' validity (``None``: all
+    present), from its chunks (``seen``: each with its offsets, lengths and validity)."""
     # one row of that width per value, missing ones included (zeros where empty); one
     # chunk with no missing value already is that, in place
     filled = len(seen) == 1 and seen[0][3] is None
@@ -490,8 +523,6 @@ def _take_fixed_width(values: pa.Array | pa.ChunkedArray,
     valid = np.ones(len(values), bool) if values.null_count else None
     done = 0
     for chunk, offsets, lengths, is_valid in seen:
-        if is_valid is not None and ((lengths != 0) & (lengths != width)).any():
-            return None  # a missing value of another length
         data = chunk.buffers()[2]
         data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
         data = data[offsets[0]:offsets[-1]].reshape(-1, width)
@@ -511,6 +542,13 @@ def _take_fixed_width(values: pa.Array | pa.ChunkedArray,
         if is_valid is not None:
             valid[done:done + len(chunk)] = is_valid
         done += len(chunk)
+    return rows, valid
+
+
+def _take_rows(string_type: pa.DataType, rows: np.ndarray, valid: np.ndarray | None,
+               width: int, offset_type: Any, indices: np.ndarray) -> pa.Array:
+    """The strings of ``string_type`` at ``indices`` of ``rows`` (one value of ``width`` bytes
+    per row, ``valid`` marking those present, ``None``: all)."""
     validity, nulls = None, 0
     if valid is not None:
         taken_valid = valid[indices]
@@ -518,7 +556,7 @@ def _take_fixed_width(values: pa.Array | pa.ChunkedArray,
         validity = pa.py_buffer(np.packbits(taken_valid, bitorder="little")) if nulls else None
     out = np.take(rows, indices, axis=0)
     offsets = np.arange(0, (len(indices) + 1) * width, width, dtype=offset_type)
-    return pa.Array.from_buffers(values.type, len(indices),
+    return pa.Array.from_buffers(string_type, len(indices),
                                  [validity, pa.py_buffer(offsets), pa.py_buffer(out)],
                                  null_count=nulls)
 
@@ -531,14 +569,14 @@ DISTINCT_PROBE = 65_536
 DICTIONARY_FROM = 100_000
 
 
-def _take_by_dictionary(values: pa.Array | pa.ChunkedArray,
-                        indices: np.ndarray) -> pa.Array | None:
-    """The gather of a string column with few distinct values (types, event names), as
+def _dictionary_gatherer(values: pa.Array | pa.ChunkedArray, size: int) -> Gather | None:
+    """The gather (at ``size`` indices) of a string column with few distinct values (types, event names), as
     small integers: the column is dictionary-encoded (one pass, in order), the codes are
     gathered, and the strings are read back from a dictionary that stays in cache, where
     Arrow's per-value gather reads strings all over the column (10M event names: 0.45 s,
-    not 0.9-1.1 s). ``None`` when the column is not like that, judged by a sample."""
-    if (values.type not in (pa.string(), pa.large_string()) or len(indices) < DICTIONARY_FROM
+    not 0.9-1.1 s). ``None`` when the column is not like that, judged by a sample. The
+    encoding is made now."""
+    if (values.type not in (pa.string(), pa.large_string()) or size < DICTIONARY_FROM
             or not len(values)):
         return None
     step = max(len(values) // 8, 1)  # eight runs across the column (it may be sorted)
@@ -551,27 +589,32 @@ def _take_by_dictionary(values: pa.Array | pa.ChunkedArray,
     encoded = pc.dictionary_encode(values)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
-    return encoded.dictionary.take(encoded.indices.take(_arrow(indices)))
+    return lambda indices: encoded.dictionary.take(encoded.indices.take(_arrow(indices)))
 
 
-def _take_struct(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Array | None:
-    """The gather of a struct column (Segment's ``context``) field by field with
-    :func:`_take`, so that each field gets the fastest gather for it (a library name: its
-    dictionary), and the struct's own nulls gathered as a mask. ``None`` for other
-    columns and small gathers, which Arrow's take does as fast."""
-    if not pa.types.is_struct(values.type) or len(indices) < DICTIONARY_FROM:
+def _struct_gatherer(values: pa.Array | pa.ChunkedArray, size: int, *,
+                     copy_now: bool = True) -> Gather | None:
+    """The gather (at ``size`` indices) of a struct column (Segment's ``context``) field by
+    field, each with its own :func:`_gatherer` (a library name: its dictionary), and the
+    struct's own nulls gathered as a mask. ``None`` for other columns and small gathers,
+    which Arrow's take does as fast."""
+    if not pa.types.is_struct(values.type) or size < DICTIONARY_FROM:
         return None
     if isinstance(values, pa.ChunkedArray):
         values = _combined(values)
         if isinstance(values, pa.ChunkedArray):  # too large for one array
             return None
-    fields = [_take(values.field(i), indices) for i in range(values.type.num_fields)]
-    mask = None
-    if values.null_count:
-        mask = _arrow(_to_numpy(values.is_null())[indices])
-    return pa.StructArray.from_arrays(
-        [f.combine_chunks() if isinstance(f, pa.ChunkedArray) else f for f in fields],
-        fields=list(values.type), mask=mask)
+    fields = [_gatherer(values.field(i), size, copy_now=copy_now)
+              for i in range(values.type.num_fields)]
+    is_null = _to_numpy(values.is_null()) if values.null_count else None
+    struct_type = values.type
+
+    def gather(indices: np.ndarray) -> pa.Array:
+        taken = [field(indices) for field in fields]
+        return pa.StructArray.from_arrays(
+            [f.combine_chunks() if isinstance(f, pa.ChunkedArray) else f for f in taken],
+            fields=list(struct_type), mask=None if is_null is None else _arrow(is_null[indices]))
+    return gather
 
 
 def _rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
@@ -622,6 +665,9 @@ class Columnar:
     # column of ``keys`` -> its gather into time order, started while the run finished
     # (see :func:`_gather_early`)
     early: dict[str, Future] | None = None
+    # column of ``keys`` -> its gather's order-free part, made while the run sorted
+    # (see :func:`_prepare_early`)
+    prepared: dict[str, Future] | None = None
     # what the time-then-user sorts left of the time order, until the events use it
     time_view: TimeView | None = None
 
@@ -704,12 +750,17 @@ class Columnar:
                                    view if order == "time" else None)
             jobs: dict[str, Future] = {}
             early, self.early = self.early or {}, None
+            prepared, self.prepared = self.prepared or {}, None
 
             def gather(key: str, values: Any, at: np.ndarray) -> Future:
-                """The early gather ``key`` if it started (or ended), else a new one."""
+                """The early gather ``key`` if it started (or ended), else a new one, from
+                its prepared part if that started."""
                 job = early.get(key)
                 if job is not None and not job.cancel():
                     return job
+                ready = prepared.get(key)
+                if ready is not None and not ready.cancel():
+                    return pool.submit(lambda: ready.result()(at))
                 return pool.submit(_take, values, at)
 
             if where is None:  # key order: the keys' own user column is resolved_user
@@ -738,9 +789,9 @@ class Columnar:
 
     def close(self) -> None:
         """Cancel the early gathers not yet started (a run whose events were not read)."""
-        for job in (self.early or {}).values():
+        for job in [*(self.early or {}).values(), *(self.prepared or {}).values()]:
             job.cancel()
-        self.early = None
+        self.early = self.prepared = None
         self.time_view = None
 
     def _input_columns(self, con: duckdb.DuckDBPyConnection, needed: list[str],
@@ -845,6 +896,9 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     ``inputs``: input name -> its column in ``keys``, when the keys carry the input's
     columns for the events table."""
     n = keys.num_rows
+    background = prepared = None
+    if time_order and inputs:
+        background, prepared = _prepare_early(keys, inputs)
     codes, names = _encode_users(keys.column(f"{P}user"))
     ts = _numpy(keys.column(f"{P}ts_us"))
     row = _numpy(keys.column(f"{P}row"))
@@ -858,8 +912,8 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     if both is not None:
         time_positions, by_user, u, t, view = both
         by_time = _done(time_positions)
-        if inputs:
-            early = _gather_early(keys, inputs, time_positions, names, view.codes)
+        if background is not None:
+            early = _gather_early(background, prepared, time_positions, names, view.codes)
     else:
         if time_order:
             background = ThreadPoolExecutor(1)
@@ -914,30 +968,45 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
         "first_seen": _arrow(t[user_first], TS),
         "last_seen": _arrow(t[user_last], TS),
     })
+    if background is not None:
+        background.shutdown(wait=False)
     return Columnar(keys, by_user, by_time, codes, names, t, first, reason, session,
                     session_keys, _arrow(row), msg, sessions, users, inputs,
-                    early, view)
+                    early, prepared, view)
 
 
-def _gather_early(keys: pa.Table, inputs: dict[str, str], by_time: np.ndarray,
-                  names: pa.Array, codes_by_time: np.ndarray) -> dict[str, Future]:
-    """Start gathering the carried input columns (by their name in ``keys``), then the
-    users' names (as ``__sz_user``, from the users' codes in time order), into time order on the other core, one after another,
-    as soon as the time order is known: the rest of the run (the scan, the sessions and
-    users) uses one core, and a time-ordered run's events table is nearly always read
-    (10M events, four pairs of fresh processes: median 9.3 s against 10.3 s without
-    them; single pairs varied from no gain to 2.3 s). :meth:`Columnar.events`
-    takes the columns gathered or being gathered and gathers the others itself;
-    :meth:`Columnar.close` cancels those not started."""
+def _prepare_early(keys: pa.Table,
+                   inputs: dict[str, str]) -> tuple[ThreadPoolExecutor, dict[str, Future]]:
+    """Start the order-free part of gathering the carried input columns (by their name in
+    ``keys``) into time order (:func:`_gatherer`: joining a column's chunks into
+    fixed-width rows, dictionary-encoding it) on a thread of its own, as soon as the keys
+    arrive: the users' encoding and the sorts leave a core idle for about a second (their
+    single-threaded steps), and these no longer wait for the time order. Returns the
+    thread (for :func:`_gather_early`) and the jobs."""
     background = ThreadPoolExecutor(1, thread_name_prefix="sessionize-gather")
-    take = arrow_pool(_take)
-    try:
-        jobs = {name: background.submit(take, keys.column(name), by_time)
-                for name in inputs.values()}
-        jobs[f"{P}user"] = background.submit(take, names, codes_by_time)
-        return jobs
-    finally:
-        background.shutdown(wait=False)
+    prepare = arrow_pool(functools.partial(_gatherer, copy_now=False))
+    return background, {name: background.submit(prepare, keys.column(name), keys.num_rows)
+                        for name in inputs.values()}
+
+
+def _gather_early(background: ThreadPoolExecutor, prepared: dict[str, Future],
+                  by_time: np.ndarray, names: pa.Array,
+                  codes_by_time: np.ndarray) -> dict[str, Future]:
+    """Gather the carried input columns (``prepared`` by :func:`_prepare_early`), then the
+    users' names (as ``__sz_user``, from the users' codes in time order), into time order
+    on the ``background`` thread, one after another, as soon as the time order is known:
+    the rest of the run (the scan, the sessions and users) uses one core, and a
+    time-ordered run's events table is nearly always read (10M events, four pairs of
+    fresh processes: median 9.3 s against 10.3 s without them; single pairs varied from
+    no gain to 2.3 s). :meth:`Columnar.events` takes the columns gathered or being
+    gathered and gathers the others itself; :meth:`Columnar.close` cancels those not
+    started."""
+    def take(name: str) -> pa.Array | pa.ChunkedArray:
+        return prepared[name].result()(by_time)
+
+    jobs = {name: background.submit(arrow_pool(take), name) for name in prepared}
+    jobs[f"{P}user"] = background.submit(arrow_pool(_take), names, codes_by_time)
+    return jobs
 
 
 def _time_order(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArray,
