@@ -207,7 +207,7 @@ def _sort_pair(major: np.ndarray,
 
 
 def _by_user(codes: np.ndarray, ts: np.ndarray, since: np.ndarray,
-             msg: pa.Array | pa.ChunkedArray, row: np.ndarray,
+             msg: pa.Array | pa.ChunkedArray, row: np.ndarray | None,
              parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (user, time, messageId, row) order, and the users and times in it (see
     :func:`_order_ties`), sorted in ``parts`` ranges of users at once (one per idle
@@ -240,7 +240,7 @@ def _by_user(codes: np.ndarray, ts: np.ndarray, since: np.ndarray,
 
 def _order_ties(order: np.ndarray, u: np.ndarray, t: np.ndarray,
                 msg: pa.Array | pa.ChunkedArray,
-                row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                row: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Within runs of ``order`` with equal (user, time) (``u`` and ``t``: the users and
     times in that order), order by messageId (missing last), then input row, as the
     compiled SQL does.
@@ -252,12 +252,13 @@ def _order_ties(order: np.ndarray, u: np.ndarray, t: np.ndarray,
 
 
 def _order_runs(order: np.ndarray, equal: np.ndarray, msg: pa.Array | pa.ChunkedArray,
-                row: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
+                row: np.ndarray | None, codes: np.ndarray | None = None) -> np.ndarray:
     """``order`` with every run of positions tied on its sort key (``equal[i]``: position
     i + 1 ties with position i) ordered by the user's code (``codes``, per key position,
     when the sort key did not hold the user), then messageId (missing last), then input
-    row. Runs are contiguous, so sorting the tied positions by (run, ..., row) keeps every
-    run in its slots."""
+    row (``row`` per key position; ``None``: the key positions are in input-row order).
+    Runs are contiguous, so sorting the tied positions by (run, ..., row) keeps every run
+    in its slots. ``order`` is reordered in place (no 10M copy) and returned."""
     slots = np.flatnonzero(equal)
     if not len(slots):
         return order
@@ -276,10 +277,9 @@ def _order_runs(order: np.ndarray, equal: np.ndarray, msg: pa.Array | pa.Chunked
     if codes is not None:
         columns["user"] = _arrow(codes[members])
     columns["msg"] = _take_few(msg, members)
-    columns["row"] = _arrow(row[members])
+    columns["row"] = _arrow(members if row is None else row[members])
     by = pc.sort_indices(pa.table(columns),
                          sort_keys=[(name, "ascending", "at_end") for name in columns])
-    order = order.copy()
     order[slots] = members[_to_numpy(by)]
     return order
 
@@ -302,13 +302,25 @@ def _sort_in_halves(key: np.ndarray) -> None:
     key.sort(kind="stable")
 
 
-def _sort_positions(major: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+#: Positions are or-ed into a packed key this many at a time (a small array reused,
+#: not a 10M-position one made fresh).
+POSITION_BLOCK = 1 << 20
+
+
+def _sort_positions(major: np.ndarray, bits: int,
+                    reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The order of ``major`` (non-negative int64) with ties in position order, as
     (positions, ``major`` in that order): a sort of values, not an argsort, of
-    ``major << bits | position`` (``bits`` must hold every position, and the key 64 bits)."""
-    key = major.astype(np.uint64)
+    ``major << bits | position`` (``bits`` must hold every position, and the key 64 bits).
+    ``reuse``: the key is built in ``major``'s own memory, which the caller gives up
+    (no 10M copy)."""
+    key = major.view(np.uint64) if reuse else major.astype(np.uint64)
     key <<= np.uint64(bits)
-    key |= np.arange(len(major), dtype=np.uint64)
+    block = np.arange(min(len(key), POSITION_BLOCK), dtype=np.uint64)
+    for start in range(0, len(key), len(block)):
+        part = key[start:start + len(block)]
+        part |= block[:len(part)]
+        block += np.uint64(len(block))
     _sort_in_halves(key)
     positions = (key & np.uint64((1 << bits) - 1)).view(np.int64)
     key >>= np.uint64(bits)
@@ -316,7 +328,7 @@ def _sort_positions(major: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _time_then_user(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArray,
-                    row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                    row: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                               np.ndarray, TimeView] | None:
     """Both orders from two sorts of values on both cores, when the times and the
     positions fit one 64-bit key (``None`` when they do not):
@@ -336,13 +348,13 @@ def _time_then_user(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.Chunke
         return None
     base = int(ts.min())
     since = ts - base
-    unit = next((u for u in _TIME_UNITS if not (since % u).any()), 1)
+    unit = _unit(since)
     if unit > 1:
         since //= unit
     bits = (n - 1).bit_length()
     if int(since.max()).bit_length() + bits > 64 or int(codes.max()).bit_length() + bits > 64:
         return None
-    by_time, t = _sort_positions(since, bits)
+    by_time, t = _sort_positions(since, bits, reuse=True)
     by_time = _order_runs(by_time, t[1:] == t[:-1], msg, row, codes)
     codes_by_time = codes[by_time]
     at, u = _sort_positions(codes_by_time, bits)  # at: positions in the time order
@@ -351,6 +363,15 @@ def _time_then_user(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.Chunke
         t *= unit
     t += base  # the times in time order (ties reordered among themselves: the same times)
     return by_time, by_user, u, t[at], TimeView(codes_by_time, t, at)
+
+
+def _unit(since: np.ndarray) -> int:
+    """The largest of :data:`_TIME_UNITS` that divides every value of ``since`` (1 when
+    none does), judged on a sample first: a unit the sample rules out costs no pass over
+    every value (10M: 0.1 s each)."""
+    sample = since[::max(len(since) // 4096, 1)]
+    return next((u for u in _TIME_UNITS if not (sample % u).any() and not (since % u).any()),
+                1)
 
 
 @dataclasses.dataclass
@@ -391,7 +412,11 @@ def _encode_users(user: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     by_name = _to_numpy(pc.sort_indices(names))
     rank = np.empty(len(names), np.int64)
     rank[by_name] = np.arange(len(names))
-    codes = np.concatenate([(rank[m])[_to_numpy(e.indices)] for m, e in zip(local, encoded)])
+    codes = np.empty(len(user), np.int64)  # each half's codes gathered straight into it
+    done = 0
+    for m, e in zip(local, encoded):
+        np.take(rank[m], _to_numpy(e.indices), out=codes[done:done + len(e)])
+        done += len(e)
     return codes, names.take(_arrow(by_name))
 
 
@@ -452,9 +477,14 @@ def _take_few(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Arr
     if values.num_chunks == 1:
         return values.chunk(0).take(_arrow(indices))
     starts = np.cumsum([0, *(len(c) for c in values.chunks)])
-    by_index = np.argsort(indices, kind="stable")
+    # the indices grouped by chunk: a radix sort of small chunk numbers, not a sort of
+    # the indices themselves
+    chunk_of = np.searchsorted(starts, indices, side="right") - 1
+    if values.num_chunks <= np.iinfo(np.int16).max:
+        chunk_of = chunk_of.astype(np.int16)
+    by_index = np.argsort(chunk_of, kind="stable")
     ordered = indices[by_index]
-    cuts = np.searchsorted(ordered, starts)
+    cuts = np.concatenate([[0], np.cumsum(np.bincount(chunk_of, minlength=values.num_chunks))])
     parts = [chunk.take(_arrow(ordered[lo:hi] - start))
              for chunk, start, lo, hi in zip(values.chunks, starts, cuts, cuts[1:]) if hi > lo]
     taken = pa.concat_arrays(parts) if parts else pa.array([], values.type)
@@ -627,6 +657,20 @@ def _rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
     return pa.concat_tables([table.slice(int(p), 1) for p in positions]).combine_chunks()
 
 
+def _increasing(column: pa.ChunkedArray) -> bool:
+    """Whether an integer column without nulls is strictly increasing (chunk by chunk, no
+    copy of it)."""
+    last = None
+    for chunk in column.chunks:
+        values = _to_numpy(chunk.cast(pa.int64()))
+        if not len(values):
+            continue
+        if (last is not None and values[0] <= last) or not bool((values[1:] > values[:-1]).all()):
+            return False
+        last = values[-1]
+    return True
+
+
 def _run_ends(starts: np.ndarray, n: int) -> np.ndarray:
     """The last position of each run, given where the runs start (none when ``n == 0``)."""
     return np.append(starts[1:], n) - 1 if n else starts
@@ -655,7 +699,8 @@ class Columnar:
     reason: np.ndarray          # -1 none, 0 first_event, 1 inactivity
     session: np.ndarray         # global session index (0-based)
     session_keys: pa.Array      # per global session index
-    row: pa.Array               # per key position: the input row (the keys' column, combined)
+    row: pa.ChunkedArray        # per key position: the input row (the keys' column)
+    rows_in_order: bool         # whether key positions are in input-row order (the usual)
     msg: pa.Array | pa.ChunkedArray  # per key position: the messageId (as returned)
     sessions: pa.Table
     users: pa.Table
@@ -702,16 +747,14 @@ class Columnar:
         when the run asked for time-ordered events, else now)."""
         if self.time_order is None:
             self.time_order = _done(_time_order(self.codes, _numpy(self.keys.column(f"{P}ts_us")),
-                                                self.msg, _to_numpy(self.row)))
+                                                self.msg,
+                                                None if self.rows_in_order else _numpy(self.row)))
         return self.time_order.result()
 
     def by_input(self) -> np.ndarray | None:
         """Key positions in input order; ``None`` when the keys already are (the usual
         case: DuckDB keeps a projection's order)."""
-        row = _to_numpy(self.row)
-        if len(row) < 2 or bool((row[1:] > row[:-1]).all()):
-            return None
-        return np.argsort(row, kind="stable")
+        return None if self.rows_in_order else np.argsort(_numpy(self.row), kind="stable")
 
     def input_positions(self, rows: pa.ChunkedArray) -> np.ndarray:
         """Per key position: where its input row is in ``rows`` (the input's row numbers
@@ -896,12 +939,16 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     ``inputs``: input name -> its column in ``keys``, when the keys carry the input's
     columns for the events table."""
     n = keys.num_rows
-    background = prepared = None
+    background = prepared = name_job = None
     if time_order and inputs:
         background, prepared = _prepare_early(keys, inputs)
+        name_job = prepared.pop(f"{P}name")
     codes, names = _encode_users(keys.column(f"{P}user"))
     ts = _numpy(keys.column(f"{P}ts_us"))
-    row = _numpy(keys.column(f"{P}row"))
+    # the input rows break the last ties; where the keys are in row order (DuckDB keeps a
+    # projection's order), their positions do that, and the rows are never converted
+    rows_in_order = _increasing(keys.column(f"{P}row"))
+    row = None if rows_in_order else _numpy(keys.column(f"{P}row"))
     msg = keys.column(f"{P}msg")  # as returned: only tied events' are read
     # The time order is only needed for the events table. Where the packed keys fit, the
     # user order is the time order sorted by user; else the time order is sorted on the
@@ -934,7 +981,8 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     else:
         threshold = gap_us
     new = first | (gap > threshold)
-    session = np.cumsum(new) - 1
+    session = np.cumsum(new, dtype=np.int64)
+    session -= 1
     user_first = np.flatnonzero(first)
     reason = new.view(np.int8) * np.int8(2) - np.int8(1)  # 1 at a start, -1 elsewhere
     reason[user_first] = 0
@@ -945,7 +993,13 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     # a session's number: its index less its user's first session's (users by code)
     session_id = np.arange(len(starts)) - session[user_first][u[starts]] + 1
     user_last = _run_ends(user_first, n)
-    name = _combined(keys.column(f"{P}name"))
+    # the names of the sessions' first and last events, by a gather prepared on the
+    # background thread while this one sorted (event names: through their dictionary)
+    name_gather = (name_job.result() if name_job is not None
+                   else _gatherer(keys.column(f"{P}name"), 2 * n))
+    first_last = name_gather(np.concatenate([by_user[starts], by_user[ends]]))
+    if isinstance(first_last, pa.ChunkedArray):
+        first_last = first_last.combine_chunks()
     session_users = names.take(_arrow(u[starts]))
     session_keys = _session_keys(con, session_users, t[starts])
     sessions = pa.table({
@@ -957,8 +1011,8 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
         "duration_seconds": _arrow((t[ends] - t[starts]).astype(np.float64) / 1_000_000),
         "event_count": _arrow((ends - starts + 1).astype(np.int64)),
         "start_reason": _REASONS.take(_arrow(reason[starts])),
-        "first_event": name.take(_arrow(by_user[starts])),
-        "last_event": name.take(_arrow(by_user[ends])),
+        "first_event": first_last.slice(0, len(starts)),
+        "last_event": first_last.slice(len(starts)),
     })
     users = pa.table({
         "resolved_user": names,
@@ -971,7 +1025,8 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     if background is not None:
         background.shutdown(wait=False)
     return Columnar(keys, by_user, by_time, codes, names, t, first, reason, session,
-                    session_keys, _arrow(row), msg, sessions, users, inputs,
+                    session_keys, keys.column(f"{P}row"), rows_in_order, msg, sessions,
+                    users, inputs,
                     early, prepared, view)
 
 
@@ -982,11 +1037,15 @@ def _prepare_early(keys: pa.Table,
     fixed-width rows, dictionary-encoding it) on a thread of its own, as soon as the keys
     arrive: the users' encoding and the sorts leave a core idle for about a second (their
     single-threaded steps), and these no longer wait for the time order. Returns the
-    thread (for :func:`_gather_early`) and the jobs."""
+    thread (for :func:`_gather_early`) and the jobs, the events' names' first."""
     background = ThreadPoolExecutor(1, thread_name_prefix="sessionize-gather")
     prepare = arrow_pool(functools.partial(_gatherer, copy_now=False))
-    return background, {name: background.submit(prepare, keys.column(name), keys.num_rows)
-                        for name in inputs.values()}
+    # first the events' names, for the sessions' first and last events (``assign`` takes
+    # this job out before the others are gathered): up to two per event
+    jobs = {f"{P}name": background.submit(prepare, keys.column(f"{P}name"), 2 * keys.num_rows)}
+    return background, {**jobs, **{name: background.submit(prepare, keys.column(name),
+                                                            keys.num_rows)
+                                   for name in inputs.values()}}
 
 
 def _gather_early(background: ThreadPoolExecutor, prepared: dict[str, Future],
@@ -1010,7 +1069,7 @@ def _gather_early(background: ThreadPoolExecutor, prepared: dict[str, Future],
 
 
 def _time_order(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArray,
-                row: np.ndarray) -> np.ndarray:
+                row: np.ndarray | None) -> np.ndarray:
     """Key positions in (time, user, messageId, row) order."""
     base = ts.min() if len(ts) else 0
     order, t, u = _sort_pair(ts - base, codes)
