@@ -374,6 +374,18 @@ def _unit(since: np.ndarray) -> int:
                 1)
 
 
+def _inverse(order: np.ndarray) -> np.ndarray:
+    """The inverse of the permutation ``order``, scattered a block of positions at a time
+    (a small array reused, not a fresh one of every position)."""
+    inverse = np.empty(len(order), np.int64)
+    block = np.arange(min(len(order), POSITION_BLOCK), dtype=np.int64)
+    for start in range(0, len(order), len(block)):
+        part = order[start:start + len(block)]
+        inverse[part] = block[:len(part)]
+        block += len(block)
+    return inverse
+
+
 @dataclasses.dataclass
 class TimeView:
     """What the time-then-user sorts leave of the time order: per time-order position,
@@ -387,9 +399,7 @@ class TimeView:
 
     def user_positions(self) -> np.ndarray:
         """Per time-order position: its (user, time) position (``at`` inverted)."""
-        inverse = np.empty(len(self.at), np.int64)
-        inverse[self.at] = np.arange(len(self.at))
-        return inverse
+        return _inverse(self.at)
 
 
 def _encode_users(user: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -733,9 +743,7 @@ class Columnar:
 
     def _user_positions(self) -> np.ndarray:
         """Per key position: its position in the (user, time) order (by_user inverted)."""
-        at = np.empty(len(self.by_user), np.int64)
-        at[self.by_user] = np.arange(len(self.by_user))
-        return at
+        return _inverse(self.by_user)
 
     def _previous(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(previous event's time, no-previous mask) at (user, time) positions ``at``."""
@@ -875,13 +883,8 @@ class Columnar:
             if where is not None:
                 at = at[where]
                 codes = codes[where]
-        n = len(self.ts)
-        prev_user_order = np.empty(n, np.int64)
-        prev_user_order[:1] = 0
-        prev_user_order[1:] = self.ts[:-1]
         session = self.session[at]
         session_key = submit(_take, self.session_keys, session)
-        prev = prev_user_order[at]
         if where is None:  # key order: the keys' own times, read in order
             ts = _numpy(self.keys.column(f"{P}ts_us"))
             timestamp = self.keys.column(f"{P}ts")
@@ -890,6 +893,11 @@ class Columnar:
             timestamp = _arrow(ts, TS)
         reason = self.reason[at]
         first = reason == 0
+        # the previous event's time: the one before in the (user, time) order (``at``,
+        # which is this call's own, is shifted in place; position 0, which wraps to the
+        # last, is a user's first event, whose previous time is missing)
+        at -= 1
+        prev = self.ts[at]
         user_first = np.flatnonzero(self.first)  # by code: the user's first position
         session_id = (self.session[user_first] - 1)[codes]
         np.subtract(session, session_id, out=session_id)
