@@ -838,3 +838,10 @@ def test_plans_agree_when_the_keys_are_not_in_row_order(monkeypatch):
                 :2 if name == "sessions" else 1]
             assert got.sort_by([(c, "ascending") for c in key]).to_pylist() == \
                 want.sort_by([(c, "ascending") for c in key]).to_pylist()
+
+
+def test_inverse_permutation_in_blocks(monkeypatch):
+    monkeypatch.setattr(kernel, "POSITION_BLOCK", 7)
+    order = np.random.default_rng(5).permutation(1_000)
+    np.testing.assert_array_equal(kernel._inverse(order), np.argsort(order))
+    assert len(kernel._inverse(np.zeros(0, np.int64))) == 0
