@@ -801,6 +801,8 @@ def test_position_sort_in_blocks_matches_a_stable_argsort(reuse, monkeypatch):
     positions, values = kernel._sort_positions(major.copy(), 10, reuse=reuse)
     np.testing.assert_array_equal(positions, want)
     np.testing.assert_array_equal(values, major[want])
+    empty = kernel._sort_positions(np.zeros(0, np.int64), 1, reuse=reuse)
+    assert [len(part) for part in empty] == [0, 0]
 
 
 @pytest.mark.parametrize(("chunks", "expected"), [

@@ -316,7 +316,7 @@ def _sort_positions(major: np.ndarray, bits: int,
     (no 10M copy)."""
     key = major.view(np.uint64) if reuse else major.astype(np.uint64)
     key <<= np.uint64(bits)
-    block = np.arange(min(len(key), POSITION_BLOCK), dtype=np.uint64)
+    block = np.arange(max(min(len(key), POSITION_BLOCK), 1), dtype=np.uint64)
     for start in range(0, len(key), len(block)):
         part = key[start:start + len(block)]
         part |= block[:len(part)]
@@ -378,7 +378,7 @@ def _inverse(order: np.ndarray) -> np.ndarray:
     """The inverse of the permutation ``order``, scattered a block of positions at a time
     (a small array reused, not a fresh one of every position)."""
     inverse = np.empty(len(order), np.int64)
-    block = np.arange(min(len(order), POSITION_BLOCK), dtype=np.int64)
+    block = np.arange(max(min(len(order), POSITION_BLOCK), 1), dtype=np.int64)
     for start in range(0, len(order), len(block)):
         part = order[start:start + len(block)]
         inverse[part] = block[:len(part)]
