@@ -898,8 +898,10 @@ class Columnar:
         # last, is a user's first event, whose previous time is missing)
         at -= 1
         prev = self.ts[at]
+        # the session number, in ``at``'s memory (no longer needed): the session index
+        # less the user's first less one (users by code)
         user_first = np.flatnonzero(self.first)  # by code: the user's first position
-        session_id = (self.session[user_first] - 1)[codes]
+        session_id = np.take(self.session[user_first] - 1, codes, out=at)
         np.subtract(session, session_id, out=session_id)
         return {
             "timestamp": timestamp,
