@@ -2,8 +2,8 @@
 
 Numbers on a shared 2-core machine are noisy, so the runner is built to keep the
 comparison fair rather than the numbers pretty: every run is a fresh process (own
-imports, own peak RSS), tools are interleaved round-robin with a rotating start so load
-spikes hit all of them alike, the input is pre-read into the page cache, the median is
+imports, own peak RSS), tools are interleaved, each repeat in its own order (a Williams
+design), so load spikes and the previous run's freed memory hit all of them alike, the input is pre-read into the page cache, the median is
 the headline, and the load average before and after is printed next to the table.
 ``--check`` first proves the tools produce the same events, sessions, users and
 per-user session counts, so the timings compare like with like.
@@ -44,11 +44,34 @@ def run_worker(tool: str, path: Path, summary: Path | None = None) -> dict:
     return json.loads(lines[-1])
 
 
+def repeat_order(tools: list[str], repeat: int) -> list[str]:
+    """The tools' order in repeat ``repeat``: row ``repeat`` of a Williams design (rows
+    that shift 0, 1, n-1, 2, n-2, ... by the row number; for an odd number of tools
+    followed by the same rows reversed). Every tool starts one repeat in n, and over n
+    repeats (2n for an odd n) every tool runs right after every other equally often. A
+    plain rotation kept every tool's neighbours, so one tool always ran right after the
+    same peer, and on this VM the memory a large process has just freed is dear to
+    touch again (BENCHMARKS.md, 2026-12-06)."""
+    n = len(tools)
+    if not n:
+        return []
+    base, low, high = [0], 1, n - 1
+    while len(base) < n:
+        base.append(low)
+        low += 1
+        if len(base) < n:
+            base.append(high)
+            high -= 1
+    rows = [[(b + r) % n for b in base] for r in range(n)]
+    if n % 2:
+        rows += [row[::-1] for row in rows]
+    return [tools[i] for i in rows[repeat % len(rows)]]
+
+
 def benchmark(tools: list[str], path: Path, repeats: int) -> list[dict]:
     runs, active = [], list(tools)
     for repeat in range(repeats):
-        shift = repeat % len(active) if active else 0
-        for tool in active[shift:] + active[:shift]:
+        for tool in repeat_order(active, repeat):
             record = run_worker(tool, path)
             runs.append({**record, "repeat": repeat})
         active = [t for t in active if not _failed(runs, t)]
