@@ -3,8 +3,9 @@
 Numbers on a shared 2-core machine are noisy, so the runner is built to keep the
 comparison fair rather than the numbers pretty: every run is a fresh process (own
 imports, own peak RSS), tools are interleaved, each repeat in its own order (a Williams
-design), so load spikes and the previous run's freed memory hit all of them alike, the input is pre-read into the page cache, the median is
-the headline, and the load average before and after is printed next to the table.
+design), so load spikes and the previous run's freed memory hit all of them alike, the
+input is pre-read into the page cache, the median is the headline, and the load average
+before and after is printed next to the table.
 ``--check`` first proves the tools produce the same events, sessions, users and
 per-user session counts, so the timings compare like with like.
 

@@ -788,7 +788,8 @@ def test_columnar_sessions_and_users_are_handed_over_as_built():
         assert result.users.to_arrow() is result._engine.columnar.users
         assert len(result.sessions) == result._engine.columnar.sessions.num_rows
         assert result.sessions.to_arrow(limit=3).num_rows == 3
-        assert result.sessions.relation.aggregate("count(*)").fetchall() == [(len(result.sessions),)]
+        counted = result.sessions.relation.aggregate("count(*)").fetchall()
+        assert counted == [(len(result.sessions),)]
 
 
 @pytest.mark.parametrize("reuse", [False, True])

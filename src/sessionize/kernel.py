@@ -38,7 +38,7 @@ import dataclasses
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -316,11 +316,8 @@ def _sort_positions(major: np.ndarray, bits: int,
     (no 10M copy)."""
     key = major.view(np.uint64) if reuse else major.astype(np.uint64)
     key <<= np.uint64(bits)
-    block = np.arange(max(min(len(key), POSITION_BLOCK), 1), dtype=np.uint64)
-    for start in range(0, len(key), len(block)):
-        part = key[start:start + len(block)]
-        part |= block[:len(part)]
-        block += np.uint64(len(block))
+    for part, positions in _position_blocks(len(key)):
+        key[part] |= positions.view(np.uint64)
     _sort_in_halves(key)
     positions = (key & np.uint64((1 << bits) - 1)).view(np.int64)
     key >>= np.uint64(bits)
@@ -374,15 +371,23 @@ def _unit(since: np.ndarray) -> int:
                 1)
 
 
+def _position_blocks(n: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """The positions 0..n-1, :data:`POSITION_BLOCK` at a time: (the block's slice, its
+    positions as int64), all in one small array reused, not a fresh one of every
+    position."""
+    block = np.arange(min(n, POSITION_BLOCK), dtype=np.int64)
+    for start in range(0, n, POSITION_BLOCK):
+        end = min(start + POSITION_BLOCK, n)
+        yield slice(start, end), block[:end - start]
+        block += POSITION_BLOCK
+
+
 def _inverse(order: np.ndarray) -> np.ndarray:
     """The inverse of the permutation ``order``, scattered a block of positions at a time
-    (a small array reused, not a fresh one of every position)."""
+    (:func:`_position_blocks`)."""
     inverse = np.empty(len(order), np.int64)
-    block = np.arange(max(min(len(order), POSITION_BLOCK), 1), dtype=np.int64)
-    for start in range(0, len(order), len(block)):
-        part = order[start:start + len(block)]
-        inverse[part] = block[:len(part)]
-        block += len(block)
+    for part, positions in _position_blocks(len(order)):
+        inverse[order[part]] = positions
     return inverse
 
 
@@ -509,10 +514,10 @@ FIXED_WIDTH_MAX = 64
 
 def _fixed_width_gatherer(values: pa.Array | pa.ChunkedArray, size: int, *,
                           copy_now: bool = True) -> Gather | None:
-    """The gather (at ``size`` indices) of a string column whose values all have one length (UUIDs, hashed
-    ids: most id columns), as numpy rows of that width: one ``np.take`` of fixed-size
-    rows instead of Arrow's per-value copy (10M UUIDs: 0.3 s, not 1.6 s; 10M
-    twelve-character userIds, a fifth missing: 0.15 s, not 0.75 s).
+    """The gather (at ``size`` indices) of a string column whose values all have one
+    length (UUIDs, hashed ids: most id columns), as numpy rows of that width: one
+    ``np.take`` of fixed-size rows instead of Arrow's per-value copy (10M UUIDs: 0.3 s,
+    not 1.6 s; 10M twelve-character userIds, a fifth missing: 0.15 s, not 0.75 s).
 
     Missing values may be empty (as Arrow writes them) or of that width; a missing
     value's slot in the result holds some row's bytes (Arrow leaves a null slot's
@@ -542,7 +547,7 @@ def _fixed_width_gatherer(values: pa.Array | pa.ChunkedArray, size: int, *,
         seen.append((chunk, offsets, lengths, is_valid))
     if not wide and size * width >= 2**31:
         return None
-    for chunk, offsets, lengths, is_valid in seen:
+    for _, _, lengths, is_valid in seen:
         if is_valid is not None and ((lengths != 0) & (lengths != width)).any():
             return None  # a missing value of another length
     if not copy_now:
@@ -610,12 +615,12 @@ DICTIONARY_FROM = 100_000
 
 
 def _dictionary_gatherer(values: pa.Array | pa.ChunkedArray, size: int) -> Gather | None:
-    """The gather (at ``size`` indices) of a string column with few distinct values (types, event names), as
-    small integers: the column is dictionary-encoded (one pass, in order), the codes are
-    gathered, and the strings are read back from a dictionary that stays in cache, where
-    Arrow's per-value gather reads strings all over the column (10M event names: 0.45 s,
-    not 0.9-1.1 s). ``None`` when the column is not like that, judged by a sample. The
-    encoding is made now."""
+    """The gather (at ``size`` indices) of a string column with few distinct values
+    (types, event names), as small integers: the column is dictionary-encoded (one
+    pass, in order), the codes are gathered, and the strings are read back from a
+    dictionary that stays in cache, where Arrow's per-value gather reads strings all over
+    the column (10M event names: 0.45 s, not 0.9-1.1 s). ``None`` when the column is not
+    like that, judged by a sample. The encoding is made now."""
     if (values.type not in (pa.string(), pa.large_string()) or size < DICTIONARY_FROM
             or not len(values)):
         return None
@@ -796,9 +801,9 @@ class Columnar:
         where = self.by_time if order == "time" else self.by_input()
         needed = [source for _, source in columns if source is not None]
         with ThreadPoolExecutor(_THREADS) as pool:
-            view, self.time_view = self.time_view, None
-            computed = pool.submit(self._in_order, where, pool.submit,
-                                   view if order == "time" else None)
+            view = self.time_view if order == "time" else None
+            self.time_view = None
+            computed = pool.submit(self._in_order, where, pool.submit, view)
             jobs: dict[str, Future] = {}
             early, self.early = self.early or {}, None
             prepared, self.prepared = self.prepared or {}, None
@@ -817,7 +822,7 @@ class Columnar:
             if where is None:  # key order: the keys' own user column is resolved_user
                 jobs["resolved_user"] = _done(self.keys.column(f"{P}user"))
             else:
-                codes = view.codes if view is not None and order == "time" else self.codes[where]
+                codes = view.codes if view is not None else self.codes[where]
                 jobs["resolved_user"] = gather(f"{P}user", self.names, codes)
             if needed:
                 read, take_index = self._input_columns(con, needed, where)
@@ -973,9 +978,9 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
             early = _gather_early(background, prepared, time_positions, names, view.codes)
     else:
         if time_order:
-            background = ThreadPoolExecutor(1)
-            by_time = background.submit(_time_order, codes, ts, msg, row)
-            background.shutdown(wait=False)
+            sorter = ThreadPoolExecutor(1)  # not ``background``, which is shut down below
+            by_time = sorter.submit(_time_order, codes, ts, msg, row)
+            sorter.shutdown(wait=False)
         # with no time order to sort, both cores sort by user
         since = ts - (ts.min() if n else 0)
         by_user, u, t = _by_user(codes, ts, since, msg, row, 1 if time_order else _THREADS)
@@ -1043,10 +1048,11 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
 def _prepare_early(keys: pa.Table,
                    inputs: dict[str, str]) -> tuple[ThreadPoolExecutor, dict[str, Future]]:
     """Start the order-free part of gathering the carried input columns (by their name in
-    ``keys``) into time order (:func:`_gatherer`: joining a column's chunks into
-    fixed-width rows, dictionary-encoding it) on a thread of its own, as soon as the keys
-    arrive: the users' encoding and the sorts leave a core idle for about a second (their
-    single-threaded steps), and these no longer wait for the time order. Returns the
+    ``keys``) into time order (:func:`_gatherer` with ``copy_now=False``: checking which
+    columns have one width, dictionary-encoding those with few distinct values), and of
+    the events' names, on a thread of its own, as soon as the keys arrive: the users'
+    encoding and the sorts leave a core idle for about a second (their single-threaded
+    steps), and these no longer wait for the time order. Returns the
     thread (for :func:`_gather_early`) and the jobs, the events' names' first."""
     background = ThreadPoolExecutor(1, thread_name_prefix="sessionize-gather")
     prepare = arrow_pool(functools.partial(_gatherer, copy_now=False))
