@@ -9,6 +9,7 @@ several Parquet files, quarantined rows, per-event gaps and stitched identities)
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import io
 import json
 
@@ -412,7 +413,12 @@ def test_input_columns_read_with_the_keys_match_a_second_read(order, source, tmp
     for with_keys in (True, False):
         with sessionize.run(table, plan="columnar", events_order=order, on_invalid="quarantine",
                             _events_table=with_keys) as result:
-            assert (result._engine.columnar.inputs is not None) == with_keys
+            columnar = result._engine.columnar
+            # a time-ordered run streams them, one column at a time, where a cursor can
+            # read the input (files; a frame is registered on the run's connection only)
+            streams = with_keys and order == "time" and source != "frame"
+            assert (columnar.streamed is not None) == streams
+            assert (columnar.inputs is not None) == (with_keys and not streams)
             tables[with_keys] = {name: getattr(result, name).to_arrow()
                                  for name in ("events", "sessions", "users", "quarantine")}
             result._engine.ensure_assign()  # the assign stage shows only its own columns
@@ -451,9 +457,46 @@ def test_keys_read_once_match_the_compiled_keys_query(source, monkeypatch, tmp_p
         return keys
 
     monkeypatch.setattr(engine_duckdb, "read_keys", spy)
-    with sessionize.run(table, plan="columnar", **options) as result:
+    # unordered: the keys carry the input's columns (a time-ordered run streams them)
+    with sessionize.run(table, plan="columnar", events_order="none", **options) as result:
         result.events.to_arrow()
     assert read == [(source in ("parquet", "json", "frame"), True)]
+
+
+@pytest.mark.parametrize("quarantined", [False, True])
+def test_time_ordered_events_stream_the_input_one_column_at_a_time(quarantined, monkeypatch,
+                                                                   tmp_path):
+    # each input column is read alone, once, and gathered; the messageId the keys hold
+    # is not read again; the events are the SQL plan's
+    table = generated(3_000, seed=16)
+    if quarantined:  # every 70th row has no user: the rows read are not the keys'
+        table = table.set_column(4, "anonymousId", pa.array(
+            [None if i % 70 == 0 else v for i, v in enumerate(table["anonymousId"].to_pylist())],
+            pa.string()))
+        table = table.set_column(3, "userId", pa.array(
+            [None if i % 70 == 0 else v for i, v in enumerate(table["userId"].to_pylist())],
+            pa.string()))
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=500)
+    reads = []
+    real_stream = kernel._stream_early
+
+    def spy(background, stream, *args):
+        real_read = stream.read
+
+        def read(names):
+            reads.append(list(names))
+            return real_read(names)
+        return real_stream(background, dataclasses.replace(stream, read=read), *args)
+
+    monkeypatch.setattr(kernel, "_stream_early", spy)
+    options = {"on_invalid": "quarantine"} if quarantined else {}
+    tables = {}
+    for plan in ("columnar", "sql"):
+        with sessionize.run(str(tmp_path / "in.parquet"), plan=plan, **options) as result:
+            tables[plan] = result.events.to_arrow()
+    shown = [c for c in table.column_names if c not in ("messageId", "timestamp")]
+    assert sorted(map(tuple, reads)) == sorted((c,) for c in shown)
+    assert tables["columnar"].equals(tables["sql"])
 
 
 def test_input_columns_are_read_again_for_other_identities():
@@ -848,3 +891,17 @@ def test_inverse_permutation_in_blocks(monkeypatch):
     order = np.random.default_rng(5).permutation(1_000)
     np.testing.assert_array_equal(kernel._inverse(order), np.argsort(order))
     assert len(kernel._inverse(np.zeros(0, np.int64))) == 0
+
+
+def test_a_run_closed_unread_ends_its_input_stream(tmp_path):
+    # sessions read, events never: closing cancels the streamed columns not started and
+    # lets the one reading the input end before the connection closes
+    pq.write_table(generated(3_000, seed=17), tmp_path / "in.parquet")
+    result = sessionize.run(str(tmp_path / "in.parquet"), plan="columnar")
+    columnar = result._engine.columnar
+    jobs = [job for job, _ in columnar.streamed.values()]
+    assert result.sessions.to_arrow().num_rows > 0
+    result.close()
+    assert columnar.streamed is None
+    assert all(job.done() for job in jobs)
+    assert not [job for job in jobs if not job.cancelled() and job.exception() is not None]

@@ -686,6 +686,17 @@ def _increasing(column: pa.ChunkedArray) -> bool:
     return True
 
 
+def _input_positions(rows: pa.ChunkedArray, key_rows: pa.ChunkedArray) -> np.ndarray:
+    """Per key position: where its input row (``key_rows``) is in ``rows`` (the input's
+    row numbers as a query returned them, each row once)."""
+    rows = _numpy(rows)
+    key_rows = _numpy(key_rows)
+    if np.array_equal(rows, np.arange(len(rows))):  # the usual case: in input order
+        return key_rows
+    sorter = np.argsort(rows, kind="stable")
+    return sorter[np.searchsorted(rows, key_rows, sorter=sorter)]
+
+
 def _run_ends(starts: np.ndarray, n: int) -> np.ndarray:
     """The last position of each run, given where the runs start (none when ``n == 0``)."""
     return np.append(starts[1:], n) - 1 if n else starts
@@ -697,6 +708,22 @@ def _numpy(column: pa.ChunkedArray) -> np.ndarray:
 
 
 # -- the assignment ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class Stream:
+    """The input's columns a time-ordered events table shows, read from the input one at
+    a time once the time order is known, each gathered into it and let go at once
+    (:func:`_stream_early`), instead of carried by the keys (which hold every column
+    until the last is gathered: the input's batches are freed whole)."""
+
+    sources: list[str]                     # the input's columns, by name
+    # the input's columns named, then its row numbers (``ROW``), every input row in the
+    # input's order; safe to call from any thread
+    read: Callable[[list[str]], pa.Table]
+    # input column -> the keys' column holding its very values (the messageId as
+    # ``__sz_msg``): gathered from there, not read again
+    in_keys: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass
 class Columnar:
     """The columnar plan's outcome: ``sessions`` and ``users`` as Arrow, and the
@@ -730,6 +757,10 @@ class Columnar:
     prepared: dict[str, Future] | None = None
     # what the time-then-user sorts left of the time order, until the events use it
     time_view: TimeView | None = None
+    # input column -> (its gather into time order, started when the time order was
+    # known, and the job itself, to run elsewhere if it has not started; see
+    # :func:`_stream_early`)
+    streamed: dict[str, tuple[Future, Callable[[], Any]]] | None = None
 
     @functools.cached_property
     def session_id(self) -> np.ndarray:
@@ -772,12 +803,7 @@ class Columnar:
     def input_positions(self, rows: pa.ChunkedArray) -> np.ndarray:
         """Per key position: where its input row is in ``rows`` (the input's row numbers
         as a query returned them, each row once)."""
-        rows = _numpy(rows)
-        key_rows = _numpy(self.keys.column(f"{P}row"))
-        if np.array_equal(rows, np.arange(len(rows))):  # the usual case: in input order
-            return key_rows
-        sorter = np.argsort(rows, kind="stable")
-        return sorter[np.searchsorted(rows, key_rows, sorter=sorter)]
+        return _input_positions(rows, self.keys.column(f"{P}row"))
 
     def positions_of_users(self, codes: list[int], limit: int) -> np.ndarray:
         """(user, time) positions of the first ``limit`` events of the users ``codes``
@@ -824,7 +850,15 @@ class Columnar:
             else:
                 codes = view.codes if view is not None else self.codes[where]
                 jobs["resolved_user"] = gather(f"{P}user", self.names, codes)
-            if needed:
+            streamed, self.streamed = self.streamed or {}, None
+            if needed and order == "time" and all(c in streamed for c in needed):
+                for name, source in columns:
+                    if source is not None:
+                        job, work = streamed.pop(source)
+                        # not started yet (the background thread is still busy): run
+                        # it on the pool now rather than wait behind the other gathers
+                        jobs[name] = pool.submit(work) if job.cancel() else job
+            elif needed:
                 read, take_index = self._input_columns(con, needed, where)
                 carried = self.inputs or {}
                 for name, source in columns:
@@ -847,7 +881,13 @@ class Columnar:
         """Cancel the early gathers not yet started (a run whose events were not read)."""
         for job in [*(self.early or {}).values(), *(self.prepared or {}).values()]:
             job.cancel()
-        self.early = self.prepared = None
+        streamed = [job for job, _ in (self.streamed or {}).values()]
+        for job in streamed:
+            job.cancel()
+        for job in streamed:  # one may be reading the input: let it end before it closes
+            if not job.cancelled():
+                job.exception()
+        self.early = self.prepared = self.streamed = None
         self.time_view = None
 
     def _input_columns(self, con: duckdb.DuckDBPyConnection, needed: list[str],
@@ -948,15 +988,16 @@ class Columnar:
 @arrow_pool
 def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
            con: duckdb.DuckDBPyConnection, time_order: bool = True,
-           inputs: dict[str, str] | None = None) -> Columnar:
+           inputs: dict[str, str] | None = None, stream: Stream | None = None) -> Columnar:
     """Assign sessions to the events of ``keys`` (the compiled ``keys`` stage as Arrow).
     ``time_order``: sort the events' time order too (for time-ordered events).
     ``inputs``: input name -> its column in ``keys``, when the keys carry the input's
-    columns for the events table."""
+    columns for the events table. ``stream``: the input's columns to read and gather
+    into time order as soon as it is known (with ``time_order``, instead of ``inputs``)."""
     n = keys.num_rows
     background = prepared = name_job = None
-    if time_order and inputs:
-        background, prepared = _prepare_early(keys, inputs)
+    if time_order and (inputs or stream):
+        background, prepared = _prepare_early(keys, inputs or {})
         name_job = prepared.pop(f"{P}name")
     codes, names = _encode_users(keys.column(f"{P}user"))
     ts = _numpy(keys.column(f"{P}ts_us"))
@@ -970,10 +1011,12 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     # other core while this one sorts by user and runs the scan.
     by_time = None
     both = _time_then_user(codes, ts, msg, row) if time_order else None
-    early = view = None
+    early = view = streamed = None
     if both is not None:
         time_positions, by_user, u, t, view = both
         by_time = _done(time_positions)
+        if background is not None and stream is not None:
+            streamed = _stream_early(background, stream, keys, time_positions, rows_in_order)
         if background is not None:
             early = _gather_early(background, prepared, time_positions, names, view.codes)
     else:
@@ -1042,7 +1085,7 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     return Columnar(keys, by_user, by_time, codes, names, t, first, reason, session,
                     session_keys, keys.column(f"{P}row"), rows_in_order, msg, sessions,
                     users, inputs,
-                    early, prepared, view)
+                    early, prepared, view, streamed)
 
 
 def _prepare_early(keys: pa.Table,
@@ -1081,6 +1124,46 @@ def _gather_early(background: ThreadPoolExecutor, prepared: dict[str, Future],
 
     jobs = {name: background.submit(arrow_pool(take), name) for name in prepared}
     jobs[f"{P}user"] = background.submit(arrow_pool(_take), names, codes_by_time)
+    return jobs
+
+
+def _stream_early(background: ThreadPoolExecutor, stream: Stream, keys: pa.Table,
+                  by_time: np.ndarray, rows_in_order: bool
+                  ) -> dict[str, tuple[Future, Callable[[], Any]]]:
+    """Read the input's columns ``stream.sources`` one at a time and gather each into time
+    order (key positions ``by_time``), on the ``background`` thread, as soon as the time
+    order is known: each column is freed once gathered, so the run holds the input one
+    column at a time, not whole beside its gathered copy (10M events from Parquet: a peak
+    of 4.8-5.2 GB, not 5.6-5.8 GB; memory a process touches for the first time is what
+    costs most on a virtual machine, see BENCHMARKS.md). Returns, per column, the job and
+    its work (which :meth:`Columnar.events` runs on its pool when the job has not
+    started)."""
+    key_rows = keys.column(f"{P}row")
+    index: list[np.ndarray] = []  # where the time order's rows are in what ``read`` returns
+
+    def positions(rows: pa.ChunkedArray) -> np.ndarray:
+        if not index:  # (two threads may both work it out: the same, once each)
+            read_rows = _numpy(rows)
+            if (rows_in_order and len(read_rows) == len(by_time)
+                    and np.array_equal(read_rows, np.arange(len(read_rows)))):
+                index.append(by_time)  # every input row is a key, in order: as it is
+            else:
+                index.append(_input_positions(rows, key_rows)[by_time])
+        return index[0]
+
+    def read_and_gather(source: str) -> pa.Array | pa.ChunkedArray:
+        if source in stream.in_keys:
+            return _take(keys.column(stream.in_keys[source]), by_time)
+        table = stream.read([source])
+        at = positions(table.column(ROW))
+        gather = _gatherer(table.column(source), len(at))
+        del table  # what the gather needs is copied: the input's column is freed first
+        return gather(at)
+
+    jobs = {}
+    for source in stream.sources:
+        work = functools.partial(arrow_pool(read_and_gather), source)
+        jobs[source] = (background.submit(work), work)
     return jobs
 
 
