@@ -12,6 +12,7 @@ import concurrent.futures
 import dataclasses
 import io
 import json
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -499,6 +500,63 @@ def test_time_ordered_events_stream_the_input_one_column_at_a_time(quarantined, 
     assert tables["columnar"].equals(tables["sql"])
 
 
+def test_time_ordered_runs_read_the_input_before_they_sort(monkeypatch, tmp_path):
+    # the input's columns are read while the users are encoded and the events sorted
+    # (their single-threaded steps leave a core idle), not once the time order is known
+    pq.write_table(generated(3_000, seed=18), tmp_path / "in.parquet")
+    calls = []
+    for name in ("_stream_early", "_encode_users", "_time_then_user"):
+        real = getattr(kernel, name)
+        monkeypatch.setattr(kernel, name, lambda *a, _real=real, _name=name:
+                            calls.append(_name) or _real(*a))
+    with sessionize.run(str(tmp_path / "in.parquet"), plan="columnar") as result:
+        assert result.events.to_arrow().num_rows == 3_000
+    assert calls == ["_stream_early", "_encode_users", "_time_then_user"]
+
+
+@pytest.mark.parametrize("events", [3_000, 1])
+def test_streamed_columns_wait_for_a_time_order_sorted_apart(events, monkeypatch, tmp_path):
+    # where the packed keys do not fit (or one event), the time order is sorted on a
+    # thread of its own: the columns read early are gathered once it ends, and the
+    # events are still the SQL plan's
+    pq.write_table(generated(3_000, seed=19).slice(0, events), tmp_path / "in.parquet")
+    monkeypatch.setattr(kernel, "_time_then_user", lambda *a: None)
+    tables = {}
+    for plan in ("columnar", "sql"):
+        with sessionize.run(str(tmp_path / "in.parquet"), plan=plan) as result:
+            if plan == "columnar":
+                assert result._engine.columnar.streamed is not None
+            tables[plan] = result.events.to_arrow()
+    assert tables["columnar"].num_rows == events
+    assert tables["columnar"].equals(tables["sql"])
+
+
+def test_a_failed_run_stops_reading_its_input(monkeypatch, tmp_path):
+    # a run that fails after the input's columns started being read cancels the reads
+    # not started and waits for the one running, before the connection closes
+    pq.write_table(generated(3_000, seed=20), tmp_path / "in.parquet")
+    started = []
+    real = kernel._stream_early
+
+    def spy(background, stream, *args):
+        def slow(names):  # without the wait, the reads would still be running below
+            time.sleep(0.2)
+            return stream.read(names)
+        reads = real(background, dataclasses.replace(stream, read=slow), *args)
+        started.append(reads)
+        return reads
+
+    def fail(*args):
+        raise MemoryError("no room to sort")
+
+    monkeypatch.setattr(kernel, "_stream_early", spy)
+    monkeypatch.setattr(kernel, "_time_then_user", fail)
+    with pytest.raises(MemoryError, match="no room to sort"):
+        sessionize.run(str(tmp_path / "in.parquet"), plan="columnar")
+    assert len(started) == 1 and started[0].jobs
+    assert all(job.done() for job in started[0].jobs.values())
+
+
 def test_input_columns_are_read_again_for_other_identities():
     # stitch and graph resolve users through a narrow join: the events re-read the input
     table = generated(2_000, seed=14)
@@ -899,9 +957,9 @@ def test_a_run_closed_unread_ends_its_input_stream(tmp_path):
     pq.write_table(generated(3_000, seed=17), tmp_path / "in.parquet")
     result = sessionize.run(str(tmp_path / "in.parquet"), plan="columnar")
     columnar = result._engine.columnar
-    jobs = [job for job, _ in columnar.streamed.values()]
+    jobs = [job for job, _ in columnar.streamed.values()] + list(columnar.reads.jobs.values())
     assert result.sessions.to_arrow().num_rows > 0
     result.close()
-    assert columnar.streamed is None
+    assert columnar.streamed is None and columnar.reads is None
     assert all(job.done() for job in jobs)
     assert not [job for job in jobs if not job.cancelled() and job.exception() is not None]

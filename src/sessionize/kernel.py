@@ -711,9 +711,10 @@ def _numpy(column: pa.ChunkedArray) -> np.ndarray:
 @dataclasses.dataclass
 class Stream:
     """The input's columns a time-ordered events table shows, read from the input one at
-    a time once the time order is known, each gathered into it and let go at once
-    (:func:`_stream_early`), instead of carried by the keys (which hold every column
-    until the last is gathered: the input's batches are freed whole)."""
+    a time while the run sorts, each prepared for its gather and let go at once, then
+    gathered into time order (:func:`_stream_early`), instead of carried by the keys
+    (which hold every column until the last is gathered: the input's batches are freed
+    whole)."""
 
     sources: list[str]                     # the input's columns, by name
     # the input's columns named, then its row numbers (``ROW``), every input row in the
@@ -761,6 +762,8 @@ class Columnar:
     # known, and the job itself, to run elsewhere if it has not started; see
     # :func:`_stream_early`)
     streamed: dict[str, tuple[Future, Callable[[], Any]]] | None = None
+    # the input's columns being read for those gathers (see :func:`_stream_early`)
+    reads: _StreamReads | None = None
 
     @functools.cached_property
     def session_id(self) -> np.ndarray:
@@ -887,7 +890,9 @@ class Columnar:
         for job in streamed:  # one may be reading the input: let it end before it closes
             if not job.cancelled():
                 job.exception()
-        self.early = self.prepared = self.streamed = None
+        if self.reads is not None:
+            self.reads.cancel()
+        self.early = self.prepared = self.streamed = self.reads = None
         self.time_view = None
 
     def _input_columns(self, con: duckdb.DuckDBPyConnection, needed: list[str],
@@ -993,12 +998,30 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     ``time_order``: sort the events' time order too (for time-ordered events).
     ``inputs``: input name -> its column in ``keys``, when the keys carry the input's
     columns for the events table. ``stream``: the input's columns to read and gather
-    into time order as soon as it is known (with ``time_order``, instead of ``inputs``)."""
-    n = keys.num_rows
+    into time order (with ``time_order``, instead of ``inputs``): read at once, gathered
+    as soon as the time order is known."""
     background = prepared = name_job = None
+    reads = None
     if time_order and (inputs or stream):
         background, prepared = _prepare_early(keys, inputs or {})
         name_job = prepared.pop(f"{P}name")
+        if stream is not None:
+            reads = _stream_early(background, stream, keys, _increasing(keys.column(f"{P}row")))
+    try:
+        return _assign(keys, gap_us, per_event_gap, con, time_order, inputs, stream,
+                       background, prepared, name_job, reads)
+    except BaseException:
+        if reads is not None:  # the input is not read after the run has failed
+            reads.cancel()
+        raise
+
+
+def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool, con: duckdb.DuckDBPyConnection,
+            time_order: bool, inputs: dict[str, str] | None, stream: Stream | None,
+            background: ThreadPoolExecutor | None, prepared: dict[str, Future] | None,
+            name_job: Future | None, reads: _StreamReads | None) -> Columnar:
+    """:func:`assign`, once the background thread has its jobs."""
+    n = keys.num_rows
     codes, names = _encode_users(keys.column(f"{P}user"))
     ts = _numpy(keys.column(f"{P}ts_us"))
     # the input rows break the last ties; where the keys are in row order (DuckDB keeps a
@@ -1015,8 +1038,8 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     if both is not None:
         time_positions, by_user, u, t, view = both
         by_time = _done(time_positions)
-        if background is not None and stream is not None:
-            streamed = _stream_early(background, stream, keys, time_positions, rows_in_order)
+        if reads is not None:
+            streamed = reads.gathers(stream, keys, time_positions)
         if background is not None:
             early = _gather_early(background, prepared, time_positions, names, view.codes)
     else:
@@ -1024,6 +1047,8 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
             sorter = ThreadPoolExecutor(1)  # not ``background``, which is shut down below
             by_time = sorter.submit(_time_order, codes, ts, msg, row)
             sorter.shutdown(wait=False)
+            if reads is not None:  # gathered when that sort ends
+                streamed = reads.gathers(stream, keys, by_time)
         # with no time order to sort, both cores sort by user
         since = ts - (ts.min() if n else 0)
         by_user, u, t = _by_user(codes, ts, since, msg, row, 1 if time_order else _THREADS)
@@ -1085,7 +1110,7 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     return Columnar(keys, by_user, by_time, codes, names, t, first, reason, session,
                     session_keys, keys.column(f"{P}row"), rows_in_order, msg, sessions,
                     users, inputs,
-                    early, prepared, view, streamed)
+                    early, prepared, view, streamed, reads)
 
 
 def _prepare_early(keys: pa.Table,
@@ -1127,44 +1152,88 @@ def _gather_early(background: ThreadPoolExecutor, prepared: dict[str, Future],
     return jobs
 
 
+@dataclasses.dataclass
+class _StreamReads:
+    """The input's columns being read on the background thread (:func:`_stream_early`),
+    each as the job that reads it and prepares its gather."""
+
+    background: ThreadPoolExecutor              # the thread reading them
+    jobs: dict[str, Future]                     # input column -> its read, then its Gather
+    read: Callable[[str], Gather]               # the job's work, to run elsewhere
+    positions: Callable[[np.ndarray], np.ndarray]  # time order -> where its rows were read
+
+    def gathers(self, stream: Stream, keys: pa.Table, time_order: np.ndarray | Future
+                ) -> dict[str, tuple[Future, Callable[[], Any]]]:
+        """Gather each column into time order (key positions ``time_order``, or the job
+        sorting them) on the background thread as soon as it is read: per column, the
+        job and its work (which :meth:`Columnar.events` runs on its pool when the job
+        has not started)."""
+        index: list[np.ndarray] = []  # where the time order's rows are in what was read
+
+        def read_and_gather(source: str) -> pa.Array | pa.ChunkedArray:
+            by_time = time_order.result() if isinstance(time_order, Future) else time_order
+            if source in stream.in_keys:
+                return _take(keys.column(stream.in_keys[source]), by_time)
+            job = self.jobs[source]
+            # not started yet (the background thread is busy): read it here
+            gather = self.read(source) if job.cancel() else job.result()
+            if not index:
+                index.append(self.positions(by_time))
+            return gather(index[0])
+
+        jobs = {}
+        for source in stream.sources:
+            work = functools.partial(arrow_pool(read_and_gather), source)
+            jobs[source] = (self.background.submit(work), work)
+        return jobs
+
+    def cancel(self) -> None:
+        """Cancel the reads not started and let the one running end (it reads the input
+        on a cursor of the run's connection, which must outlive it)."""
+        for job in self.jobs.values():
+            job.cancel()
+        for job in self.jobs.values():
+            if not job.cancelled():
+                job.exception()
+
+
 def _stream_early(background: ThreadPoolExecutor, stream: Stream, keys: pa.Table,
-                  by_time: np.ndarray, rows_in_order: bool
-                  ) -> dict[str, tuple[Future, Callable[[], Any]]]:
-    """Read the input's columns ``stream.sources`` one at a time and gather each into time
-    order (key positions ``by_time``), on the ``background`` thread, as soon as the time
-    order is known: each column is freed once gathered, so the run holds the input one
-    column at a time, not whole beside its gathered copy (10M events from Parquet: a peak
-    of 4.8-5.2 GB, not 5.6-5.8 GB; memory a process touches for the first time is what
-    costs most on a virtual machine, see BENCHMARKS.md). Returns, per column, the job and
-    its work (which :meth:`Columnar.events` runs on its pool when the job has not
-    started)."""
+                  rows_in_order: bool) -> _StreamReads:
+    """Start reading the input's columns ``stream.sources`` one at a time on the
+    ``background`` thread, each prepared for its gather (:func:`_gatherer`) and let go at
+    once, as soon as the keys arrive; :meth:`_StreamReads.gathers` gathers them into time
+    order there once it is known.
+
+    Each column is freed once prepared, so the run holds the input one column at a time,
+    not whole beside its gathered copy (memory a process touches for the first time is
+    what costs most on a virtual machine, see BENCHMARKS.md); and the input is read while
+    the users' encoding and the sorts leave a core idle (their single-threaded steps,
+    about 3 s at 10M events), not after them. 10M events from Parquet, fresh processes
+    in turn with reading after the sorts: a median of 9.1 s against 10.2 s, a peak of
+    4.7-4.8 GB against 4.9-5.3 GB."""
     key_rows = keys.column(f"{P}row")
-    index: list[np.ndarray] = []  # where the time order's rows are in what ``read`` returns
+    n = keys.num_rows
+    # where each key position's row is in what ``read`` returns (``None``: at that very
+    # position); two threads may both work it out: the same, once each
+    base: list[np.ndarray | None] = []
 
-    def positions(rows: pa.ChunkedArray) -> np.ndarray:
-        if not index:  # (two threads may both work it out: the same, once each)
-            read_rows = _numpy(rows)
-            if (rows_in_order and len(read_rows) == len(by_time)
-                    and np.array_equal(read_rows, np.arange(len(read_rows)))):
-                index.append(by_time)  # every input row is a key, in order: as it is
-            else:
-                index.append(_input_positions(rows, key_rows)[by_time])
-        return index[0]
-
-    def read_and_gather(source: str) -> pa.Array | pa.ChunkedArray:
-        if source in stream.in_keys:
-            return _take(keys.column(stream.in_keys[source]), by_time)
+    def read(source: str) -> Gather:
         table = stream.read([source])
-        at = positions(table.column(ROW))
-        gather = _gatherer(table.column(source), len(at))
-        del table  # what the gather needs is copied: the input's column is freed first
-        return gather(at)
+        if not base:
+            rows = table.column(ROW)
+            same = (rows_in_order and len(rows) == n
+                    and np.array_equal(_numpy(rows), np.arange(n)))
+            base.append(None if same else _input_positions(rows, key_rows))
+        gather = _gatherer(table.column(source), n)
+        del table  # what the gather needs is copied: the input's column is freed now
+        return gather
 
-    jobs = {}
-    for source in stream.sources:
-        work = functools.partial(arrow_pool(read_and_gather), source)
-        jobs[source] = (background.submit(work), work)
-    return jobs
+    def positions(by_time: np.ndarray) -> np.ndarray:
+        return by_time if base[0] is None else base[0][by_time]
+
+    jobs = {source: background.submit(arrow_pool(read), source)
+            for source in stream.sources if source not in stream.in_keys}
+    return _StreamReads(background, jobs, read, positions)
 
 
 def _time_order(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArray,
