@@ -219,6 +219,28 @@ def machine() -> dict:
     }
 
 
+def memory_state(meminfo: str | None = None) -> dict:
+    """Free memory and page cache now, in GiB (from /proc/meminfo; empty where it is
+    missing). On this VM a tool's first touch of memory costs more when the RAM is full
+    of page cache (every allocation first reclaims it), so the report prints both."""
+    fields = {}
+    for line in (_read("/proc/meminfo") if meminfo is None else meminfo).splitlines():
+        name, _, rest = line.partition(":")
+        if rest.split():
+            fields[name] = int(rest.split()[0])
+    if "MemFree" not in fields:
+        return {}
+    cache = fields.get("Cached", 0) + fields.get("Buffers", 0)
+    return {"free_gib": round(fields["MemFree"] / 2**20, 1),
+            "page_cache_gib": round(cache / 2**20, 1)}
+
+
+def format_memory(state: dict) -> str:
+    if not state:
+        return "unknown"
+    return f"{state['free_gib']} GiB free, {state['page_cache_gib']} GiB page cache"
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text()
@@ -260,9 +282,11 @@ def main(argv=None) -> int:
     warm_page_cache(path)
     info = machine()
     load_before = os.getloadavg()
+    memory_before = memory_state()
     check_rows, check_ok = check(tools, path) if args.check else ([], True)
     runs = benchmark(tools, path, args.repeats)
     load_after = os.getloadavg()
+    memory_after = memory_state()
     rows = summarise(tools, runs, args.events)
 
     print(f"## {args.events:,} events, {args.format}, {args.repeats} repeats\n")
@@ -273,6 +297,8 @@ def main(argv=None) -> int:
     )
     print(f"- load average (1/5/15 min) before: {format_load(load_before)}, "
           f"after: {format_load(load_after)}")
+    print(f"- memory before: {format_memory(memory_before)}; after: "
+          f"{format_memory(memory_after)}")
     print(
         f"- Python {info['python']}; " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     )
@@ -306,6 +332,8 @@ def main(argv=None) -> int:
                     "machine": info,
                     "load_before": load_before,
                     "load_after": load_after,
+                    "memory_before": memory_before,
+                    "memory_after": memory_after,
                     "check": check_rows,
                     "summary": rows,
                     "runs": runs,

@@ -1,4 +1,5 @@
-"""The benchmark runner's own logic (bench/run.py): the order tools run in."""
+"""The benchmark runner's own logic (bench/run.py): the order tools run in, and the
+machine's memory state it reports."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from run import repeat_order  # noqa: E402
+from run import format_memory, memory_state, repeat_order  # noqa: E402
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
@@ -36,3 +37,14 @@ def test_no_tool_always_follows_the_same_peer_in_five_repeats():
         before[b].add(a)
     assert all(len(peers) >= 2 for peers in before.values())
     assert repeat_order([], 0) == [] and repeat_order(["only"], 7) == ["only"]
+
+
+def test_memory_state_reads_free_memory_and_page_cache():
+    meminfo = ("MemTotal:       24683836 kB\nMemFree:          230912 kB\n"
+               "MemAvailable:   18069504 kB\nBuffers:            1024 kB\n"
+               "Cached:         18385920 kB\n")
+    state = memory_state(meminfo)
+    assert state == {"free_gib": 0.2, "page_cache_gib": 17.5}
+    assert format_memory(state) == "0.2 GiB free, 17.5 GiB page cache"
+    assert memory_state("") == {} and format_memory({}) == "unknown"
+    assert set(memory_state()) <= {"free_gib", "page_cache_gib"}  # this machine's
