@@ -226,8 +226,9 @@ def memory_state(meminfo: str | None = None) -> dict:
     fields = {}
     for line in (_read("/proc/meminfo") if meminfo is None else meminfo).splitlines():
         name, _, rest = line.partition(":")
-        if rest.split():
-            fields[name] = int(rest.split()[0])
+        value = rest.split()
+        if value:
+            fields[name] = int(value[0])
     if "MemFree" not in fields:
         return {}
     cache = fields.get("Cached", 0) + fields.get("Buffers", 0)

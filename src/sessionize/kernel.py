@@ -1000,15 +1000,17 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
     columns for the events table. ``stream``: the input's columns to read and gather
     into time order (with ``time_order``, instead of ``inputs``): read at once, gathered
     as soon as the time order is known."""
-    background = prepared = name_job = None
-    reads = None
+    # the input rows break the last ties; where the keys are in row order (DuckDB keeps a
+    # projection's order), their positions do that, and the rows are never converted
+    rows_in_order = _increasing(keys.column(f"{P}row"))
+    background = prepared = name_job = reads = None
     if time_order and (inputs or stream):
         background, prepared = _prepare_early(keys, inputs or {})
         name_job = prepared.pop(f"{P}name")
         if stream is not None:
-            reads = _stream_early(background, stream, keys, _increasing(keys.column(f"{P}row")))
+            reads = _stream_early(background, stream, keys, rows_in_order)
     try:
-        return _assign(keys, gap_us, per_event_gap, con, time_order, inputs, stream,
+        return _assign(keys, gap_us, per_event_gap, con, time_order, inputs, rows_in_order,
                        background, prepared, name_job, reads)
     except BaseException:
         if reads is not None:  # the input is not read after the run has failed
@@ -1017,16 +1019,13 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
 
 
 def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool, con: duckdb.DuckDBPyConnection,
-            time_order: bool, inputs: dict[str, str] | None, stream: Stream | None,
+            time_order: bool, inputs: dict[str, str] | None, rows_in_order: bool,
             background: ThreadPoolExecutor | None, prepared: dict[str, Future] | None,
             name_job: Future | None, reads: _StreamReads | None) -> Columnar:
     """:func:`assign`, once the background thread has its jobs."""
     n = keys.num_rows
     codes, names = _encode_users(keys.column(f"{P}user"))
     ts = _numpy(keys.column(f"{P}ts_us"))
-    # the input rows break the last ties; where the keys are in row order (DuckDB keeps a
-    # projection's order), their positions do that, and the rows are never converted
-    rows_in_order = _increasing(keys.column(f"{P}row"))
     row = None if rows_in_order else _numpy(keys.column(f"{P}row"))
     msg = keys.column(f"{P}msg")  # as returned: only tied events' are read
     # The time order is only needed for the events table. Where the packed keys fit, the
@@ -1039,7 +1038,7 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool, con: duckdb.DuckDB
         time_positions, by_user, u, t, view = both
         by_time = _done(time_positions)
         if reads is not None:
-            streamed = reads.gathers(stream, keys, time_positions)
+            streamed = reads.gathers(time_positions)
         if background is not None:
             early = _gather_early(background, prepared, time_positions, names, view.codes)
     else:
@@ -1048,7 +1047,7 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool, con: duckdb.DuckDB
             by_time = sorter.submit(_time_order, codes, ts, msg, row)
             sorter.shutdown(wait=False)
             if reads is not None:  # gathered when that sort ends
-                streamed = reads.gathers(stream, keys, by_time)
+                streamed = reads.gathers(by_time)
         # with no time order to sort, both cores sort by user
         since = ts - (ts.min() if n else 0)
         by_user, u, t = _by_user(codes, ts, since, msg, row, 1 if time_order else _THREADS)
@@ -1155,14 +1154,33 @@ def _gather_early(background: ThreadPoolExecutor, prepared: dict[str, Future],
 @dataclasses.dataclass
 class _StreamReads:
     """The input's columns being read on the background thread (:func:`_stream_early`),
-    each as the job that reads it and prepares its gather."""
+    each as the job that reads it and prepares its gather; :meth:`gathers` then gathers
+    them into time order there."""
 
+    stream: Stream
+    keys: pa.Table
     background: ThreadPoolExecutor              # the thread reading them
-    jobs: dict[str, Future]                     # input column -> its read, then its Gather
-    read: Callable[[str], Gather]               # the job's work, to run elsewhere
-    positions: Callable[[np.ndarray], np.ndarray]  # time order -> where its rows were read
+    rows_in_order: bool                         # whether the keys are in input-row order
+    jobs: dict[str, Future] = dataclasses.field(default_factory=dict)  # column -> Gather
+    # where each key position's row is in what ``stream.read`` returns (``None``: at that
+    # very position); two threads may both work it out: the same, once each
+    base: list[np.ndarray | None] = dataclasses.field(default_factory=list)
 
-    def gathers(self, stream: Stream, keys: pa.Table, time_order: np.ndarray | Future
+    def read(self, source: str) -> Gather:
+        """Read the input column ``source`` and prepare its gather at every key; the
+        column itself is let go."""
+        table = self.stream.read([source])
+        if not self.base:
+            rows, n = table.column(ROW), self.keys.num_rows
+            same = (self.rows_in_order and len(rows) == n
+                    and np.array_equal(_numpy(rows), np.arange(n)))
+            self.base.append(None if same else _input_positions(rows,
+                                                                self.keys.column(f"{P}row")))
+        gather = _gatherer(table.column(source), self.keys.num_rows)
+        del table  # what the gather needs is copied: the input's column is freed now
+        return gather
+
+    def gathers(self, time_order: np.ndarray | Future
                 ) -> dict[str, tuple[Future, Callable[[], Any]]]:
         """Gather each column into time order (key positions ``time_order``, or the job
         sorting them) on the background thread as soon as it is read: per column, the
@@ -1172,17 +1190,17 @@ class _StreamReads:
 
         def read_and_gather(source: str) -> pa.Array | pa.ChunkedArray:
             by_time = time_order.result() if isinstance(time_order, Future) else time_order
-            if source in stream.in_keys:
-                return _take(keys.column(stream.in_keys[source]), by_time)
+            if source in self.stream.in_keys:
+                return _take(self.keys.column(self.stream.in_keys[source]), by_time)
             job = self.jobs[source]
             # not started yet (the background thread is busy): read it here
             gather = self.read(source) if job.cancel() else job.result()
             if not index:
-                index.append(self.positions(by_time))
+                index.append(by_time if self.base[0] is None else self.base[0][by_time])
             return gather(index[0])
 
         jobs = {}
-        for source in stream.sources:
+        for source in self.stream.sources:
             work = functools.partial(arrow_pool(read_and_gather), source)
             jobs[source] = (self.background.submit(work), work)
         return jobs
@@ -1211,29 +1229,10 @@ def _stream_early(background: ThreadPoolExecutor, stream: Stream, keys: pa.Table
     about 3 s at 10M events), not after them. 10M events from Parquet, fresh processes
     in turn with reading after the sorts: a median of 9.1 s against 10.2 s, a peak of
     4.7-4.8 GB against 4.9-5.3 GB."""
-    key_rows = keys.column(f"{P}row")
-    n = keys.num_rows
-    # where each key position's row is in what ``read`` returns (``None``: at that very
-    # position); two threads may both work it out: the same, once each
-    base: list[np.ndarray | None] = []
-
-    def read(source: str) -> Gather:
-        table = stream.read([source])
-        if not base:
-            rows = table.column(ROW)
-            same = (rows_in_order and len(rows) == n
-                    and np.array_equal(_numpy(rows), np.arange(n)))
-            base.append(None if same else _input_positions(rows, key_rows))
-        gather = _gatherer(table.column(source), n)
-        del table  # what the gather needs is copied: the input's column is freed now
-        return gather
-
-    def positions(by_time: np.ndarray) -> np.ndarray:
-        return by_time if base[0] is None else base[0][by_time]
-
-    jobs = {source: background.submit(arrow_pool(read), source)
-            for source in stream.sources if source not in stream.in_keys}
-    return _StreamReads(background, jobs, read, positions)
+    reads = _StreamReads(stream, keys, background, rows_in_order)
+    reads.jobs = {source: background.submit(arrow_pool(reads.read), source)
+                  for source in stream.sources if source not in stream.in_keys}
+    return reads
 
 
 def _time_order(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArray,
