@@ -6,9 +6,12 @@ reporting, as this project's VM has), a page the guest has not used for a few se
 must be supplied by the host again on its first write: that shows up as system time in
 whichever process touches it first. This script measures it: a fresh process writes
 SIZE GiB after PAUSE seconds of rest (cold), then another fresh process writes the same
-amount right after the first one freed it (warm).
+amount right after the first one freed it (warm). ``--pages`` chooses how the memory is
+mapped: ``huge`` (numpy's default: it advises huge pages for arrays of 4 MiB or more),
+``small`` (4 KiB pages, as sessionize's kernel asks numpy for on such a machine) or
+``both`` (each in turn, huge first).
 
-    python bench/first_touch.py [--gib 2] [--pause 5] [--repeats 3]
+    python bench/first_touch.py [--gib 2] [--pause 5] [--repeats 3] [--pages both]
 
 It uses only numpy and the standard library.
 """
@@ -24,6 +27,11 @@ import time
 CHILD = """
 import json, resource, sys, time
 import numpy as np
+try:
+    from numpy._core.multiarray import _set_madvise_hugepage
+except ImportError:
+    from numpy.core.multiarray import _set_madvise_hugepage
+_set_madvise_hugepage(sys.argv[2] == "huge")
 start = time.perf_counter(); before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
 a = np.ones(int(float(sys.argv[1]) * (1 << 27)), np.int64)  # 8 bytes each
 print(json.dumps({"seconds": time.perf_counter() - start,
@@ -31,8 +39,8 @@ print(json.dumps({"seconds": time.perf_counter() - start,
 """
 
 
-def touch(gib: float) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(gib)], check=True,
+def touch(gib: float, pages: str = "huge") -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(gib), pages], check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out)
 
@@ -43,15 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=5.0,
                         help="seconds of rest before the cold run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pages", choices=("huge", "small", "both"), default="both",
+                        help="huge pages (numpy's default), 4 KiB pages, or each in turn")
     args = parser.parse_args(argv)
-    print(f"{'repeat':>6}  {'cold s':>7}  {'cold sys':>8}  {'warm s':>7}  {'warm sys':>8}"
-          f"  (writing {args.gib:g} GiB in a fresh process)")
+    kinds = ("huge", "small") if args.pages == "both" else (args.pages,)
+    print(f"{'repeat':>6}  {'pages':>5}  {'cold s':>7}  {'cold sys':>8}  {'warm s':>7}  "
+          f"{'warm sys':>8}  (writing {args.gib:g} GiB in a fresh process)")
     for repeat in range(1, args.repeats + 1):
-        time.sleep(args.pause)
-        cold = touch(args.gib)
-        warm = touch(args.gib)
-        print(f"{repeat:>6}  {cold['seconds']:7.2f}  {cold['system']:8.2f}  "
-              f"{warm['seconds']:7.2f}  {warm['system']:8.2f}")
+        for pages in kinds:
+            time.sleep(args.pause)
+            cold = touch(args.gib, pages)
+            warm = touch(args.gib, pages)
+            print(f"{repeat:>6}  {pages:>5}  {cold['seconds']:7.2f}  {cold['system']:8.2f}  "
+                  f"{warm['seconds']:7.2f}  {warm['system']:8.2f}")
     return 0
 
 

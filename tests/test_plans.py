@@ -796,7 +796,7 @@ def test_kernel_allocator_is_restored_and_a_users_choice_kept(monkeypatch):
 
     before = pa.default_memory_pool().backend_name
     seen = []
-    kernel.arrow_pool(lambda: seen.append(pa.default_memory_pool().backend_name))()
+    kernel.kernel_memory(lambda: seen.append(pa.default_memory_pool().backend_name))()
     assert seen == [kernel._POOL.backend_name]
     assert pa.default_memory_pool().backend_name == before
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
@@ -817,10 +817,10 @@ def test_kernel_allocator_is_restored_when_the_last_thread_leaves():
         inside.set()
         leave.wait(5)
 
-    worker = threading.Thread(target=kernel.arrow_pool(background))
+    worker = threading.Thread(target=kernel.kernel_memory(background))
     worker.start()
     inside.wait(5)
-    kernel.arrow_pool(lambda: None)()  # starts and ends while the background call runs
+    kernel.kernel_memory(lambda: None)()  # starts and ends while the background call runs
     assert pa.default_memory_pool().backend_name == kernel._POOL.backend_name
     leave.set()
     worker.join(5)
@@ -963,3 +963,82 @@ def test_a_run_closed_unread_ends_its_input_stream(tmp_path):
     assert columnar.streamed is None and columnar.reads is None
     assert all(job.done() for job in jobs)
     assert not [job for job in jobs if not job.cancelled() and job.exception() is not None]
+
+
+def _numpy_hugepage() -> bool:
+    """numpy's huge-page advice now (its setter returns the setting before)."""
+    switch = kernel._hugepage_switch()
+    now = switch(True)
+    switch(now)
+    return now
+
+
+def _balloon(root, name, device, features):
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "device").write_text(device + "\n")
+    (folder / "features").write_text(features + "\n")
+
+
+def test_free_page_reporting_is_read_from_the_virtio_balloon(tmp_path):
+    kernel._reports_free_pages.cache_clear()
+    try:
+        assert not kernel._reports_free_pages(str(tmp_path / "no such folder"))
+        _balloon(tmp_path / "a", "virtio0", "0x0005", "0110001" + "0" * 57)  # no bit 5
+        _balloon(tmp_path / "a", "virtio1", "0x0001", "0000011" + "0" * 57)  # a network card
+        assert not kernel._reports_free_pages(str(tmp_path / "a"))
+        _balloon(tmp_path / "b", "virtio0", "0x0002", "1")                    # a disk
+        _balloon(tmp_path / "b", "virtio3", "0x0005", "0110010100" + "0" * 54)  # reporting
+        assert kernel._reports_free_pages(str(tmp_path / "b"))
+    finally:
+        kernel._reports_free_pages.cache_clear()
+
+
+def test_hugepage_setting(monkeypatch):
+    from sessionize.errors import OptionError
+
+    monkeypatch.setattr(kernel, "_reports_free_pages", lambda: True)
+    monkeypatch.delenv(kernel.HUGEPAGE_SETTING, raising=False)
+    assert kernel._hugepage_off()  # auto, on a machine that reports free pages
+    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "1")
+    assert not kernel._hugepage_off()
+    monkeypatch.setattr(kernel, "_reports_free_pages", lambda: False)
+    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "auto")
+    assert not kernel._hugepage_off()
+    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "0")
+    assert kernel._hugepage_off()
+    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "yes")
+    with pytest.raises(OptionError, match=r"SESSIONIZE_NUMPY_HUGEPAGE is 'yes'; allowed: auto, 0"):
+        kernel._hugepage_off()
+
+
+@pytest.mark.parametrize(("setting", "inside"), [("0", False), ("1", True)])
+def test_numpy_hugepage_advice_is_off_while_a_run_sorts_and_restored(monkeypatch, setting,
+                                                                     inside):
+    # the run's own arrays are first touched in small pages; the user's numpy setting
+    # (here: on) is back once the run and its background gathers have ended
+    switch = kernel._hugepage_switch()
+    before = switch(True)
+    try:
+        monkeypatch.setenv(kernel.HUGEPAGE_SETTING, setting)
+        seen = []
+        real = kernel._encode_users
+        monkeypatch.setattr(kernel, "_encode_users",
+                            lambda user: seen.append(_numpy_hugepage()) or real(user))
+        table = generated(2_000, seed=5)
+        result = sessionize.run(table, plan="columnar")
+        result.events.to_arrow()
+        assert seen == [inside]
+        assert _numpy_hugepage()
+    finally:
+        switch(before)
+
+
+def test_a_wrong_hugepage_setting_stops_the_run_and_switches_nothing(monkeypatch):
+    from sessionize.errors import OptionError
+
+    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "maybe")
+    before = pa.default_memory_pool().backend_name
+    with pytest.raises(OptionError, match="'maybe'"):
+        sessionize.run(generated(100, seed=1), plan="columnar")
+    assert pa.default_memory_pool().backend_name == before

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .kernel import _arrow, _strings, _to_numpy, arrow_pool
+from .kernel import _arrow, _strings, _to_numpy, kernel_memory
 
 if TYPE_CHECKING:
     import duckdb
@@ -58,7 +58,7 @@ class GapArrays:
     platforms: list[str]
 
 
-@arrow_pool
+@kernel_memory
 def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr: str | None,
                platform_of: Any, row: str) -> GapArrays:
     """The gaps of a columnar run; ``platform_expr`` is :func:`.thresholds.platform_sql`'s
@@ -187,7 +187,7 @@ def events_per_platform(g: GapArrays) -> dict[str, int]:
     return {name: int(counts[i]) for i, name in enumerate(g.platforms) if counts[i]}
 
 
-@arrow_pool
+@kernel_memory
 def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArrays,
                  modulus: int) -> pa.Table:
     """The per-event rows (``u, seq, ts, gap, row, prev_row, msg``) of the users whose

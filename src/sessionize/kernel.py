@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .compiler import SEPARATOR, P
+from .errors import OptionError
 from .inputs import ROW
 
 if TYPE_CHECKING:
@@ -78,32 +80,99 @@ def _memory_pool() -> pa.MemoryPool:
 
 _POOL = _memory_pool()
 
+#: ``SESSIONIZE_NUMPY_HUGEPAGE``: ``auto`` (the default) turns numpy's huge-page advice
+#: off while the kernel runs on a machine that reports its free memory to its host,
+#: ``0`` turns it off on any machine, ``1`` leaves numpy's own setting.
+HUGEPAGE_SETTING = "SESSIONIZE_NUMPY_HUGEPAGE"
+#: The virtio balloon's device id, and its feature bit for free page reporting.
+_BALLOON, _F_REPORTING = "0x0005", 5
 
-_POOL_LOCK = threading.Lock()
-_pool_users = 0                      # calls inside arrow_pool now, on any thread
-_pool_before: pa.MemoryPool | None = None  # the default pool before the first of them
+
+@functools.cache
+def _reports_free_pages(devices: str = "/sys/bus/virtio/devices") -> bool:
+    """Whether this machine is a virtual machine whose balloon reports free memory to the
+    host (virtio's free page reporting), read from sysfs (``False`` where it cannot be
+    read: not Linux, no virtio)."""
+    try:
+        names = os.listdir(devices)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            with open(os.path.join(devices, name, "device")) as device:
+                if device.read().strip() != _BALLOON:
+                    continue
+            with open(os.path.join(devices, name, "features")) as features:
+                bits = features.read().strip()
+        except OSError:
+            continue
+        if len(bits) > _F_REPORTING and bits[_F_REPORTING] == "1":
+            return True
+    return False
 
 
-def arrow_pool(function: Callable) -> Callable:
-    """Run ``function`` with :data:`_POOL` as pyarrow's default pool, restored when the
-    last such call on any thread ends (the kernel's background gathers can outlive the
-    call that started them); every buffer is freed by the pool that made it, so the
-    switch is safe."""
+def _hugepage_off() -> bool:
+    """Whether the kernel turns numpy's huge-page advice off while it runs
+    (:data:`HUGEPAGE_SETTING`). On such a machine the host takes free memory back in
+    2 MiB blocks a couple of seconds after the guest frees it, and the first write to a
+    huge page the host took back waits for it: 2.6 s per GiB there against 0.45 s per
+    GiB in 4 KiB pages (``bench/first_touch.py``). numpy advises huge pages for every
+    array of 4 MiB or more, which is most of the kernel's (10M events, fresh processes
+    in turn: 9.1-10.4 s against 11.5-12.2 s, system time 5.7-6.4 s against 8.9-9.8 s).
+    Elsewhere huge pages are the cheaper first touch, and numpy's setting is kept."""
+    setting = os.environ.get(HUGEPAGE_SETTING, "auto").strip().lower()
+    if setting not in ("auto", "0", "1"):
+        raise OptionError(f"{HUGEPAGE_SETTING} is {setting!r}; allowed: auto, 0 (off while "
+                          "sessionize runs), 1 (numpy's own setting)")
+    return setting == "0" or (setting == "auto" and _reports_free_pages())
+
+
+@functools.cache
+def _hugepage_switch() -> Callable[[bool], bool] | None:
+    """numpy's setter of its huge-page advice (it returns the setting before), where this
+    numpy has one."""
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            return importlib.import_module(module)._set_madvise_hugepage
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+_LOCK = threading.Lock()
+_users = 0                                    # calls inside kernel_memory now, on any thread
+_pool_before: pa.MemoryPool | None = None     # the default pool before the first of them
+_hugepage_before: bool | None = None          # numpy's huge-page advice before it (if set)
+
+
+def kernel_memory(function: Callable) -> Callable:
+    """Run ``function`` with the kernel's allocators: :data:`_POOL` as pyarrow's default
+    pool, and numpy's huge-page advice off where :func:`_hugepage_off` says so; both are
+    restored when the last such call on any thread ends (the kernel's background gathers
+    can outlive the call that started them). Every buffer is freed by the pool that made
+    it, so the switch is safe; the huge-page advice only decides how new arrays are
+    first touched."""
     @functools.wraps(function)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        global _pool_users, _pool_before
-        with _POOL_LOCK:
-            if not _pool_users:
+        global _users, _pool_before, _hugepage_before
+        with _LOCK:
+            if not _users:
+                off = _hugepage_off()  # a wrong setting raises before anything is switched
                 _pool_before = pa.default_memory_pool()
                 pa.set_memory_pool(_POOL)
-            _pool_users += 1
+                switch = _hugepage_switch() if off else None
+                _hugepage_before = switch(False) if switch is not None else None
+            _users += 1
         try:
             return function(*args, **kwargs)
         finally:
-            with _POOL_LOCK:
-                _pool_users -= 1
-                if not _pool_users:
+            with _LOCK:
+                _users -= 1
+                if not _users:
                     pa.set_memory_pool(_pool_before)
+                    if _hugepage_before is not None:
+                        _hugepage_switch()(_hugepage_before)
+                        _hugepage_before = None
     return wrapped
 
 
@@ -816,7 +885,7 @@ class Columnar:
         spans = [np.arange(starts[c], min(ends[c], starts[c] + limit)) for c in codes]
         return np.concatenate(spans) if spans else np.zeros(0, np.int64)
 
-    @arrow_pool
+    @kernel_memory
     def events(self, con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]],
                order: str = "time") -> pa.Table:
         """The events table: the input's columns (``columns``: (output name, input name or
@@ -962,7 +1031,7 @@ class Columnar:
             "start_reason": _REASONS.take(_arrow(reason, mask=reason < 0)),
         }, session_key
 
-    @arrow_pool
+    @kernel_memory
     def assign_table(self, at: np.ndarray | None = None) -> pa.Table:
         """The compiled ``assign`` stage's table (its columns, in the keys' row order), or
         only its rows at (user, time) positions ``at``, in that order."""
@@ -990,7 +1059,7 @@ class Columnar:
         })
 
 
-@arrow_pool
+@kernel_memory
 def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
            con: duckdb.DuckDBPyConnection, time_order: bool = True,
            inputs: dict[str, str] | None = None, stream: Stream | None = None) -> Columnar:
@@ -1122,7 +1191,7 @@ def _prepare_early(keys: pa.Table,
     steps), and these no longer wait for the time order. Returns the
     thread (for :func:`_gather_early`) and the jobs, the events' names' first."""
     background = ThreadPoolExecutor(1, thread_name_prefix="sessionize-gather")
-    prepare = arrow_pool(functools.partial(_gatherer, copy_now=False))
+    prepare = kernel_memory(functools.partial(_gatherer, copy_now=False))
     # first the events' names, for the sessions' first and last events (``assign`` takes
     # this job out before the others are gathered): up to two per event
     jobs = {f"{P}name": background.submit(prepare, keys.column(f"{P}name"), 2 * keys.num_rows)}
@@ -1146,8 +1215,8 @@ def _gather_early(background: ThreadPoolExecutor, prepared: dict[str, Future],
     def take(name: str) -> pa.Array | pa.ChunkedArray:
         return prepared[name].result()(by_time)
 
-    jobs = {name: background.submit(arrow_pool(take), name) for name in prepared}
-    jobs[f"{P}user"] = background.submit(arrow_pool(_take), names, codes_by_time)
+    jobs = {name: background.submit(kernel_memory(take), name) for name in prepared}
+    jobs[f"{P}user"] = background.submit(kernel_memory(_take), names, codes_by_time)
     return jobs
 
 
@@ -1201,7 +1270,7 @@ class _StreamReads:
 
         jobs = {}
         for source in self.stream.sources:
-            work = functools.partial(arrow_pool(read_and_gather), source)
+            work = functools.partial(kernel_memory(read_and_gather), source)
             jobs[source] = (self.background.submit(work), work)
         return jobs
 
@@ -1230,7 +1299,7 @@ def _stream_early(background: ThreadPoolExecutor, stream: Stream, keys: pa.Table
     in turn with reading after the sorts: a median of 9.1 s against 10.2 s, a peak of
     4.7-4.8 GB against 4.9-5.3 GB."""
     reads = _StreamReads(stream, keys, background, rows_in_order)
-    reads.jobs = {source: background.submit(arrow_pool(reads.read), source)
+    reads.jobs = {source: background.submit(kernel_memory(reads.read), source)
                   for source in stream.sources if source not in stream.in_keys}
     return reads
 
