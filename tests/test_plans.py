@@ -507,8 +507,8 @@ def test_time_ordered_runs_read_the_input_before_they_sort(monkeypatch, tmp_path
     calls = []
     for name in ("_stream_early", "_encode_users", "_time_then_user"):
         real = getattr(kernel, name)
-        monkeypatch.setattr(kernel, name, lambda *a, _real=real, _name=name:
-                            calls.append(_name) or _real(*a))
+        monkeypatch.setattr(kernel, name, lambda *a, _real=real, _name=name, **kw:
+                            calls.append(_name) or _real(*a, **kw))
     with sessionize.run(str(tmp_path / "in.parquet"), plan="columnar") as result:
         assert result.events.to_arrow().num_rows == 3_000
     assert calls == ["_stream_early", "_encode_users", "_time_then_user"]
@@ -758,6 +758,9 @@ def test_user_encoding_in_two_halves_matches_one_pass(monkeypatch):
     codes, names = kernel._encode_users(chunked)
     np.testing.assert_array_equal(codes, one_codes)
     assert names.equals(one_names)
+    single_codes, single_names = kernel._encode_users(chunked, halves=False)
+    np.testing.assert_array_equal(single_codes, one_codes)
+    assert single_names.equals(one_names)
     assert names.to_pylist() == sorted(set(values), key=str.encode)  # byte order, as SQL
     assert names.take(pa.array(codes)).to_pylist() == values
 
@@ -1024,7 +1027,7 @@ def test_numpy_hugepage_advice_is_off_while_a_run_sorts_and_restored(monkeypatch
         seen = []
         real = kernel._encode_users
         monkeypatch.setattr(kernel, "_encode_users",
-                            lambda user: seen.append(_numpy_hugepage()) or real(user))
+                            lambda user, **kw: seen.append(_numpy_hugepage()) or real(user, **kw))
         table = generated(2_000, seed=5)
         result = sessionize.run(table, plan="columnar")
         result.events.to_arrow()
@@ -1042,3 +1045,33 @@ def test_a_wrong_hugepage_setting_stops_the_run_and_switches_nothing(monkeypatch
     with pytest.raises(OptionError, match="'maybe'"):
         sessionize.run(generated(100, seed=1), plan="columnar")
     assert pa.default_memory_pool().backend_name == before
+
+
+@pytest.mark.parametrize("users", [1, 2, 255, 256, 257, 65_536, 65_537, 300_000])
+def test_radix_sort_by_user_code_matches_a_stable_argsort(users):
+    # one 16-bit digit up to 65,536 users, then a last digit of 8 bits (or 16)
+    rng = np.random.default_rng(users)
+    codes = np.concatenate([np.arange(users), rng.integers(0, users, 5_000)])
+    rng.shuffle(codes)
+    order, in_order = kernel._by_code(codes, users)
+    want = np.argsort(codes, kind="stable")
+    np.testing.assert_array_equal(order, want)
+    np.testing.assert_array_equal(in_order, codes[want])
+    empty = kernel._by_code(np.zeros(0, np.int64), 0)
+    assert [len(part) for part in empty] == [0, 0]
+
+
+@pytest.mark.parametrize(("events_order", "halves"), [("time", False), ("none", True)])
+def test_users_are_encoded_on_both_cores_only_when_nothing_runs_beside(
+        monkeypatch, tmp_path, events_order, halves):
+    # a time-ordered run reads the input's columns on the other core meanwhile, so its
+    # users are encoded in one pass; an unordered run has that core free
+    pq.write_table(generated(3_000, seed=19), tmp_path / "in.parquet")
+    seen = []
+    real = kernel._encode_users
+    monkeypatch.setattr(kernel, "_encode_users",
+                        lambda user, **kw: seen.append(kw.get("halves")) or real(user, **kw))
+    with sessionize.run(str(tmp_path / "in.parquet"), plan="columnar",
+                        events_order=events_order) as result:
+        assert result.events.to_arrow().num_rows == 3_000
+    assert seen == [halves]
