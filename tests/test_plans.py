@@ -1075,3 +1075,24 @@ def test_users_are_encoded_on_both_cores_only_when_nothing_runs_beside(
                         events_order=events_order) as result:
         assert result.events.to_arrow().num_rows == 3_000
     assert seen == [halves]
+
+
+@pytest.mark.parametrize("arrow_type", [
+    pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
+    pa.uint64(), pa.float16(), pa.float32(), pa.float64()])
+def test_numpy_views_of_numbers_take_numpy_s_own_type(arrow_type):
+    # worked out without pyarrow's to_pandas_dtype (which imports pandas on older pyarrow)
+    from sessionize.kernel import _numpy_dtype, _to_numpy
+
+    values = pa.array([1, 2, 3]).cast(arrow_type)
+    assert _numpy_dtype(arrow_type) == values.to_numpy().dtype
+    np.testing.assert_array_equal(_to_numpy(values), [1, 2, 3])
+
+
+@pytest.mark.parametrize(("arrow_type", "counts"), [
+    (pa.timestamp("us", tz="UTC"), "i8"), (pa.date32(), "i4"), (pa.date64(), "i8"),
+    (pa.duration("ms"), "i8"), (pa.time32("s"), "i4"), (pa.time64("us"), "i8")])
+def test_numpy_views_of_times_are_their_integer_counts(arrow_type, counts):
+    from sessionize.kernel import _numpy_dtype
+
+    assert _numpy_dtype(arrow_type) == np.dtype(counts)

@@ -212,10 +212,22 @@ def _to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         values = values.combine_chunks()
     if values.null_count or pa.types.is_boolean(values.type):
         return values.to_numpy(zero_copy_only=False)
-    dtype = (np.dtype(f"i{values.type.bit_width // 8}") if pa.types.is_temporal(values.type)
-             else np.dtype(values.type.to_pandas_dtype()))
+    dtype = _numpy_dtype(values.type)
     return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values),
                          offset=values.offset * dtype.itemsize)
+
+
+def _numpy_dtype(type: pa.DataType) -> np.dtype:
+    """The numpy type of a fixed-width Arrow type's values (temporal types: their integer
+    counts). Not ``to_pandas_dtype``, which imports pandas on pyarrow before 18 or so."""
+    width = type.bit_width // 8
+    if pa.types.is_floating(type):
+        return np.dtype(f"f{width}")
+    if pa.types.is_unsigned_integer(type):
+        return np.dtype(f"u{width}")
+    if pa.types.is_integer(type) or pa.types.is_temporal(type):
+        return np.dtype(f"i{width}")
+    return np.dtype(type.to_pandas_dtype())
 
 
 _REASONS = _strings(["first_event", "inactivity"])
