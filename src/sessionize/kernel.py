@@ -115,10 +115,11 @@ def _hugepage_off() -> bool:
     """Whether the kernel turns numpy's huge-page advice off while it runs
     (:data:`HUGEPAGE_SETTING`). On such a machine the host takes free memory back in
     2 MiB blocks a couple of seconds after the guest frees it, and the first write to a
-    huge page the host took back waits for it: 2.6 s per GiB there against 0.45 s per
-    GiB in 4 KiB pages (``bench/first_touch.py``). numpy advises huge pages for every
-    array of 4 MiB or more, which is most of the kernel's (10M events, fresh processes
-    in turn: 9.1-10.4 s against 11.5-12.2 s, system time 5.7-6.4 s against 8.9-9.8 s).
+    huge page the host took back waits for it: 2.3-2.5 s per GiB there against
+    0.43-0.62 s per GiB in 4 KiB pages (``bench/first_touch.py``). numpy advises huge
+    pages for every array of 4 MiB or more, which is most of the kernel's (10M events,
+    fresh processes in turn: 8.97-10.01 s against 10.18-12.17 s, system time 5.6-6.4 s
+    against 8.0-10.6 s; BENCHMARKS.md).
     Elsewhere huge pages are the cheaper first touch, and numpy's setting is kept."""
     setting = os.environ.get(HUGEPAGE_SETTING, "auto").strip().lower()
     if setting not in ("auto", "0", "1"):
@@ -431,12 +432,13 @@ def _time_then_user(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.Chunke
     if unit > 1:
         since //= unit
     bits = (n - 1).bit_length()
-    if int(since.max()).bit_length() + bits > 64 or int(codes.max()).bit_length() + bits > 64:
+    users = int(codes.max()) + 1
+    if int(since.max()).bit_length() + bits > 64 or (users - 1).bit_length() + bits > 64:
         return None
     by_time, t = _sort_positions(since, bits, reuse=True)
     by_time = _order_runs(by_time, t[1:] == t[:-1], msg, row, codes)
     codes_by_time = codes[by_time]
-    at, u = _by_code(codes_by_time, len(codes_by_time) and int(codes.max()) + 1)
+    at, u = _by_code(codes_by_time, users)
     by_user = by_time[at]
     if unit > 1:
         t *= unit
@@ -463,8 +465,6 @@ def _by_code(codes: np.ndarray, users: int) -> tuple[np.ndarray, np.ndarray]:
         digit = digit.astype(np.uint8 if left < 256 else np.uint16)  # keeps the low bits
         step = np.argsort(digit, kind="stable")
         order = step if order is None else order[step]
-    if order is None:  # no events
-        order = np.zeros(0, np.int64)
     counts = np.bincount(codes, minlength=users)
     return order, np.repeat(np.arange(users, dtype=np.int64), counts)
 
