@@ -58,7 +58,7 @@ con = duckdb.connect()
 if step == "read_duckdb":
     clock(lambda: con.sql(f"SELECT * FROM read_parquet('{path}')").to_arrow_table())
     raise SystemExit
-from sessionize import kernel
+from sessionize.columnar import kernel
 keys = con.sql(f"SELECT coalesce(userId, anonymousId) AS u, epoch_us(timestamp) AS t, "
                f"messageId AS m FROM read_parquet('{path}')").to_arrow_table()
 # the kernel's steps run with its allocators, as in a run (kernel.kernel_memory: Arrow's

@@ -251,7 +251,7 @@ PEERS = {
 # Imported before the clock starts; their import time is reported separately. Every
 # module a tool's run imports is listed, as pandas brings numpy for the notebook:
 # sessionize imports its columnar kernel (numpy, pyarrow.compute) on first use.
-_SESSIONIZE = ("sessionize", "sessionize.kernel")
+_SESSIONIZE = ("sessionize", "sessionize.columnar.kernel")
 MODULES = {
     "sessionize": _SESSIONIZE,
     "sessionize_sql": _SESSIONIZE,

@@ -8,7 +8,10 @@ import doctest
 import pytest
 
 import sessionize
-from sessionize import agreement, compiler, durations, inputs, sample
+from sessionize import durations, sample
+from sessionize.analysis import agreement
+from sessionize.io import inputs
+from sessionize.sql import compiler
 
 
 def test_exported_members_are_locked():

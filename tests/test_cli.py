@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import sessionize
-import sessionize.outputs
-from sessionize.cli import main
+import sessionize.io.outputs
+from sessionize.cli.main import main
 
 SESSIONIZE = str(Path(sys.executable).parent / "sessionize")
 EVENT_OUTPUTS = ["resolved_user", "prev_timestamp", "time_since_last_event", "new_session",
@@ -273,7 +273,7 @@ class DiskFull(OSError):
 
 def fail_after_first_table(monkeypatch) -> list[str]:
     written = []
-    real = sessionize.outputs._write_one
+    real = sessionize.io.outputs._write_one
 
     def write_one(table, path, fmt):
         if written:
@@ -283,7 +283,7 @@ def fail_after_first_table(monkeypatch) -> list[str]:
         real(table, path, fmt)
         written.append(path)
 
-    monkeypatch.setattr(sessionize.outputs, "_write_one", write_one)
+    monkeypatch.setattr(sessionize.io.outputs, "_write_one", write_one)
     return written
 
 

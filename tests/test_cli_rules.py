@@ -7,7 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 
-from sessionize.cli import main
+from sessionize.cli.main import main
 
 EVENTS = [
     {"userId": "u1", "event": "Application Opened", "timestamp": "2024-05-01T09:00:00Z",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import sessionize
-from sessionize.cli import main
+from sessionize.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"```(python|console)\n(.*?)```", re.S)

@@ -23,8 +23,8 @@ from test_rules import DEVICES
 
 import sessionize
 from sessionize import OptionError
-from sessionize.cli import main
-from sessionize.identity_graph import DuckDBRunner, propagate
+from sessionize.cli.main import main
+from sessionize.sql.identity import DuckDBRunner, propagate
 
 USERS = ["u1", "u2", "u3", "u4"]
 ANONS = ["a1", "a2", "a3", "a4", "u1", " "]  # "u1" also as an anonymousId; " " is blank
@@ -234,8 +234,8 @@ def test_graph_helper_tables_are_dropped():
 def test_the_graph_compiles_to_spark_sql():
     import sqlglot
 
-    from sessionize import identity_graph as g
-    from sessionize.dialects import rewrite
+    from sessionize.sql import identity as g
+    from sessionize.sql.dialects import rewrite
 
     for sql in (g.pairs_sql(), g.ids_sql(), g.round_sql("e", "l"), g.nodes_sql("l"),
                 g.reach_sql("p"), g.component_cap_sql("l")):

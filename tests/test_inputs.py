@@ -489,7 +489,7 @@ def test_columns_colliding_with_outputs_are_kept_as_input_columns():
 def test_keys_after_the_type_sample_are_kept(suffix, tmp_path, monkeypatch):
     # The table is parsed with the sample's keys while the whole input's keys are
     # collected; a key only seen after the sample makes it parse again with that key.
-    from sessionize import inputs
+    from sessionize.io import inputs
 
     monkeypatch.setattr(inputs, "SAMPLE_OBJECTS", 3)
     rows = [{"userId": "u", "timestamp": f"2024-01-01T10:0{i}:00Z", "messageId": f"m{i}"}
@@ -510,7 +510,7 @@ def test_keys_after_the_type_sample_are_kept(suffix, tmp_path, monkeypatch):
 
 
 def test_malformed_object_after_the_type_sample_is_reported(tmp_path, monkeypatch):
-    from sessionize import inputs
+    from sessionize.io import inputs
 
     monkeypatch.setattr(inputs, "SAMPLE_OBJECTS", 2)
     lines = [json.dumps({"userId": "u", "timestamp": "2024-01-01T10:00:00Z"})] * 5

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import sessionize
-from sessionize.cli import main
+from sessionize.cli.main import main
 
 NOTEBOOK_COLUMNS = ["resolved_user", "timestamp", "time_since_last_event", "new_session",
                     "session_id"]

@@ -22,10 +22,10 @@ import pytest
 from test_properties import run_both_plans
 
 import sessionize
-from sessionize import kernel
-from sessionize.cli import main
+from sessionize.columnar import kernel
+from sessionize.cli.main import main
 from sessionize.engines import duckdb as engine_duckdb
-from sessionize.kernel import (
+from sessionize.columnar.kernel import (
     _argsort_pair,
     _by_user,
     _take,
@@ -746,7 +746,7 @@ def test_analysis_agrees_when_every_event_is_quarantined():
 
 
 def test_user_encoding_in_two_halves_matches_one_pass(monkeypatch):
-    from sessionize import kernel
+    from sessionize.columnar import kernel
 
     rng = np.random.default_rng(4)
     values = [f"user-{i}" for i in rng.integers(0, 700, 6_000)] + ["é", "Z", "a"]
@@ -782,7 +782,7 @@ def test_a_run_and_a_report_do_not_import_pandas():
 
 
 def test_numpy_views_of_arrow_arrays():
-    from sessionize.kernel import _to_numpy
+    from sessionize.columnar.kernel import _to_numpy
 
     values = pa.array([5, 6, 7, 8], pa.int32()).slice(1, 2)
     np.testing.assert_array_equal(_to_numpy(values), [6, 7])
@@ -795,7 +795,7 @@ def test_numpy_views_of_arrow_arrays():
 
 
 def test_kernel_allocator_is_restored_and_a_users_choice_kept(monkeypatch):
-    from sessionize import kernel
+    from sessionize.columnar import kernel
 
     before = pa.default_memory_pool().backend_name
     seen = []
@@ -811,7 +811,7 @@ def test_kernel_allocator_is_restored_when_the_last_thread_leaves():
     # kernel's until both have ended, then the one from before comes back
     import threading
 
-    from sessionize import kernel
+    from sessionize.columnar import kernel
 
     before = pa.default_memory_pool().backend_name
     inside, leave = threading.Event(), threading.Event()
@@ -1082,7 +1082,7 @@ def test_users_are_encoded_on_both_cores_only_when_nothing_runs_beside(
     pa.uint64(), pa.float16(), pa.float32(), pa.float64()])
 def test_numpy_views_of_numbers_take_numpy_s_own_type(arrow_type):
     # worked out without pyarrow's to_pandas_dtype (which imports pandas on older pyarrow)
-    from sessionize.kernel import _numpy_dtype, _to_numpy
+    from sessionize.columnar.kernel import _numpy_dtype, _to_numpy
 
     values = pa.array([1, 2, 3]).cast(arrow_type)
     assert _numpy_dtype(arrow_type) == values.to_numpy().dtype
@@ -1093,6 +1093,6 @@ def test_numpy_views_of_numbers_take_numpy_s_own_type(arrow_type):
     (pa.timestamp("us", tz="UTC"), "i8"), (pa.date32(), "i4"), (pa.date64(), "i8"),
     (pa.duration("ms"), "i8"), (pa.time32("s"), "i4"), (pa.time64("us"), "i8")])
 def test_numpy_views_of_times_are_their_integer_counts(arrow_type, counts):
-    from sessionize.kernel import _numpy_dtype
+    from sessionize.columnar.kernel import _numpy_dtype
 
     assert _numpy_dtype(arrow_type) == np.dtype(counts)

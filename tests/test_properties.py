@@ -16,7 +16,7 @@ from reference import Event, Options
 from reference import sessionize as reference
 
 import sessionize
-from sessionize.kernel import unsupported_rule
+from sessionize.columnar.kernel import unsupported_rule
 from sessionize.rules import Rules
 
 BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z

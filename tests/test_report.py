@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import sessionize
-from sessionize.cli import main
+from sessionize.cli.main import main
 from sessionize.report import CHARTS
 
 ROOT = Path(__file__).resolve().parent.parent

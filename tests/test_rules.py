@@ -91,7 +91,7 @@ def test_start_reasons_are_documented():
 
 
 def test_client_session_agreement_counts_splits_and_merges():
-    from sessionize.agreement import client_session_agreement
+    from sessionize.analysis.agreement import client_session_agreement
 
     events = [
         {"userId": "u", "timestamp": "2024-01-01T09:00:00Z", "messageId": "1", "sid": "a"},

@@ -29,8 +29,9 @@ from test_notebook import EXPECTED, same_table
 from test_properties import streams, to_table, us
 
 import sessionize
-from sessionize import InvalidEventsError, MalformedJSONError, OptionError, dialects
-from sessionize.cli import main
+from sessionize import InvalidEventsError, MalformedJSONError, OptionError
+from sessionize.sql import dialects
+from sessionize.cli.main import main
 
 HAVE_SPARK = importlib.util.find_spec("pyspark") is not None
 needs_spark = pytest.mark.skipif(not HAVE_SPARK and not os.environ.get("CI"),

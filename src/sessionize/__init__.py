@@ -18,12 +18,12 @@ from .errors import (
 )
 
 # The front-door functions `report` and `thresholds` share their modules' names;
-# importing them here binds sessionize.report / sessionize.thresholds to the functions.
-# Reach the modules' contents with `from sessionize.thresholds import ...`.
+# importing them here binds sessionize.report / sessionize.analysis.thresholds to the functions.
+# Reach the modules' contents with `from sessionize.analysis.thresholds import ...`.
 from .report import report
 from .result import Result, Table
 from .sample import sample_path
-from .thresholds import thresholds
+from .analysis.thresholds import thresholds
 
 __version__ = "0.1.0"
 

@@ -78,7 +78,7 @@ def run(
     ``"event"`` for each event's ``timezone_column``); ``campaign`` (split when the
     UTM campaign changes); ``start_events`` / ``end_events``; ``client_session``
     (split where the SDK's session id changes; with ``client_session_mode="compare"``
-    only compare, see ``sessionize.agreement``); ``passive_events`` (events such as
+    only compare, see ``sessionize.analysis.agreement``); ``passive_events`` (events such as
     ``identify`` that join the open session but do not keep it alive); ``max_duration``
     (a longer session is cut into windows that long). Each records its ``start_reason``.
     ``enrich=True`` adds landing/exit page, referrer, UTM values, device, platform,

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .compiler import quote
+from .sql.compiler import quote
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -232,7 +232,7 @@ class Result:
             lines.append("quarantined rows: " + ", ".join(
                 f"{reason} {count:,}" for reason, count in s["quarantined"].items()))
         if self.identities is not None:
-            from .identity_graph import summary_lines
+            from .sql.identity import summary_lines
 
             lines.extend(summary_lines(self.identity_diagnostics()))
         return "\n".join(lines)
@@ -251,14 +251,14 @@ class Result:
 
             raise OptionError("identity_diagnostics needs identity='stitch', 'first' or "
                               "'graph' (got identity='event')")
-        from .identity_graph import diagnostics
+        from .sql.identity import diagnostics
 
         return diagnostics(self._query, self._compiled.identity, self._compiled.identity_cap)
 
     def write(self, out_dir: str | os.PathLike, *, format: str = "parquet",
               on_file: Callable[[str], None] | None = None) -> list[str]:
         """Write every table to ``out_dir/<table>.<format>`` atomically; returns the paths."""
-        from .outputs import write_tables
+        from .io.outputs import write_tables
 
         tables = [self.events, self.sessions, self.users]
         if self._quarantined or len(self.quarantine):
@@ -272,7 +272,7 @@ class Result:
 
         See :func:`sessionize.thresholds`; returns a ``ThresholdAnalysis``.
         """
-        from .thresholds import analyze
+        from .analysis.thresholds import analyze
 
         return analyze(self, platform=platform, grid=grid)
 

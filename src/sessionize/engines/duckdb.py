@@ -18,9 +18,9 @@ from typing import IO, Any
 
 import duckdb
 
-from ..compiler import Field, P, compile_rules, quote, text_column
+from ..sql.compiler import Field, P, compile_rules, quote, text_column
 from ..errors import InputError, InvalidEventsError, OptionError
-from ..inputs import INPUT_TABLE, ROW, LoadedInput, MalformedLine, load
+from ..io.inputs import INPUT_TABLE, ROW, LoadedInput, MalformedLine, load
 from ..rules import CAMPAIGN_FIELDS, Rules
 
 __all__ = ["DuckDBEngine"]
@@ -156,13 +156,13 @@ class DuckDBEngine:
 
     def _build_identities(self, compiled: Any) -> None:
         if compiled.identities is not None:  # the graph's rounds run first (identity_graph)
-            from ..identity_graph import DuckDBRunner, build_identities
+            from ..sql.identity import DuckDBRunner, build_identities
 
             build_identities(DuckDBRunner(self.con), compiled)
 
     # -- the columnar plan --------------------------------------------------------------------
     def _choose_plan(self, rules: Rules, loaded: LoadedInput) -> str:
-        from ..kernel import unsupported_rule
+        from ..columnar.kernel import unsupported_rule
 
         rule = unsupported_rule(rules)
         if self.plan == "columnar" and rule is not None:
@@ -194,7 +194,7 @@ class DuckDBEngine:
     def _run_columnar(self, compiled: Any, rules: Rules, loaded: LoadedInput,
                       fields: dict[str, Field | None], on_invalid: str) -> int:
         """Sessionize with kernel.py; returns the number of invalid rows, like ``_check``."""
-        from ..kernel import assign
+        from ..columnar.kernel import assign
 
         ts_column = fields["timestamp"].top_level
         columns: list[tuple[str, str | None]] = [
@@ -236,7 +236,7 @@ class DuckDBEngine:
         the events table is not read, is not in time order, or a cursor cannot see the
         input (a data frame is registered on the connection only): the keys carry them
         then (:meth:`_inputs_with_keys`)."""
-        from ..kernel import Stream
+        from ..columnar.kernel import Stream
 
         if not self.events_table or self.events_order != "time":
             return None
@@ -306,7 +306,7 @@ class DuckDBEngine:
             return "sz_assign"
         import pyarrow.compute as pc
 
-        from ..kernel import _strings
+        from ..columnar.kernel import _strings
 
         codes = pc.index_in(_strings(users), self.columnar.names).to_pylist()
         positions = self.columnar.positions_of_users([c for c in codes if c is not None], limit)
@@ -468,7 +468,7 @@ def read_keys(con: duckdb.DuckDBPyConnection, compiled: Any, inputs: dict[str, s
     """
     import pyarrow as pa
 
-    from ..kernel import TS
+    from ..columnar.kernel import TS
 
     msg = (inputs or {}).get(message_column) if message_column is not None else None
     omit = (f"{P}ts",) + ((f"{P}msg",) if msg is not None else ())

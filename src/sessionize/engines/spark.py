@@ -1,8 +1,8 @@
 """Run the compiled rules as Spark SQL on a SparkSession (a cluster, or ``local[N]``).
 
 The rules are the same syntax trees the DuckDB engine runs
-(:func:`sessionize.compiler.compile_rules`), rendered in Spark's dialect with the
-rewrites of :mod:`sessionize.dialects`. Event data never travels to the driver:
+(:func:`sessionize.sql.compiler.compile_rules`), rendered in Spark's dialect with the
+rewrites of :mod:`sessionize.sql.dialects`. Event data never travels to the driver:
 files are read by Spark's own readers on the executors, every stage is a temporary
 view, and results are written by Spark's writers. Only metadata reaches the driver:
 the input's schema and file list, one row count per file split (to number rows in
@@ -30,10 +30,10 @@ from urllib.parse import unquote, urlparse
 import sqlglot
 from sqlglot import exp
 
-from ..compiler import Field, compile_rules, quote
-from ..dialects import rewrite
+from ..sql.compiler import Field, compile_rules, quote
+from ..sql.dialects import rewrite
 from ..errors import InputError, MalformedJSONError, OptionError
-from ..inputs import (
+from ..io.inputs import (
     ROW,
     LoadedInput,
     _frame_to_arrow,
@@ -235,7 +235,7 @@ class SparkEngine:
         invalid = self._check(description, fields, on_invalid)
         self._progress("sessionizing", None)
         if compiled.identities is not None:  # the graph's rounds run first (identity_graph)
-            from ..identity_graph import SparkRunner, build_identities
+            from ..sql.identity import SparkRunner, build_identities
 
             build_identities(SparkRunner(self), compiled)
         self._register("assign", self.spark.sql(self._render(compiled.assign)), persist=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OptionError
-from ..outputs import FORMATS
+from ..io.outputs import FORMATS
 
 if TYPE_CHECKING:
     from .spark import SparkTable

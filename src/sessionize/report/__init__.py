@@ -17,7 +17,7 @@ from .charts import SVG
 
 if TYPE_CHECKING:
     from ..result import Result
-    from ..thresholds import ThresholdAnalysis
+    from ..analysis.thresholds import ThresholdAnalysis
 
 __all__ = ["CHARTS", "Report", "build_report", "report"]
 
@@ -68,7 +68,7 @@ class Report:
 def build_report(result: Result, *, show_user_ids: bool = False,
                  platform: str | None = "auto") -> Report:
     """Build the report of a finished run (see the module docstring)."""
-    from ..thresholds import analyze
+    from ..analysis.thresholds import analyze
     from .data import collect
     from .page import render
 

@@ -351,6 +351,6 @@ def sensitivity_chart(analysis: Any, measure: str, *, platforms: Sequence[str] |
 
 
 def _dur(seconds: float) -> str:
-    from ..thresholds import _short
+    from ..analysis.thresholds import _short
 
     return _short(seconds) if seconds else "0s"

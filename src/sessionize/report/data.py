@@ -14,7 +14,7 @@ from .quality import quality
 
 if TYPE_CHECKING:
     from ..result import Result
-    from ..thresholds import ThresholdAnalysis
+    from ..analysis.thresholds import ThresholdAnalysis
 
 __all__ = ["collect"]
 
@@ -29,7 +29,7 @@ EXAMPLE_EVENTS = 40  # events per example user, at most
 
 def collect(result: Result, analysis: ThresholdAnalysis, *, show_user_ids: bool) -> dict:
     """All report data; on the SQL plan it needs the analysis' ``sz_th_gaps`` table."""
-    from ..thresholds import _input_schema, input_row_sql
+    from ..analysis.thresholds import _input_schema, input_row_sql
 
     engine = result._engine
     con = engine.con
@@ -54,7 +54,7 @@ def collect(result: Result, analysis: ThresholdAnalysis, *, show_user_ids: bool)
 def _sample(engine: Any, analysis: ThresholdAnalysis, events: int) -> str | None:
     """On the columnar plan, the quality checks' sample built from the gap arrays (the
     same users the SQL samples); None: they sample ``sz_th_gaps`` themselves."""
-    from ..gaps import sample_table
+    from ..columnar.gaps import sample_table
     from .quality import sample_modulus
 
     if analysis._gaps is None:

@@ -13,7 +13,7 @@ import datetime as dt
 from typing import Any
 
 from .. import __version__
-from ..thresholds import METHOD, _short
+from ..analysis.thresholds import METHOD, _short
 from . import charts
 from .charts import esc
 

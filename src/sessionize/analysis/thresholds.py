@@ -33,11 +33,11 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .durations import format_duration, parse_duration
-from .errors import OptionError
+from ..durations import format_duration, parse_duration
+from ..errors import OptionError
 
 if TYPE_CHECKING:
-    from .result import Result
+    from ..result import Result
 
 __all__ = [
     "DEFAULT_GRID",
@@ -139,7 +139,7 @@ def input_row_sql(result: Result) -> str:
 
 def _resolve(result: Result, path: str) -> tuple[str, str] | None:
     """(sql, type) of a top-level column or dotted path in ``sz_input`` (the engine's rule)."""
-    from .inputs import LoadedInput
+    from ..io.inputs import LoadedInput
 
     loaded = LoadedInput(table="sz_input", schema=_input_schema(result),
                          description=result.source, malformed=[])
@@ -210,7 +210,7 @@ class ThresholdAnalysis:
 
     def to_pandas(self, table: str = "curve") -> Any:
         """Like :meth:`to_arrow`, as a pandas DataFrame."""
-        from .result import _require
+        from ..result import _require
 
         _require("pandas")
         return self.to_arrow(table).to_pandas()
@@ -255,7 +255,7 @@ class ThresholdAnalysis:
 
     def plot(self, chart: str = "gaps", *, platform: str | None = None, format: str = "svg"):
         """``"gaps"`` (log-gap histogram, threshold marked) or ``"sensitivity"`` as SVG/PNG."""
-        from .report.charts import threshold_chart
+        from ..report.charts import threshold_chart
 
         return threshold_chart(self, chart, platform=platform, format=format)
 
@@ -283,7 +283,7 @@ def thresholds(source: Any, *, platform: str | None = "auto", grid: Sequence[Any
     >>> [r["sessions"] for r in analysis.curve if r["platform"] == "all"][:3]
     [6, 4, 4]
     """
-    from .result import Result
+    from ..result import Result
 
     if isinstance(source, Result):
         if options:
@@ -291,7 +291,7 @@ def thresholds(source: Any, *, platform: str | None = "auto", grid: Sequence[Any
                 f"run options ({', '.join(sorted(options))}) must not be given with a finished "
                 "Result (got a Result); pass them to sessionize.run() instead")
         return analyze(source, platform=platform, grid=grid)
-    from .api import run
+    from ..api import run
 
     # nobody reads this run's events table: skip its time order and its columns
     options.setdefault("events_order", "none")
@@ -317,7 +317,7 @@ def analyze(result: Result, *, platform: str | None = "auto",
     columnar = getattr(result._engine, "columnar", None)
     arrays = None
     if columnar is not None:  # the same figures from the columnar plan's arrays
-        from . import gaps  # numpy and the kernel: loaded when a columnar run needs them
+        from ..columnar import gaps  # numpy and the kernel: loaded when a columnar run needs them
 
         arrays = gaps.gap_arrays(con, columnar, platform_expr, platform_of,
                                  input_row_sql(result))

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError, MalformedJSONError, OptionError
+from ..errors import InputError, MalformedJSONError, OptionError
 
 __all__ = ["LoadedInput", "MalformedLine", "load"]
 

@@ -11,7 +11,7 @@ The stages, each a view or table in the engine:
 ``prepared``  the input plus parsed UTC time, resolved user and a reason when
               the row is invalid (bad or missing timestamp, no user id);
 ``identities`` (identity="stitch"/"first"/"graph") identifier -> resolved user; the
-              graph's components are built before it by :mod:`sessionize.identity_graph`;
+              graph's components are built before it by :mod:`sessionize.sql.identity`;
 ``assign``    valid rows ordered per user by (time, messageId, input order),
               with the gap to the previous event, the session boundary, its
               reason, the per-user session number and a global session key;
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import sqlglot
 from sqlglot import exp
 
-from .errors import InputError
-from .rules import OUTPUT_EVENT_COLUMNS, Rules
+from ..errors import InputError
+from ..rules import OUTPUT_EVENT_COLUMNS, Rules
 
 __all__ = ["CompiledRules", "Field", "compile_rules", "quote"]
 
@@ -95,7 +95,7 @@ class CompiledRules:
 def _dialect_rewriter(dialect: str):
     """Rewrite functions sqlglot passes through or mistranslates (DESIGN.md, section 3).
 
-    The passes live in :mod:`sessionize.dialects`, one per function, each with a doctest.
+    The passes live in :mod:`sessionize.sql.dialects`, one per function, each with a doctest.
     """
     from .dialects import rewriter
 
@@ -387,7 +387,7 @@ def _identity_sql(rules: Rules, rule: _RuleSQL) -> tuple[str, str | None]:
     ``stitch`` / ``first``: anonymousId -> userId from every event carrying both, the
     latest (or first) identification winning, ties broken like events (time, messageId
     with missing last, input order). ``graph``: the components that
-    :mod:`sessionize.identity_graph` leaves in ``sz_graph_nodes``; an event is resolved
+    :mod:`sessionize.sql.identity` leaves in ``sz_graph_nodes``; an event is resolved
     through its own key (userId, else anonymousId).
     """
     if rules.identity == "event":
@@ -396,7 +396,7 @@ def _identity_sql(rules: Rules, rule: _RuleSQL) -> tuple[str, str | None]:
     carried = "".join(f", p.{P}{name}" for name, _ in rule.columns)
     columns = f"p.{P}ts, p.{P}msg, p.{P}name, p.{P}invalid{carried}"
     if rules.identity == "graph":
-        from .identity_graph import identities_sql
+        from .identity import identities_sql
 
         changed = ("(SELECT identifier, resolved_user FROM sz_identities "
                    "WHERE resolved_user <> identifier)")

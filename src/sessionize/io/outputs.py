@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .compiler import quote
-from .errors import OptionError
+from ..sql.compiler import quote
+from ..errors import OptionError
 
 if TYPE_CHECKING:
-    from .result import Table
+    from ..result import Table
 
 __all__ = ["FORMATS", "write_tables"]
 

@@ -53,7 +53,7 @@ examples:
 
 
 def _add_source_flags(parser: argparse.ArgumentParser) -> None:
-    from .config import add_rule_arguments
+    from .options import add_rule_arguments
 
     """Input, rule and engine flags, the same for every command that sessionizes."""
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
@@ -108,7 +108,7 @@ def _add_platform_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = _Parser(prog="sessionize", description="Turn product-analytics events into sessions.")
     parser.add_argument("--version", action="version", version=f"sessionize {__version__}")
@@ -174,8 +174,8 @@ def _run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
 def _sessionize(args: argparse.Namespace, stderr: IO[str]):
     """Run the shared input/rule/engine flags through sessionize.run."""
     import sessionize
-    from sessionize.config import rule_options
-    from sessionize.progress import Progress
+    from sessionize.cli.options import rule_options
+    from sessionize.cli.progress import Progress
 
     if args.sample == bool(args.inputs):
         stderr.write(f"sessionize {args.command}: error: give INPUT files or --sample "
@@ -285,7 +285,7 @@ def _utc_duckdb():
 
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
          stderr: IO[str] | None = None) -> int:
-    from .errors import DataError, OptionError
+    from ..errors import DataError, OptionError
 
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr

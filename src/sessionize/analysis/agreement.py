@@ -4,7 +4,7 @@ Run with ``client_session="context.sessionId"`` (and ``client_session_mode="comp
 to derive sessions by the other rules only), then::
 
     >>> import sessionize
-    >>> from sessionize.agreement import client_session_agreement
+    >>> from sessionize.analysis.agreement import client_session_agreement
     >>> result = sessionize.run(sessionize.sample_path(), client_session="properties.feature",
     ...                         client_session_mode="compare")
     >>> client_session_agreement(result)["client_sessions"]
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import OptionError
+from ..errors import OptionError
 
 __all__ = ["client_session_agreement"]
 

@@ -47,14 +47,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .compiler import SEPARATOR, P
-from .errors import OptionError
-from .inputs import ROW
+from ..sql.compiler import SEPARATOR, P
+from ..errors import OptionError
+from ..io.inputs import ROW
 
 if TYPE_CHECKING:
     import duckdb
 
-    from .rules import Rules
+    from ..rules import Rules
 
 __all__ = ["Columnar", "assign", "unsupported_rule"]
 

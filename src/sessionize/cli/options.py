@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionError
+from ..errors import OptionError
 
 __all__ = ["RULE_KEYS", "add_rule_arguments", "load_config", "rule_options"]
 
