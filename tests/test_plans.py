@@ -22,15 +22,15 @@ import pytest
 from test_properties import run_both_plans
 
 import sessionize
-from sessionize.columnar import kernel
 from sessionize.cli.main import main
-from sessionize.engines import duckdb as engine_duckdb
+from sessionize.columnar import kernel
 from sessionize.columnar.kernel import (
     _argsort_pair,
     _by_user,
     _take,
     unsupported_rule,
 )
+from sessionize.engines import duckdb as engine_duckdb
 from sessionize.rules import Rules
 
 BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z

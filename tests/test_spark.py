@@ -30,8 +30,8 @@ from test_properties import streams, to_table, us
 
 import sessionize
 from sessionize import InvalidEventsError, MalformedJSONError, OptionError
-from sessionize.sql import dialects
 from sessionize.cli.main import main
+from sessionize.sql import dialects
 
 HAVE_SPARK = importlib.util.find_spec("pyspark") is not None
 needs_spark = pytest.mark.skipif(not HAVE_SPARK and not os.environ.get("CI"),

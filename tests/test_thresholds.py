@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 import sessionize
-from sessionize.cli.main import main
 from sessionize.analysis.thresholds import ThresholdAnalysis, recommend
+from sessionize.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))

@@ -6,6 +6,7 @@
 [1, 1, 2, 1]
 """
 
+from .analysis.thresholds import thresholds
 from .api import run
 from .durations import parse_duration
 from .errors import (
@@ -23,7 +24,6 @@ from .errors import (
 from .report import report
 from .result import Result, Table
 from .sample import sample_path
-from .analysis.thresholds import thresholds
 
 __version__ = "0.1.0"
 

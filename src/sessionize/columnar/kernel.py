@@ -47,9 +47,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..sql.compiler import SEPARATOR, P
 from ..errors import OptionError
 from ..io.inputs import ROW
+from ..sql.compiler import SEPARATOR, P
 
 if TYPE_CHECKING:
     import duckdb

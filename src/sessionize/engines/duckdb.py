@@ -18,10 +18,10 @@ from typing import IO, Any
 
 import duckdb
 
-from ..sql.compiler import Field, P, compile_rules, quote, text_column
 from ..errors import InputError, InvalidEventsError, OptionError
 from ..io.inputs import INPUT_TABLE, ROW, LoadedInput, MalformedLine, load
 from ..rules import CAMPAIGN_FIELDS, Rules
+from ..sql.compiler import Field, P, compile_rules, quote, text_column
 
 __all__ = ["DuckDBEngine"]
 

@@ -30,8 +30,6 @@ from urllib.parse import unquote, urlparse
 import sqlglot
 from sqlglot import exp
 
-from ..sql.compiler import Field, compile_rules, quote
-from ..sql.dialects import rewrite
 from ..errors import InputError, MalformedJSONError, OptionError
 from ..io.inputs import (
     ROW,
@@ -44,6 +42,8 @@ from ..io.inputs import (
 )
 from ..result import Result, Table
 from ..rules import Rules
+from ..sql.compiler import Field, compile_rules, quote
+from ..sql.dialects import rewrite
 from .duckdb import (
     MAX_REPORTED,
     DuckDBEngine,

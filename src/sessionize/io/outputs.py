@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..sql.compiler import quote
 from ..errors import OptionError
+from ..sql.compiler import quote
 
 if TYPE_CHECKING:
     from ..result import Table

@@ -16,8 +16,8 @@ from ..errors import OptionError
 from .charts import SVG
 
 if TYPE_CHECKING:
-    from ..result import Result
     from ..analysis.thresholds import ThresholdAnalysis
+    from ..result import Result
 
 __all__ = ["CHARTS", "Report", "build_report", "report"]
 

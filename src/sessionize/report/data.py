@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from .quality import quality
 
 if TYPE_CHECKING:
-    from ..result import Result
     from ..analysis.thresholds import ThresholdAnalysis
+    from ..result import Result
 
 __all__ = ["collect"]
 
