@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import sqlglot
 from sqlglot import exp
 
 from ..errors import InputError
-from ..rules import OUTPUT_EVENT_COLUMNS, Rules
+from ..rules import CAMPAIGN_FIELDS, OUTPUT_EVENT_COLUMNS, Rules
 
-__all__ = ["CompiledRules", "Field", "compile_rules", "quote"]
+__all__ = ["CompiledRules", "Field", "compile_rules", "field_paths", "fields_from_schema", "quote"]
 
 # Internal columns carry this prefix; they never reach the user's tables.
 P = "__sz_"
@@ -57,6 +57,54 @@ class Field:
     sql: str
     type: str
     top_level: str | None = None  # the input column's name when the field is a whole column
+
+
+#: The Segment fields the session enrichment (enrich=True) reads; all may be absent.
+ENRICH_PATHS = ("context.page.path", "properties.path", "context.page.referrer",
+                "context.campaign.source", "context.campaign.medium", "context.campaign.name",
+                "context.campaign.term", "context.campaign.content", "context.device.type",
+                "context.os.name", "context.library.name")
+
+
+def field_paths(rules: Rules) -> dict[str, tuple[str, bool]]:
+    """Every field the rules read: its name in ``compile_rules``' ``fields`` -> (the input
+    path, whether the path must exist). Columns the user named must exist; Segment's
+    defaults (the library name, ``context.timezone``, the UTM fields) may be absent.
+
+    >>> field_paths(Rules(midnight="event"))["timezone"]
+    ('context.timezone', False)
+    """
+    wanted = {name: (path, False) for name, path in vars(rules.columns).items()}
+    if rules.gaps_us:
+        wanted["gap_by"] = (("context.library.name", False) if rules.gap_by == "platform"
+                            else (rules.gap_by, True))
+    if rules.midnight == "event":
+        wanted["timezone"] = (rules.timezone_column, rules.timezone_column != "context.timezone")
+    for i, path in enumerate(rules.campaign):
+        wanted[f"campaign_{i}"] = (path, rules.campaign != CAMPAIGN_FIELDS)
+    if rules.client_session:
+        wanted["client_session"] = (rules.client_session, True)
+    if rules.enrich:
+        wanted.update({f"enrich:{path}": (path, False) for path in ENRICH_PATHS})
+        wanted["enrich:type"] = (rules.columns.type, False)
+    wanted.update({f"enrich:{path}": (path, True) for path in rules.first_last})
+    return wanted
+
+
+def fields_from_schema(rules: Rules, schema: Mapping[str, str]) -> dict[str, Field | None]:
+    """The fields of ``rules`` in an input of top-level columns (name -> DuckDB type),
+    without a database: SQL text for any dialect, and the compiler's tests.
+
+    >>> fields_from_schema(Rules(), {"userId": "VARCHAR"})["user_id"]
+    Field(sql='"userId"', type='VARCHAR', top_level='userId')
+    """
+    fields: dict[str, Field | None] = {}
+    for name, (path, required) in field_paths(rules).items():
+        if path not in schema and required:
+            raise InputError(f"the input has no column {path!r}, which the rules read.\n"
+                             f"Hint: the input has: {', '.join(schema)}")
+        fields[name] = Field(quote(path), schema[path], top_level=path) if path in schema else None
+    return fields
 
 
 @dataclasses.dataclass(frozen=True)
