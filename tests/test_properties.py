@@ -93,7 +93,8 @@ def us(value) -> int | None:
 
 
 def examples(n: int):
-    """``n`` examples under the default ("ci") profile, a tenth under "dev"."""
+    """``n`` examples under the "ci" profile (1,000 max_examples), in proportion under
+    the others ("dev", the default: a twentieth), at least 10."""
     return settings(max_examples=max(10, n * settings().max_examples // 1000))
 
 
