@@ -31,6 +31,7 @@ from sessionize.columnar.kernel import (
     unsupported_rule,
 )
 from sessionize.engines import duckdb as engine_duckdb
+from sessionize.api import execute
 from sessionize.rules import Rules
 
 BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
@@ -374,8 +375,8 @@ def test_only_a_run_sorts_the_time_order(monkeypatch, tmp_path):
     # thresholds and the report never show events, so they skip the time sort
     # ... nor read the input's columns with the keys
     asked = []
-    real = kernel.assign
-    monkeypatch.setattr(kernel, "assign", lambda *a, **k: asked.append(
+    real = engine_duckdb.assign  # the engine's name for kernel.assign
+    monkeypatch.setattr(engine_duckdb, "assign", lambda *a, **k: asked.append(
         (k["time_order"], k["inputs"] is not None)) or real(*a, **k))
     table = generated(2_000, seed=6)
     with sessionize.run(table):
@@ -412,9 +413,9 @@ def test_input_columns_read_with_the_keys_match_a_second_read(order, source, tmp
         table = str(tmp_path / "in.json")
     tables = {}
     for with_keys in (True, False):
-        with sessionize.run(table, plan="columnar", events_order=order, on_invalid="quarantine",
-                            _events_table=with_keys) as result:
-            columnar = result._engine.columnar
+        with execute(table, plan="columnar", events_order=order, on_invalid="quarantine",
+                     events_table=with_keys) as result:
+            columnar = result.engine.columnar
             # a time-ordered run streams them, one column at a time, where a cursor can
             # read the input (files; a frame is registered on the run's connection only)
             streams = with_keys and order == "time" and source != "frame"
@@ -422,8 +423,8 @@ def test_input_columns_read_with_the_keys_match_a_second_read(order, source, tmp
             assert (columnar.inputs is not None) == (with_keys and not streams)
             tables[with_keys] = {name: getattr(result, name).to_arrow()
                                  for name in ("events", "sessions", "users", "quarantine")}
-            result._engine.ensure_assign()  # the assign stage shows only its own columns
-            assign_columns = result._engine.con.table("sz_assign").columns
+            result.engine.ensure_assign()  # the assign stage shows only its own columns
+            assign_columns = result.engine.con.table("sz_assign").columns
             assert not [c for c in assign_columns if c.startswith("__sz_in_")]
     assert tables[True]["quarantine"].num_rows == 38
     for name in ("events", "sessions", "users", "quarantine"):
@@ -525,7 +526,7 @@ def test_streamed_columns_wait_for_a_time_order_sorted_apart(events, monkeypatch
     for plan in ("columnar", "sql"):
         with sessionize.run(str(tmp_path / "in.parquet"), plan=plan) as result:
             if plan == "columnar":
-                assert result._engine.columnar.streamed is not None
+                assert result.engine.columnar.streamed is not None
             tables[plan] = result.events.to_arrow()
     assert tables["columnar"].num_rows == events
     assert tables["columnar"].equals(tables["sql"])
@@ -561,7 +562,7 @@ def test_input_columns_are_read_again_for_other_identities():
     # stitch and graph resolve users through a narrow join: the events re-read the input
     table = generated(2_000, seed=14)
     with sessionize.run(table, plan="columnar", identity="stitch") as result:
-        assert result._engine.columnar.inputs is None
+        assert result.engine.columnar.inputs is None
         assert result.events.to_arrow().num_rows == 2_000
 
 
@@ -701,7 +702,7 @@ def analyses_both_plans(source, *, platform="auto", **options):
     for plan in ("sql", "columnar"):
         with sessionize.run(source, plan=plan, **options) as result:
             assert result.plan == plan
-            page = result.report(platform=platform)
+            page = sessionize.report(result, platform=platform)
             out[plan] = (page.analysis.to_dict(), page.analysis.events, page.html)
     assert out["columnar"][0] == out["sql"][0]
     assert out["columnar"][1] == out["sql"][1]
@@ -732,7 +733,7 @@ def test_analysis_agrees_with_many_platform_values_several_files_and_quarantine(
 
 def test_report_quality_sample_agrees(monkeypatch):
     # a small sample size makes the quality checks sample one user in four
-    from sessionize.report import quality
+    from sessionize.reporting import quality
 
     monkeypatch.setattr(quality, "SAMPLE_EVENTS", 2_500)
     analyses_both_plans(generated(10_000, seed=2), identity="stitch")
@@ -773,7 +774,7 @@ def test_a_run_and_a_report_do_not_import_pandas():
 
     code = ("import sys, sessionize\n"
             "r = sessionize.run(sessionize.sample_path())\n"
-            "r.events.to_arrow(), r.sessions.to_arrow(), r.users.to_arrow(), r.report()\n"
+            "r.events.to_arrow(), r.sessions.to_arrow(), r.users.to_arrow(), sessionize.report(r)\n"
             "assert r.plan == 'columnar'\n"
             "print('pandas' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -857,7 +858,7 @@ def test_carried_columns_are_gathered_early_and_not_twice(monkeypatch):
     with sessionize.run(table, plan="sql") as sql:
         assert events.equals(sql.events.to_arrow())
     with sessionize.run(table) as result:  # events never read
-        columnar = result._engine.columnar
+        columnar = result.engine.columnar
         jobs = [*columnar.early.values(), *columnar.prepared.values()]
     assert columnar.early is None and columnar.prepared is None
     done, running = concurrent.futures.wait(jobs, timeout=10)
@@ -888,9 +889,9 @@ def test_columnar_sessions_and_users_are_handed_over_as_built():
     # not read back through DuckDB (10M events: 0.28 s); run_both_plans checks they are
     # the SQL plan's tables, schema included
     with sessionize.run(generated(2_000), plan="columnar") as result:
-        assert result.sessions.to_arrow() is result._engine.columnar.sessions
-        assert result.users.to_arrow() is result._engine.columnar.users
-        assert len(result.sessions) == result._engine.columnar.sessions.num_rows
+        assert result.sessions.to_arrow() is result.engine.columnar.sessions
+        assert result.users.to_arrow() is result.engine.columnar.users
+        assert len(result.sessions) == result.engine.columnar.sessions.num_rows
         assert result.sessions.to_arrow(limit=3).num_rows == 3
         counted = result.sessions.relation.aggregate("count(*)").fetchall()
         assert counted == [(len(result.sessions),)]
@@ -959,7 +960,7 @@ def test_a_run_closed_unread_ends_its_input_stream(tmp_path):
     # lets the one reading the input end before the connection closes
     pq.write_table(generated(3_000, seed=17), tmp_path / "in.parquet")
     result = sessionize.run(str(tmp_path / "in.parquet"), plan="columnar")
-    columnar = result._engine.columnar
+    columnar = result.engine.columnar
     jobs = [job for job, _ in columnar.streamed.values()] + list(columnar.reads.jobs.values())
     assert result.sessions.to_arrow().num_rows > 0
     result.close()
