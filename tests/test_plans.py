@@ -22,6 +22,7 @@ import pytest
 from test_properties import run_both_plans
 
 import sessionize
+from sessionize.api import execute
 from sessionize.cli.main import main
 from sessionize.columnar import kernel
 from sessionize.columnar.kernel import (
@@ -31,7 +32,6 @@ from sessionize.columnar.kernel import (
     unsupported_rule,
 )
 from sessionize.engines import duckdb as engine_duckdb
-from sessionize.api import execute
 from sessionize.rules import Rules
 
 BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
