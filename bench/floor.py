@@ -61,10 +61,8 @@ if step == "read_duckdb":
 from sessionize.columnar import kernel
 keys = con.sql(f"SELECT coalesce(userId, anonymousId) AS u, epoch_us(timestamp) AS t, "
                f"messageId AS m FROM read_parquet('{path}')").to_arrow_table()
-# the kernel's steps run with its allocators, as in a run (kernel.kernel_memory: Arrow's
-# jemalloc pool, and numpy's huge pages off on a VM that reports free pages to its host)
 if step == "encode_users":
-    clock(kernel.kernel_memory(lambda: kernel._encode_users(keys.column("u"))))
+    clock(lambda: kernel._encode_users(keys.column("u")))
     raise SystemExit
 codes, _ = kernel._encode_users(keys.column("u"))
 ts = kernel._numpy(keys.column("t"))
@@ -72,7 +70,7 @@ since = ts - ts.min()
 row = np.arange(len(ts))
 msg = keys.column("m")
 assert step == "sort_by_user", step
-clock(kernel.kernel_memory(lambda: kernel._by_user(codes, ts, since, msg, row, 2)))
+clock(lambda: kernel._by_user(codes, ts, since, msg, row, 2))
 """
 
 STEPS = ("read_duckdb", "encode_users", "sort_by_user", "read_polars")

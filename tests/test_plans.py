@@ -12,6 +12,7 @@ import concurrent.futures
 import dataclasses
 import io
 import json
+import sys
 import time
 
 import numpy as np
@@ -753,7 +754,6 @@ def test_user_encoding_in_two_halves_matches_one_pass(monkeypatch):
     chunked = pa.chunked_array([values[i:i + 1_000] for i in range(0, len(values), 1_000)])
     one_codes, one_names = kernel._encode_users(chunked)
     monkeypatch.setattr(kernel, "HALVES_FROM", 1)
-    monkeypatch.setattr(kernel, "_THREADS", 2)
     assert len(kernel._halves(chunked)) == 2
     codes, names = kernel._encode_users(chunked)
     np.testing.assert_array_equal(codes, one_codes)
@@ -792,42 +792,6 @@ def test_numpy_views_of_arrow_arrays():
     np.testing.assert_array_equal(_to_numpy(days), [1, 2])
     chunked = pa.chunked_array([[1, 2], [3]], pa.int64())
     np.testing.assert_array_equal(_to_numpy(chunked), [1, 2, 3])
-
-
-def test_kernel_allocator_is_restored_and_a_users_choice_kept(monkeypatch):
-    from sessionize.columnar import kernel
-
-    before = pa.default_memory_pool().backend_name
-    seen = []
-    kernel.kernel_memory(lambda: seen.append(pa.default_memory_pool().backend_name))()
-    assert seen == [kernel._POOL.backend_name]
-    assert pa.default_memory_pool().backend_name == before
-    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
-    assert kernel._memory_pool().backend_name == pa.default_memory_pool().backend_name
-
-
-def test_kernel_allocator_is_restored_when_the_last_thread_leaves():
-    # a background gather can outlive the call that started it: the pool stays the
-    # kernel's until both have ended, then the one from before comes back
-    import threading
-
-    from sessionize.columnar import kernel
-
-    before = pa.default_memory_pool().backend_name
-    inside, leave = threading.Event(), threading.Event()
-
-    def background():
-        inside.set()
-        leave.wait(5)
-
-    worker = threading.Thread(target=kernel.kernel_memory(background))
-    worker.start()
-    inside.wait(5)
-    kernel.kernel_memory(lambda: None)()  # starts and ends while the background call runs
-    assert pa.default_memory_pool().backend_name == kernel._POOL.backend_name
-    leave.set()
-    worker.join(5)
-    assert pa.default_memory_pool().backend_name == before
 
 
 def test_carried_columns_are_gathered_early_and_not_twice(monkeypatch):
@@ -968,85 +932,6 @@ def test_a_run_closed_unread_ends_its_input_stream(tmp_path):
     assert not [job for job in jobs if not job.cancelled() and job.exception() is not None]
 
 
-def _numpy_hugepage() -> bool:
-    """numpy's huge-page advice now (its setter returns the setting before)."""
-    switch = kernel._hugepage_switch()
-    now = switch(True)
-    switch(now)
-    return now
-
-
-def _balloon(root, name, device, features):
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "device").write_text(device + "\n")
-    (folder / "features").write_text(features + "\n")
-
-
-def test_free_page_reporting_is_read_from_the_virtio_balloon(tmp_path):
-    kernel._reports_free_pages.cache_clear()
-    try:
-        assert not kernel._reports_free_pages(str(tmp_path / "no such folder"))
-        _balloon(tmp_path / "a", "virtio0", "0x0005", "0110001" + "0" * 57)  # no bit 5
-        _balloon(tmp_path / "a", "virtio1", "0x0001", "0000011" + "0" * 57)  # a network card
-        assert not kernel._reports_free_pages(str(tmp_path / "a"))
-        _balloon(tmp_path / "b", "virtio0", "0x0002", "1")                    # a disk
-        _balloon(tmp_path / "b", "virtio3", "0x0005", "0110010100" + "0" * 54)  # reporting
-        assert kernel._reports_free_pages(str(tmp_path / "b"))
-    finally:
-        kernel._reports_free_pages.cache_clear()
-
-
-def test_hugepage_setting(monkeypatch):
-    from sessionize.errors import OptionError
-
-    monkeypatch.setattr(kernel, "_reports_free_pages", lambda: True)
-    monkeypatch.delenv(kernel.HUGEPAGE_SETTING, raising=False)
-    assert kernel._hugepage_off()  # auto, on a machine that reports free pages
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "1")
-    assert not kernel._hugepage_off()
-    monkeypatch.setattr(kernel, "_reports_free_pages", lambda: False)
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "auto")
-    assert not kernel._hugepage_off()
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "0")
-    assert kernel._hugepage_off()
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "yes")
-    with pytest.raises(OptionError, match=r"SESSIONIZE_NUMPY_HUGEPAGE is 'yes'; allowed: auto, 0"):
-        kernel._hugepage_off()
-
-
-@pytest.mark.parametrize(("setting", "inside"), [("0", False), ("1", True)])
-def test_numpy_hugepage_advice_is_off_while_a_run_sorts_and_restored(monkeypatch, setting,
-                                                                     inside):
-    # the run's own arrays are first touched in small pages; the user's numpy setting
-    # (here: on) is back once the run and its background gathers have ended
-    switch = kernel._hugepage_switch()
-    before = switch(True)
-    try:
-        monkeypatch.setenv(kernel.HUGEPAGE_SETTING, setting)
-        seen = []
-        real = kernel._encode_users
-        monkeypatch.setattr(kernel, "_encode_users",
-                            lambda user, **kw: seen.append(_numpy_hugepage()) or real(user, **kw))
-        table = generated(2_000, seed=5)
-        result = sessionize.run(table, plan="columnar")
-        result.events.to_arrow()
-        assert seen == [inside]
-        assert _numpy_hugepage()
-    finally:
-        switch(before)
-
-
-def test_a_wrong_hugepage_setting_stops_the_run_and_switches_nothing(monkeypatch):
-    from sessionize.errors import OptionError
-
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "maybe")
-    before = pa.default_memory_pool().backend_name
-    with pytest.raises(OptionError, match="'maybe'"):
-        sessionize.run(generated(100, seed=1), plan="columnar")
-    assert pa.default_memory_pool().backend_name == before
-
-
 @pytest.mark.parametrize("users", [1, 2, 255, 256, 257, 65_536, 65_537, 300_000])
 def test_radix_sort_by_user_code_matches_a_stable_argsort(users):
     # one 16-bit digit up to 65,536 users, then a last digit of 8 bits (or 16)
@@ -1096,3 +981,33 @@ def test_numpy_views_of_times_are_their_integer_counts(arrow_type, counts):
     from sessionize.columnar.kernel import _numpy_dtype
 
     assert _numpy_dtype(arrow_type) == np.dtype(counts)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_kernel_starts_no_more_threads_than_it_is_given(threads):
+    # every thread the threading module starts runs the profile function first: it
+    # records the kernel's worker threads started while a run, its events and its
+    # threshold analysis are built
+    import threading
+
+    started = []
+
+    def first_call(frame, event, arg):
+        started.append(threading.current_thread().name)
+        sys.setprofile(None)
+
+    table = generated(20_000, seed=5)
+    threading.setprofile(first_call)
+    try:
+        with sessionize.run(table, plan="columnar", threads=threads) as result:
+            events = result.events.to_arrow()
+            sessionize.thresholds(result)
+    finally:
+        threading.setprofile(None)
+    workers = [name for name in started if name.startswith("sessionize-kernel")]
+    if threads == 1:
+        assert workers == []  # everything ran on the calling thread
+    else:
+        assert workers  # the probe sees the kernel's threads when it has some
+    with sessionize.run(table, plan="sql") as sql:
+        assert events.equals(sql.events.to_arrow())

@@ -24,14 +24,12 @@ each row's platform text to a small integer (the distinct texts are a handful).
 from __future__ import annotations
 
 import dataclasses
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from .kernel import _arrow, _strings, _to_numpy, kernel_memory
+from .kernel import _arrow, _strings, _to_numpy, executor
 
 if TYPE_CHECKING:
     import duckdb
@@ -43,7 +41,6 @@ __all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "events_per_platform
 
 #: More distinct platform texts than this are mapped with a join instead of a CASE.
 CASE_LIMIT = 64
-THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclasses.dataclass
@@ -56,9 +53,9 @@ class GapArrays:
     gap: np.ndarray
     platform: np.ndarray
     platforms: list[str]
+    threads: int = 1  # the run's threads (``Columnar.threads``): thresholds run in parallel
 
 
-@kernel_memory
 def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr: str | None,
                platform_of: Any, row: str) -> GapArrays:
     """The gaps of a columnar run; ``platform_expr`` is :func:`.thresholds.platform_sql`'s
@@ -69,7 +66,7 @@ def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr
     np.subtract(ts[1:], ts[:-1], out=gap[1:])
     gap[first] = 0
     if platform_expr is None:
-        return GapArrays(ts, first, gap, np.zeros(len(ts), np.int16), ["all"])
+        return GapArrays(ts, first, gap, np.zeros(len(ts), np.int16), ["all"], columnar.threads)
     mapping = con.execute(
         f"SELECT raw, {platform_of('raw')} FROM (SELECT DISTINCT {platform_expr} AS raw "
         "FROM sz_input) ORDER BY raw").fetchall()
@@ -92,7 +89,7 @@ def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr
             con.unregister("sz_gap_platforms")
     by_row = _to_numpy(table.column("p"))
     at = columnar.input_positions(table.column("r"))
-    return GapArrays(ts, first, gap, by_row[at][columnar.by_user], platforms)
+    return GapArrays(ts, first, gap, by_row[at][columnar.by_user], platforms, columnar.threads)
 
 
 def _literal(text: str) -> str:
@@ -163,7 +160,8 @@ def curve(g: GapArrays, micros: list[int], *, by_platform: bool
         return measures
 
     out: dict[str, list[tuple[int, float | None, int]]] = {name: [] for name in names}
-    with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL: thresholds in parallel
+    # numpy releases the GIL: thresholds in parallel
+    with executor(g.threads) as pool:
         for measures in pool.map(at_threshold, range(1, k_count + 1)):
             for name, value in measures.items():
                 out[name].append(value)
@@ -187,7 +185,6 @@ def events_per_platform(g: GapArrays) -> dict[str, int]:
     return {name: int(counts[i]) for i, name in enumerate(g.platforms) if counts[i]}
 
 
-@kernel_memory
 def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArrays,
                  modulus: int) -> pa.Table:
     """The per-event rows (``u, seq, ts, gap, row, prev_row, msg``) of the users whose

@@ -36,18 +36,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import os
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import OptionError
 from ..io.inputs import ROW
 from ..sql.compiler import SEPARATOR, P
 
@@ -59,122 +56,33 @@ if TYPE_CHECKING:
 __all__ = ["Columnar", "assign", "unsupported_rule"]
 
 TS = pa.timestamp("us", tz="UTC")
-_THREADS = max(1, min(4, os.cpu_count() or 1))
 #: From this many events on, user ids are hashed in two halves at once.
 HALVES_FROM = 1_000_000
 
 
-def _memory_pool() -> pa.MemoryPool:
-    """The Arrow allocator for the kernel's buffers: jemalloc (or the system's) rather
-    than pyarrow's default mimalloc, which hands freed memory back to the OS at once,
-    so the kernel's many large, short-lived buffers were faulted in page by page again
-    and again (10M events: 11 s of system time in a 17 s run; 5 s with jemalloc). A
-    pool the user chose with ``ARROW_DEFAULT_MEMORY_POOL`` is kept."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return pa.default_memory_pool()
-    try:
-        return pa.jemalloc_memory_pool()
-    except (NotImplementedError, pa.ArrowNotImplementedError):
-        return pa.system_memory_pool()
+def workers(threads: int | None) -> int:
+    """The threads the kernel may use: ``threads`` as the user gave it (``run(threads=)``),
+    else one per core, as DuckDB's own default."""
+    return max(1, int(threads)) if threads else max(1, os.cpu_count() or 1)
 
 
-_POOL = _memory_pool()
+class _Inline(Executor):
+    """An executor that runs each job at once on the calling thread (``threads=1``)."""
 
-#: ``SESSIONIZE_NUMPY_HUGEPAGE``: ``auto`` (the default) turns numpy's huge-page advice
-#: off while the kernel runs on a machine that reports its free memory to its host,
-#: ``0`` turns it off on any machine, ``1`` leaves numpy's own setting.
-HUGEPAGE_SETTING = "SESSIONIZE_NUMPY_HUGEPAGE"
-#: The virtio balloon's device id, and its feature bit for free page reporting.
-_BALLOON, _F_REPORTING = "0x0005", 5
-
-
-@functools.cache
-def _reports_free_pages(devices: str = "/sys/bus/virtio/devices") -> bool:
-    """Whether this machine is a virtual machine whose balloon reports free memory to the
-    host (virtio's free page reporting), read from sysfs (``False`` where it cannot be
-    read: not Linux, no virtio)."""
-    try:
-        names = os.listdir(devices)
-    except OSError:
-        return False
-    for name in names:
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
         try:
-            with open(os.path.join(devices, name, "device")) as device:
-                if device.read().strip() != _BALLOON:
-                    continue
-            with open(os.path.join(devices, name, "features")) as features:
-                bits = features.read().strip()
-        except OSError:
-            continue
-        if len(bits) > _F_REPORTING and bits[_F_REPORTING] == "1":
-            return True
-    return False
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
 
 
-def _hugepage_off() -> bool:
-    """Whether the kernel turns numpy's huge-page advice off while it runs
-    (:data:`HUGEPAGE_SETTING`). On such a machine the host takes free memory back in
-    2 MiB blocks a couple of seconds after the guest frees it, and the first write to a
-    huge page the host took back waits for it: 2.3-2.5 s per GiB there against
-    0.43-0.62 s per GiB in 4 KiB pages (``bench/first_touch.py``). numpy advises huge
-    pages for every array of 4 MiB or more, which is most of the kernel's (10M events,
-    fresh processes in turn: 8.97-10.01 s against 10.18-12.17 s, system time 5.6-6.4 s
-    against 8.0-10.6 s; BENCHMARKS.md).
-    Elsewhere huge pages are the cheaper first touch, and numpy's setting is kept."""
-    setting = os.environ.get(HUGEPAGE_SETTING, "auto").strip().lower()
-    if setting not in ("auto", "0", "1"):
-        raise OptionError(f"{HUGEPAGE_SETTING} is {setting!r}; allowed: auto, 0 (off while "
-                          "sessionize runs), 1 (numpy's own setting)")
-    return setting == "0" or (setting == "auto" and _reports_free_pages())
-
-
-@functools.cache
-def _hugepage_switch() -> Callable[[bool], bool] | None:
-    """numpy's setter of its huge-page advice (it returns the setting before), where this
-    numpy has one."""
-    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        try:
-            return importlib.import_module(module)._set_madvise_hugepage
-        except (ImportError, AttributeError):
-            continue
-    return None
-
-
-_LOCK = threading.Lock()
-_users = 0                                    # calls inside kernel_memory now, on any thread
-_pool_before: pa.MemoryPool | None = None     # the default pool before the first of them
-_hugepage_before: bool | None = None          # numpy's huge-page advice before it (if set)
-
-
-def kernel_memory(function: Callable) -> Callable:
-    """Run ``function`` with the kernel's allocators: :data:`_POOL` as pyarrow's default
-    pool, and numpy's huge-page advice off where :func:`_hugepage_off` says so; both are
-    restored when the last such call on any thread ends (the kernel's background gathers
-    can outlive the call that started them). Every buffer is freed by the pool that made
-    it, so the switch is safe; the huge-page advice only decides how new arrays are
-    first touched."""
-    @functools.wraps(function)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        global _users, _pool_before, _hugepage_before
-        with _LOCK:
-            if not _users:
-                off = _hugepage_off()  # a wrong setting raises before anything is switched
-                _pool_before = pa.default_memory_pool()
-                pa.set_memory_pool(_POOL)
-                switch = _hugepage_switch() if off else None
-                _hugepage_before = switch(False) if switch is not None else None
-            _users += 1
-        try:
-            return function(*args, **kwargs)
-        finally:
-            with _LOCK:
-                _users -= 1
-                if not _users:
-                    pa.set_memory_pool(_pool_before)
-                    if _hugepage_before is not None:
-                        _hugepage_switch()(_hugepage_before)
-                        _hugepage_before = None
-    return wrapped
+def executor(threads: int) -> Executor:
+    """A pool of ``threads`` threads, or the calling thread alone for one."""
+    if threads < 2:
+        return _Inline()
+    return ThreadPoolExecutor(threads, thread_name_prefix="sessionize-kernel")
 
 
 def _arrow(values: np.ndarray, type: pa.DataType | None = None,
@@ -314,7 +222,7 @@ def _by_user(codes: np.ndarray, ts: np.ndarray, since: np.ndarray,
     bounds = [0, *sorted(set(cuts.tolist())), int(codes.max()) + 1]
     ranges = [np.flatnonzero((codes >= lo) & (codes < hi)) for lo, hi in zip(bounds, bounds[1:])]
 
-    with ThreadPoolExecutor(len(ranges)) as pool:
+    with ThreadPoolExecutor(len(ranges), thread_name_prefix="sessionize-kernel") as pool:
         done = list(pool.map(sort, ranges))
     order, u, t = (np.concatenate(part) for part in zip(*done))
     return order, u, t
@@ -371,15 +279,15 @@ def _order_runs(order: np.ndarray, equal: np.ndarray, msg: pa.Array | pa.Chunked
 _TIME_UNITS = (1_000_000, 1_000)
 
 
-def _sort_in_halves(key: np.ndarray) -> None:
+def _sort_in_halves(key: np.ndarray, threads: int) -> None:
     """Sort ``key`` (uint64) in place: each half on its own core (numpy's sort of 64-bit
     keys is vectorised, about twice as fast as its argsort), then one merge of the two
     runs (the stable sort finds them)."""
-    if len(key) < HALVES_FROM or _THREADS < 2:
+    if len(key) < HALVES_FROM or threads < 2:
         key.sort()
         return
     half = len(key) // 2
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(2, thread_name_prefix="sessionize-kernel") as pool:
         list(pool.map(np.ndarray.sort, (key[:half], key[half:])))
     key.sort(kind="stable")
 
@@ -389,8 +297,8 @@ def _sort_in_halves(key: np.ndarray) -> None:
 POSITION_BLOCK = 1 << 20
 
 
-def _sort_positions(major: np.ndarray, bits: int,
-                    reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _sort_positions(major: np.ndarray, bits: int, reuse: bool = False,
+                    threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The order of ``major`` (non-negative int64) with ties in position order, as
     (positions, ``major`` in that order): a sort of values, not an argsort, of
     ``major << bits | position`` (``bits`` must hold every position, and the key 64 bits).
@@ -400,15 +308,15 @@ def _sort_positions(major: np.ndarray, bits: int,
     key <<= np.uint64(bits)
     for part, positions in _position_blocks(len(key)):
         key[part] |= positions.view(np.uint64)
-    _sort_in_halves(key)
+    _sort_in_halves(key, threads)
     positions = (key & np.uint64((1 << bits) - 1)).view(np.int64)
     key >>= np.uint64(bits)
     return positions, key.view(np.int64)
 
 
 def _time_then_user(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.ChunkedArray,
-                    row: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                              np.ndarray, TimeView] | None:
+                    row: np.ndarray | None, threads: int = 1
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, TimeView] | None:
     """Both orders from two sorts, when the times and the positions fit one 64-bit key
     (``None`` when they do not):
 
@@ -435,7 +343,7 @@ def _time_then_user(codes: np.ndarray, ts: np.ndarray, msg: pa.Array | pa.Chunke
     users = int(codes.max()) + 1
     if int(since.max()).bit_length() + bits > 64 or (users - 1).bit_length() + bits > 64:
         return None
-    by_time, t = _sort_positions(since, bits, reuse=True)
+    by_time, t = _sort_positions(since, bits, reuse=True, threads=threads)
     by_time = _order_runs(by_time, t[1:] == t[:-1], msg, row, codes)
     codes_by_time = codes[by_time]
     at, u = _by_code(codes_by_time, users)
@@ -514,16 +422,17 @@ class TimeView:
         return _inverse(self.at)
 
 
-def _encode_users(user: pa.ChunkedArray, halves: bool = True) -> tuple[np.ndarray, pa.Array]:
+def _encode_users(user: pa.ChunkedArray, halves: bool = True,
+                  threads: int = 2) -> tuple[np.ndarray, pa.Array]:
     """Integer codes whose order is the strings' (byte-wise) order, and the sorted names.
 
     Large inputs are hashed in two halves at once (one per core), then the halves'
     dictionaries (a few hundred thousand names, not millions of rows) are merged; with
     ``halves=False`` (the other core has work of its own) in one pass, which is less work
     in all (10M events: 1.35 s on one core, against 0.84 s on two and 0.45 s to merge)."""
-    split = halves and len(user) >= HALVES_FROM and _THREADS > 1
+    split = halves and len(user) >= HALVES_FROM and threads > 1
     parts = _halves(user) if split else [user]
-    with ThreadPoolExecutor(len(parts)) as pool:
+    with executor(len(parts)) as pool:
         encoded = list(pool.map(lambda part: pc.dictionary_encode(part).combine_chunks(),
                                 parts))
     if len(encoded) == 1:
@@ -857,6 +766,7 @@ class Columnar:
     msg: pa.Array | pa.ChunkedArray  # per key position: the messageId (as returned)
     sessions: pa.Table
     users: pa.Table
+    threads: int                # at most this many threads work at once (see :func:`assign`)
     # input name -> its column in ``keys``, when the keys query carried the input's
     # columns (None: :meth:`events` reads them from the input)
     inputs: dict[str, str] | None = None
@@ -926,7 +836,6 @@ class Columnar:
         spans = [np.arange(starts[c], min(ends[c], starts[c] + limit)) for c in codes]
         return np.concatenate(spans) if spans else np.zeros(0, np.int64)
 
-    @kernel_memory
     def events(self, con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str]],
                order: str = "time") -> pa.Table:
         """The events table: the input's columns (``columns``: (output name, input name or
@@ -939,7 +848,7 @@ class Columnar:
         (:func:`_gather_early`) are taken from there."""
         where = self.by_time if order == "time" else self.by_input()
         needed = [source for _, source in columns if source is not None]
-        with ThreadPoolExecutor(_THREADS) as pool:
+        with executor(self.threads) as pool:
             view = self.time_view if order == "time" else None
             self.time_view = None
             computed = pool.submit(self._in_order, where, pool.submit, view)
@@ -1072,7 +981,6 @@ class Columnar:
             "start_reason": _REASONS.take(_arrow(reason, mask=reason < 0)),
         }, session_key
 
-    @kernel_memory
     def assign_table(self, at: np.ndarray | None = None) -> pa.Table:
         """The compiled ``assign`` stage's table (its columns, in the keys' row order), or
         only its rows at (user, time) positions ``at``, in that order."""
@@ -1100,28 +1008,30 @@ class Columnar:
         })
 
 
-@kernel_memory
 def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
            con: duckdb.DuckDBPyConnection, time_order: bool = True,
-           inputs: dict[str, str] | None = None, stream: Stream | None = None) -> Columnar:
+           inputs: dict[str, str] | None = None, stream: Stream | None = None,
+           threads: int | None = None) -> Columnar:
     """Assign sessions to the events of ``keys`` (the compiled ``keys`` stage as Arrow).
     ``time_order``: sort the events' time order too (for time-ordered events).
     ``inputs``: input name -> its column in ``keys``, when the keys carry the input's
     columns for the events table. ``stream``: the input's columns to read and gather
     into time order (with ``time_order``, instead of ``inputs``): read at once, gathered
-    as soon as the time order is known."""
+    as soon as the time order is known. ``threads``: at most this many threads work at
+    once (``None``: one per core); with one, everything runs on the calling thread."""
+    threads = workers(threads)
     # the input rows break the last ties; where the keys are in row order (DuckDB keeps a
     # projection's order), their positions do that, and the rows are never converted
     rows_in_order = _increasing(keys.column(f"{P}row"))
     background = prepared = name_job = reads = None
-    if time_order and (inputs or stream):
+    if time_order and (inputs or stream) and threads > 1:
         background, prepared = _prepare_early(keys, inputs or {})
         name_job = prepared.pop(f"{P}name")
         if stream is not None:
             reads = _stream_early(background, stream, keys, rows_in_order)
     try:
         return _assign(keys, gap_us, per_event_gap, con, time_order, inputs, rows_in_order,
-                       background, prepared, name_job, reads)
+                       background, prepared, name_job, reads, threads)
     except BaseException:
         if reads is not None:  # the input is not read after the run has failed
             reads.cancel()
@@ -1131,11 +1041,12 @@ def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
 def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool, con: duckdb.DuckDBPyConnection,
             time_order: bool, inputs: dict[str, str] | None, rows_in_order: bool,
             background: ThreadPoolExecutor | None, prepared: dict[str, Future] | None,
-            name_job: Future | None, reads: _StreamReads | None) -> Columnar:
+            name_job: Future | None, reads: _StreamReads | None, threads: int) -> Columnar:
     """:func:`assign`, once the background thread has its jobs."""
     n = keys.num_rows
     # the background thread reading or preparing the input's columns keeps the other core
-    codes, names = _encode_users(keys.column(f"{P}user"), halves=background is None)
+    codes, names = _encode_users(keys.column(f"{P}user"), halves=background is None,
+                                 threads=threads)
     ts = _numpy(keys.column(f"{P}ts_us"))
     row = None if rows_in_order else _numpy(keys.column(f"{P}row"))
     msg = keys.column(f"{P}msg")  # as returned: only tied events' are read
@@ -1143,7 +1054,7 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool, con: duckdb.DuckDB
     # user order is the time order sorted by user; else the time order is sorted on the
     # other core while this one sorts by user and runs the scan.
     by_time = None
-    both = _time_then_user(codes, ts, msg, row) if time_order else None
+    both = _time_then_user(codes, ts, msg, row, threads) if time_order else None
     early = view = streamed = None
     if both is not None:
         time_positions, by_user, u, t, view = both
@@ -1153,15 +1064,17 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool, con: duckdb.DuckDB
         if background is not None:
             early = _gather_early(background, prepared, time_positions, names, view.codes)
     else:
-        if time_order:
-            sorter = ThreadPoolExecutor(1)  # not ``background``, which is shut down below
+        if time_order and threads == 1:
+            by_time = _done(_time_order(codes, ts, msg, row))
+        elif time_order:
+            sorter = ThreadPoolExecutor(1, thread_name_prefix="sessionize-kernel")
             by_time = sorter.submit(_time_order, codes, ts, msg, row)
             sorter.shutdown(wait=False)
             if reads is not None:  # gathered when that sort ends
                 streamed = reads.gathers(by_time)
         # with no time order to sort, both cores sort by user
         since = ts - (ts.min() if n else 0)
-        by_user, u, t = _by_user(codes, ts, since, msg, row, 1 if time_order else _THREADS)
+        by_user, u, t = _by_user(codes, ts, since, msg, row, 1 if time_order else threads)
 
     # one scan of the (user, time) order gives every window
     first = np.ones(n, bool)
@@ -1219,7 +1132,7 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool, con: duckdb.DuckDB
         background.shutdown(wait=False)
     return Columnar(keys, by_user, by_time, codes, names, t, first, reason, session,
                     session_keys, keys.column(f"{P}row"), rows_in_order, msg, sessions,
-                    users, inputs,
+                    users, threads, inputs,
                     early, prepared, view, streamed, reads)
 
 
@@ -1232,8 +1145,8 @@ def _prepare_early(keys: pa.Table,
     encoding and the sorts leave a core idle for about a second (their single-threaded
     steps), and these no longer wait for the time order. Returns the
     thread (for :func:`_gather_early`) and the jobs, the events' names' first."""
-    background = ThreadPoolExecutor(1, thread_name_prefix="sessionize-gather")
-    prepare = kernel_memory(functools.partial(_gatherer, copy_now=False))
+    background = ThreadPoolExecutor(1, thread_name_prefix="sessionize-kernel")
+    prepare = functools.partial(_gatherer, copy_now=False)
     # first the events' names, for the sessions' first and last events (``assign`` takes
     # this job out before the others are gathered): up to two per event
     jobs = {f"{P}name": background.submit(prepare, keys.column(f"{P}name"), 2 * keys.num_rows)}
@@ -1257,8 +1170,8 @@ def _gather_early(background: ThreadPoolExecutor, prepared: dict[str, Future],
     def take(name: str) -> pa.Array | pa.ChunkedArray:
         return prepared[name].result()(by_time)
 
-    jobs = {name: background.submit(kernel_memory(take), name) for name in prepared}
-    jobs[f"{P}user"] = background.submit(kernel_memory(_take), names, codes_by_time)
+    jobs = {name: background.submit(take, name) for name in prepared}
+    jobs[f"{P}user"] = background.submit(_take, names, codes_by_time)
     return jobs
 
 
@@ -1312,7 +1225,7 @@ class _StreamReads:
 
         jobs = {}
         for source in self.stream.sources:
-            work = functools.partial(kernel_memory(read_and_gather), source)
+            work = functools.partial(read_and_gather, source)
             jobs[source] = (self.background.submit(work), work)
         return jobs
 
@@ -1341,7 +1254,7 @@ def _stream_early(background: ThreadPoolExecutor, stream: Stream, keys: pa.Table
     in turn with reading after the sorts: a median of 9.1 s against 10.2 s, a peak of
     4.7-4.8 GB against 4.9-5.3 GB."""
     reads = _StreamReads(stream, keys, background, rows_in_order)
-    reads.jobs = {source: background.submit(kernel_memory(reads.read), source)
+    reads.jobs = {source: background.submit(reads.read, source)
                   for source in stream.sources if source not in stream.in_keys}
     return reads
 

@@ -51,6 +51,7 @@ class DuckDBEngine:
             raise OptionError(f"'plan' must be one of {', '.join(PLANS)} (got {plan!r})")
         check_events_order(events_order)
         self.plan = plan
+        self.threads = threads
         self.events_order = events_order
         # False when nobody reads the events table (report, thresholds): the columnar
         # plan then reads only the keys, not the input's columns with them
@@ -217,7 +218,7 @@ class DuckDBEngine:
         with self._stage("sessionizing"):
             result = assign(keys, gap_us=rules.gap_us, per_event_gap=bool(rules.gaps_us),
                             con=self.con, time_order=self.events_order == "time",
-                            inputs=inputs, stream=stream)
+                            inputs=inputs, stream=stream, threads=self.threads)
         self.con.register("sz_sessions", result.sessions)
         self.con.register("sz_users", result.users)
         self.columnar = result
