@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .kernel import _arrow, _strings, _to_numpy, executor
+from .gather import arrow, strings, to_numpy
+from .kernel import executor
 
 if TYPE_CHECKING:
     import duckdb
@@ -78,8 +79,8 @@ def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr
                  "FROM sz_input")
     else:
         con.register("sz_gap_platforms", pa.table({
-            "raw": _strings([raw for raw, _ in mapping]),
-            "p": _arrow(np.array([index[name] for _, name in mapping], np.int16))}))
+            "raw": strings([raw for raw, _ in mapping]),
+            "p": arrow(np.array([index[name] for _, name in mapping], np.int16))}))
         query = (f"SELECT i.r, m.p FROM (SELECT {row} AS r, {platform_expr} AS raw FROM "
                  "sz_input) i JOIN sz_gap_platforms m USING (raw)")
     try:
@@ -87,7 +88,7 @@ def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr
     finally:
         if len(mapping) > CASE_LIMIT:
             con.unregister("sz_gap_platforms")
-    by_row = _to_numpy(table.column("p"))
+    by_row = to_numpy(table.column("p"))
     at = columnar.input_positions(table.column("r"))
     return GapArrays(ts, first, gap, by_row[at][columnar.by_user], platforms, columnar.threads)
 
@@ -195,7 +196,7 @@ def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArray
     else:
         con.register("sz_sample_names", pa.table({"u": names}))
         try:
-            keep_user = _to_numpy(con.sql(
+            keep_user = to_numpy(con.sql(
                 f"SELECT CAST(hash(u) % {modulus} = 0 AS TINYINT) AS k FROM sz_sample_names"
             ).to_arrow_table().column("k")).astype(bool)
         finally:
@@ -206,18 +207,18 @@ def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArray
     kept = np.flatnonzero(keep_user)
     at = _spans(starts[kept], ends[kept])  # (user, time) positions of the sampled users
     key_at = columnar.by_user[at]
-    rows = _to_numpy(columnar.row)[key_at]
+    rows = to_numpy(columnar.row)[key_at]
     previous = np.zeros(len(rows), np.int64)
     previous[1:] = rows[:-1]
-    key_at = _arrow(key_at)
+    key_at = arrow(key_at)
     return pa.table({
-        "u": pa.DictionaryArray.from_arrays(_arrow(np.repeat(kept, ends[kept] - starts[kept])),
+        "u": pa.DictionaryArray.from_arrays(arrow(np.repeat(kept, ends[kept] - starts[kept])),
                                             names),
-        "seq": _arrow(columnar.seq[at]),
-        "ts": _arrow(g.ts[at]),
-        "gap": _arrow(g.gap[at], mask=g.first[at]),
-        "row": _arrow(rows),
-        "prev_row": _arrow(previous, mask=g.first[at]),
+        "seq": arrow(columnar.seq[at]),
+        "ts": arrow(g.ts[at]),
+        "gap": arrow(g.gap[at], mask=g.first[at]),
+        "row": arrow(rows),
+        "prev_row": arrow(previous, mask=g.first[at]),
         "msg": columnar.msg.take(key_at),
     })
 
