@@ -428,15 +428,15 @@ class Columnar:
             computed = pool.submit(self._in_order, where, pool)
             jobs = self._input_jobs(con, needed, where, pool)
             if where is None:  # key order: the keys' own user column is resolved_user
-                jobs["resolved_user"] = pool.submit(self.keys.column, f"{P}user")
+                user = pool.submit(self.keys.column, f"{P}user")
             else:
-                jobs["resolved_user"] = pool.submit(take, self.names, self.codes[where])
+                user = pool.submit(take, self.names, self.codes[where])
             arrays = computed.result()
-            taken = {name: job.result() for name, job in jobs.items()}
+            taken = {source: job.result() for source, job in jobs.items()}  # by input name
         return pa.table({
             **{name: taken[source] if source is not None else arrays["timestamp"]
                for name, source in columns},
-            "resolved_user": taken["resolved_user"],
+            "resolved_user": user.result(),
             **{name: arrays[name] for name in ("prev_timestamp", "time_since_last_event",
                                                "new_session", "session_id")},
             "session_key": arrays["session_key"].result(),
