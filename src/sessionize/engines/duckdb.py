@@ -19,7 +19,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import duckdb
 
-from ..columnar.kernel import TS, Stream, _strings, assign, unsupported_rule
+from ..columnar.gather import TS, strings
+from ..columnar.kernel import Stream, assign, unsupported_rule
 from ..errors import OptionError
 from ..io.inputs import INPUT_TABLE, ROW, LoadedInput, load
 from ..io.outputs import write_tables
@@ -192,6 +193,7 @@ class DuckDBEngine(Engine):
         check_events_order(events_order)
         super().__init__(progress=progress, events_order=events_order)
         self.plan = plan
+        self.threads = threads
         # False when nobody reads the events table (report, thresholds): the columnar
         # plan then reads only the keys, not the input's columns with them
         self.events_table = events_table
@@ -359,7 +361,7 @@ class DuckDBEngine(Engine):
         with self._stage("sessionizing"):
             result = assign(keys, gap_us=rules.gap_us, per_event_gap=bool(rules.gaps_us),
                             con=self.con, time_order=self.events_order == "time",
-                            inputs=inputs, stream=stream)
+                            inputs=inputs, stream=stream, threads=self.threads)
         self.con.register("sz_sessions", result.sessions)
         self.con.register("sz_users", result.users)
         self.columnar = result
@@ -447,7 +449,7 @@ class DuckDBEngine(Engine):
             return "sz_assign"
         import pyarrow.compute as pc
 
-        codes = pc.index_in(_strings(users), self.columnar.names).to_pylist()
+        codes = pc.index_in(strings(users), self.columnar.names).to_pylist()
         positions = self.columnar.positions_of_users([c for c in codes if c is not None], limit)
         self.con.register("sz_assign_users", self.columnar.assign_table(positions))
         return "sz_assign_users"
