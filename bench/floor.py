@@ -2,10 +2,10 @@
 
 Every sessionizer of a Parquet file must (1) read the events' columns (the events table
 carries them all), (2) tell users apart (here: the kernel's encoding of the resolved
-user ids to integers) and (3) bring each user's events together in time order (here:
-the kernel's sort by (user, time) on both cores, as a run with ``events_order="none"``
-does it). This script times each step alone, each in a fresh process whose clock covers
-only that step (its inputs are prepared before the clock starts), interleaved with full
+user ids to integers) and (3) bring each user's events together in time order (here: the
+kernel's sort by time, then stably by user, as a run does it). This script times each
+step alone, each in a fresh process whose clock covers only that step (its inputs are
+prepared before the clock starts), interleaved with full
 runs of the idiomatic polars peer and of sessionize, and prints median seconds.
 
 The sum of the three steps is a lower bound for any run that uses them, before the scan,
@@ -61,18 +61,21 @@ if step == "read_duckdb":
 from sessionize.columnar import kernel
 keys = con.sql(f"SELECT coalesce(userId, anonymousId) AS u, epoch_us(timestamp) AS t, "
                f"messageId AS m FROM read_parquet('{path}')").to_arrow_table()
-# the kernel's steps run with its allocators, as in a run (kernel.kernel_memory: Arrow's
-# jemalloc pool, and numpy's huge pages off on a VM that reports free pages to its host)
 if step == "encode_users":
-    clock(kernel.kernel_memory(lambda: kernel._encode_users(keys.column("u"))))
+    clock(lambda: kernel._encode_users(keys.column("u")))
     raise SystemExit
-codes, _ = kernel._encode_users(keys.column("u"))
-ts = kernel._numpy(keys.column("t"))
-since = ts - ts.min()
-row = np.arange(len(ts))
+codes, names = kernel._encode_users(keys.column("u"))
+ts = kernel.numpy(keys.column("t"))
 msg = keys.column("m")
 assert step == "sort_by_user", step
-clock(kernel.kernel_memory(lambda: kernel._by_user(codes, ts, since, msg, row, 2)))
+
+
+def sort():  # the (user, time) order as a run sorts it: by time, then stably by user
+    by_time, _ = kernel._time_order(ts, codes, msg, None)
+    return by_time[kernel._by_code(codes[by_time], len(names))]
+
+
+clock(sort)
 """
 
 STEPS = ("read_duckdb", "encode_users", "sort_by_user", "read_polars")

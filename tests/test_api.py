@@ -16,9 +16,9 @@ from sessionize.sql import compiler
 
 def test_exported_members_are_locked():
     assert sorted(sessionize.__all__) == sorted([
-        "DataError", "InputError", "InvalidEventsError", "MalformedJSONError", "OptionError",
-        "Result", "SessionizeError", "Table", "__version__", "parse_duration", "report", "run",
-        "sample_path", "thresholds",
+        "Columns", "DataError", "DuckDB", "InputError", "InvalidEventsError",
+        "MalformedJSONError", "OptionError", "Result", "Rules", "SessionizeError", "Spark",
+        "Table", "__version__", "parse_duration", "report", "run", "sample_path", "thresholds",
     ])
     for name in sessionize.__all__:
         assert hasattr(sessionize, name)

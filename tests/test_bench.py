@@ -48,14 +48,3 @@ def test_memory_state_reads_free_memory_and_page_cache():
     assert format_memory(state) == "0.2 GiB free, 17.5 GiB page cache"
     assert memory_state("") == {} and format_memory({}) == "unknown"
     assert set(memory_state()) <= {"free_gib", "page_cache_gib"}  # this machine's
-
-
-@pytest.mark.parametrize("pages", ["huge", "small"])
-def test_first_touch_child_writes_memory_in_either_page_size(pages):
-    # bench/first_touch.py's fresh process: numpy's huge-page advice set as asked, the
-    # write timed (wall and system seconds)
-    import first_touch
-
-    measured = first_touch.touch(0.01, pages)
-    assert set(measured) == {"seconds", "system"}
-    assert measured["seconds"] >= 0 and measured["system"] >= 0

@@ -227,7 +227,7 @@ def test_diagnostics_need_an_identity_policy():
 
 def test_graph_helper_tables_are_dropped():
     with sessionize.run(SHARED, identity="graph") as result:
-        tables = {row[0] for row in result._engine.con.execute("SHOW TABLES").fetchall()}
+        tables = {row[0] for row in result.engine.con.execute("SHOW TABLES").fetchall()}
     assert {t for t in tables if t.startswith("sz_graph_")} == {"sz_graph_nodes"}
 
 

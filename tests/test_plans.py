@@ -8,11 +8,9 @@ several Parquet files, quarantined rows, per-event gaps and stitched identities)
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
 import io
 import json
-import time
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -22,14 +20,11 @@ import pytest
 from test_properties import run_both_plans
 
 import sessionize
+from sessionize.api import execute
 from sessionize.cli.main import main
 from sessionize.columnar import kernel
-from sessionize.columnar.kernel import (
-    _argsort_pair,
-    _by_user,
-    _take,
-    unsupported_rule,
-)
+from sessionize.columnar.gather import _numpy_dtype, to_numpy
+from sessionize.columnar.kernel import unsupported_rule
 from sessionize.engines import duckdb as engine_duckdb
 from sessionize.rules import Rules
 
@@ -156,9 +151,8 @@ def test_plans_agree_on_json_input(tmp_path):
     run_both_plans(str(path))
 
 
-def test_plans_agree_when_ids_have_one_width(monkeypatch):
-    # UUID-like messageIds and anonymousIds, and userIds of one width with some missing,
-    # take the fixed-width gather
+def test_plans_agree_when_ids_have_one_width():
+    # UUID-like messageIds and anonymousIds, and userIds of one width with some missing
     table = generated(4_000, seed=11)
     rng = np.random.default_rng(11)
     hexes = [f"{v:032x}" for v in rng.integers(0, 2**63, 4_000)]
@@ -166,145 +160,11 @@ def test_plans_agree_when_ids_have_one_width(monkeypatch):
     table = table.set_column(4, "anonymousId", pa.array(
         [h[::-1] for h in hexes], pa.string()).take(pa.array(rng.integers(0, 500, 4_000))))
     table = table.set_column(3, "userId", pc.utf8_lpad(table.column("userId"), 10, "0"))
-    used = _spy(monkeypatch, "_fixed_width_gatherer")
     run_both_plans(table)
-    assert len(used) >= 2
-    assert any(result.null_count for result in used)  # the userIds
-
-
-def _spy(monkeypatch, name):
-    """The results of the gathers the kernel's gatherer ``name`` made (when it did not
-    decline), in a list that fills as the kernel runs."""
-    used = []
-    real = getattr(kernel, name)
-
-    def prepare(values, size, **options):
-        gather = real(values, size, **options)
-        return None if gather is None else (lambda at: used.append(gather(at)) or used[-1])
-    monkeypatch.setattr(kernel, name, prepare)
-    return used
-
-
-def _special(prepare, values, at):
-    """``values`` at ``at`` by one of the kernel's special gathers (``None``: it declines)."""
-    gather = prepare(values, len(at))
-    return None if gather is None else gather(at)
-
-
-@pytest.mark.parametrize("values", [
-    pa.array(["abc", "def", "ghi", "jkl"]),
-    pa.array(["abc", "def", "ghi", "jkl", "mno"]).slice(1),            # an offset
-    pa.chunked_array([["ab", "cd"], [], ["ef"], ["gh", "ij"]]),        # several chunks
-    pa.chunked_array([pa.array(["xy", "zz", "ab"]).slice(1), ["cd"]]),
-    pa.array(["abcd", "efgh"], pa.large_string()),
-    pa.array([b"\x00\x01", b"\xff\x00"], pa.binary()),
-    pa.array(["abc", None, "ghi", None]),                              # missing, last too
-    pa.array([None, "abc", None, "def"], pa.large_string()),
-    pa.chunked_array([[None, None], ["ab", None], [None, "cd"]], pa.string()),  # null chunk
-    pa.array(["zz", None, "ab", "cd", None]).slice(1),
-    # a missing value written with the width's bytes (some writers do)
-    pa.Array.from_buffers(pa.string(), 3, [pa.py_buffer(bytes([0b101])),
-                                           pa.py_buffer(np.array([0, 2, 4, 6], np.int32)),
-                                           pa.py_buffer(b"abXXcd")]),
-])
-def test_fixed_width_gather_matches_arrow(values):
-    at = np.array([len(values) - 1, 0, 0, len(values) - 1, 1], np.int64)
-    taken = _special(kernel._fixed_width_gatherer, values, at)
-    assert taken is not None
-    # prepared early, the rows are copied when it gathers: the same values
-    later = kernel._fixed_width_gatherer(values, len(at), copy_now=False)
-    assert later(at).equals(taken)
-    taken.validate(full=True)
-    expected = values.take(pa.array(at))
-    expected = expected.combine_chunks() if isinstance(expected, pa.ChunkedArray) else expected
-    assert taken.equals(expected)
-    assert _take(values, at[:0]).equals(expected.slice(0, 0))
-
-
-@pytest.mark.parametrize("values", [
-    pa.array(["abc", "de", "ghi"]),                  # lengths differ
-    pa.array(["abc", None, ""]),                     # an empty string is not missing
-    pa.array([None, None, None], pa.string()),       # nothing to take the width from
-    pa.Array.from_buffers(pa.string(), 3, [pa.py_buffer(bytes([0b101])),  # a missing
-                                           pa.py_buffer(np.array([0, 2, 3, 5], np.int32)),
-                                           pa.py_buffer(b"abXcd")]),      # of length 1
-    pa.array(["", "", ""]),                          # empty strings
-    pa.chunked_array([["ab"], ["abc"]]),             # widths differ between chunks
-    pa.array(["x" * 65, "y" * 65]),                  # wider than FIXED_WIDTH_MAX
-    pa.array([1, 2, 3]),
-])
-def test_other_columns_take_arrows_gather(values):
-    at = np.array([len(values) - 1, 0, 1], np.int64)
-    assert kernel._fixed_width_gatherer(values, len(at)) is None
-    expected = values.take(pa.array(at))
-    taken = _take(values, at)
-    assert (taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken).equals(
-        expected.combine_chunks() if isinstance(expected, pa.ChunkedArray) else expected)
 
 
 def _one(array):
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
-@pytest.mark.parametrize("values", [
-    pa.array(["track", None, "page", "track", "identify"] * 4),
-    pa.array(["a", "b", None, "a", "c", "b"] * 3, pa.large_string()),
-    pa.chunked_array([["x", "y"], [], [None, "x"], ["z", "w", "y"]]),  # new values later
-    pa.array(["a", "b", "c", "d", "a"] * 4).slice(3),                  # an offset
-    pa.chunked_array([pa.array([], pa.string())]),
-])
-def test_gather_through_a_dictionary_matches_arrow(values, monkeypatch):
-    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
-    at = np.random.default_rng(2).integers(0, max(len(values), 1), 40 if len(values) else 0)
-    taken = _special(kernel._dictionary_gatherer, values, at)
-    expected = _one(values.take(pa.array(at, pa.int64())))
-    if not len(values):
-        assert taken is None
-        return
-    taken.validate(full=True)
-    assert taken.type == values.type and taken.equals(expected)
-    assert _one(_take(values, at)).equals(expected)
-
-
-def test_gather_through_a_dictionary_only_for_few_distinct_values(monkeypatch):
-    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
-    many = pa.array([f"id-{i}" for i in range(5_000)])
-    at = np.arange(5_000)[::-1].copy()
-    assert kernel._dictionary_gatherer(many, len(at)) is None
-    assert kernel._dictionary_gatherer(pa.array([1, 2, 3]), 2) is None
-    # a column whose first values repeat (a sorted input) is judged across its length
-    mostly_first = pa.array(["a"] * 100_000 + [f"id-{i}" for i in range(100_000)])
-    assert kernel._dictionary_gatherer(mostly_first, 10) is None
-    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 10_000)  # small gathers: Arrow's take
-    assert kernel._dictionary_gatherer(pa.array(["a"] * 5_000), len(at)) is None
-
-
-@pytest.mark.parametrize("values", [
-    pa.array([{"library": {"name": n}} for n in ["analytics.js", "analytics-ios"] * 10]),
-    pa.array([None if i % 3 == 0 else {"a": i, "b": {"c": None if i % 4 else "x"}}
-              for i in range(30)]),                                      # nulls at each level
-    pa.array([{"a": i, "b": {"c": "y"}} for i in range(30)]).slice(5),   # an offset
-    pa.chunked_array([pa.array([{"a": 1, "s": "p"}, None]),
-                      pa.array([{"a": 2, "s": None}, {"a": 3, "s": "q"}] * 5)]),
-])
-def test_struct_gather_field_by_field_matches_arrow(values, monkeypatch):
-    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
-    at = np.random.default_rng(3).integers(0, len(values), 50)
-    taken = _special(kernel._struct_gatherer, values, at)
-    taken.validate(full=True)
-    expected = _one(values.take(pa.array(at, pa.int64())))
-    assert taken.type == values.type
-    assert taken.to_pylist() == expected.to_pylist()
-    assert taken.equals(expected)
-    assert kernel._struct_gatherer(pa.array(["a"]), 1) is None
-
-
-def test_plans_agree_when_columns_are_gathered_through_dictionaries(monkeypatch):
-    # every string and struct column of a small run takes the dictionary and struct paths
-    monkeypatch.setattr(kernel, "DICTIONARY_FROM", 1)
-    used = _spy(monkeypatch, "_dictionary_gatherer")
-    run_both_plans(generated(3_000, seed=16))
-    assert len(used) >= 3  # type, event, library name
 
 
 # -- events_order="none" --------------------------------------------------------------------
@@ -350,8 +210,7 @@ def test_unordered_events_are_the_same_rows(plan, options):
         assert n == sorted(n)
 
 
-def test_unordered_run_sorting_users_in_ranges_matches_the_sql_plan(monkeypatch):
-    monkeypatch.setattr(kernel, "HALVES_FROM", 0)  # both cores sort by user, in ranges
+def test_unordered_run_with_many_users_matches_the_sql_plan():
     table = _numbered(generated(6_000, seed=12, users=900))
     with sessionize.run(table, plan="sql") as sql, \
             sessionize.run(table, plan="columnar", events_order="none") as columnar:
@@ -374,8 +233,8 @@ def test_only_a_run_sorts_the_time_order(monkeypatch, tmp_path):
     # thresholds and the report never show events, so they skip the time sort
     # ... nor read the input's columns with the keys
     asked = []
-    real = kernel.assign
-    monkeypatch.setattr(kernel, "assign", lambda *a, **k: asked.append(
+    real = engine_duckdb.assign  # the engine's name for kernel.assign
+    monkeypatch.setattr(engine_duckdb, "assign", lambda *a, **k: asked.append(
         (k["time_order"], k["inputs"] is not None)) or real(*a, **k))
     table = generated(2_000, seed=6)
     with sessionize.run(table):
@@ -412,18 +271,18 @@ def test_input_columns_read_with_the_keys_match_a_second_read(order, source, tmp
         table = str(tmp_path / "in.json")
     tables = {}
     for with_keys in (True, False):
-        with sessionize.run(table, plan="columnar", events_order=order, on_invalid="quarantine",
-                            _events_table=with_keys) as result:
-            columnar = result._engine.columnar
+        with execute(table, plan="columnar", events_order=order, on_invalid="quarantine",
+                     events_table=with_keys) as result:
+            columnar = result.engine.columnar
             # a time-ordered run streams them, one column at a time, where a cursor can
             # read the input (files; a frame is registered on the run's connection only)
             streams = with_keys and order == "time" and source != "frame"
-            assert (columnar.streamed is not None) == streams
+            assert (columnar.stream is not None) == streams
             assert (columnar.inputs is not None) == (with_keys and not streams)
             tables[with_keys] = {name: getattr(result, name).to_arrow()
                                  for name in ("events", "sessions", "users", "quarantine")}
-            result._engine.ensure_assign()  # the assign stage shows only its own columns
-            assign_columns = result._engine.con.table("sz_assign").columns
+            result.engine.ensure_assign()  # the assign stage shows only its own columns
+            assign_columns = result.engine.con.table("sz_assign").columns
             assert not [c for c in assign_columns if c.startswith("__sz_in_")]
     assert tables[True]["quarantine"].num_rows == 38
     for name in ("events", "sessions", "users", "quarantine"):
@@ -465,10 +324,9 @@ def test_keys_read_once_match_the_compiled_keys_query(source, monkeypatch, tmp_p
 
 
 @pytest.mark.parametrize("quarantined", [False, True])
-def test_time_ordered_events_stream_the_input_one_column_at_a_time(quarantined, monkeypatch,
-                                                                   tmp_path):
-    # each input column is read alone, once, and gathered; the messageId the keys hold
-    # is not read again; the events are the SQL plan's
+def test_time_ordered_events_stream_the_input_one_column_at_a_time(quarantined, tmp_path):
+    # each input column is read alone, once, while the run sorts; the messageId the keys
+    # hold is not read again; the events are the SQL plan's
     table = generated(3_000, seed=16)
     if quarantined:  # every 70th row has no user: the rows read are not the keys'
         table = table.set_column(4, "anonymousId", pa.array(
@@ -478,90 +336,25 @@ def test_time_ordered_events_stream_the_input_one_column_at_a_time(quarantined, 
             [None if i % 70 == 0 else v for i, v in enumerate(table["userId"].to_pylist())],
             pa.string()))
     pq.write_table(table, tmp_path / "in.parquet", row_group_size=500)
-    reads = []
-    real_stream = kernel._stream_early
-
-    def spy(background, stream, *args):
-        real_read = stream.read
-
-        def read(names):
-            reads.append(list(names))
-            return real_read(names)
-        return real_stream(background, dataclasses.replace(stream, read=read), *args)
-
-    monkeypatch.setattr(kernel, "_stream_early", spy)
     options = {"on_invalid": "quarantine"} if quarantined else {}
     tables = {}
     for plan in ("columnar", "sql"):
-        with sessionize.run(str(tmp_path / "in.parquet"), plan=plan, **options) as result:
+        with sessionize.run(str(tmp_path / "in.parquet"), plan=plan, threads=2,
+                            **options) as result:
+            if plan == "columnar":
+                reads = result.engine.columnar.reads
             tables[plan] = result.events.to_arrow()
     shown = [c for c in table.column_names if c not in ("messageId", "timestamp")]
-    assert sorted(map(tuple, reads)) == sorted((c,) for c in shown)
+    assert sorted(reads) == sorted(shown)
+    assert all(job.done() and job.exception() is None for job in reads.values())
     assert tables["columnar"].equals(tables["sql"])
-
-
-def test_time_ordered_runs_read_the_input_before_they_sort(monkeypatch, tmp_path):
-    # the input's columns are read while the users are encoded and the events sorted
-    # (their single-threaded steps leave a core idle), not once the time order is known
-    pq.write_table(generated(3_000, seed=18), tmp_path / "in.parquet")
-    calls = []
-    for name in ("_stream_early", "_encode_users", "_time_then_user"):
-        real = getattr(kernel, name)
-        monkeypatch.setattr(kernel, name, lambda *a, _real=real, _name=name, **kw:
-                            calls.append(_name) or _real(*a, **kw))
-    with sessionize.run(str(tmp_path / "in.parquet"), plan="columnar") as result:
-        assert result.events.to_arrow().num_rows == 3_000
-    assert calls == ["_stream_early", "_encode_users", "_time_then_user"]
-
-
-@pytest.mark.parametrize("events", [3_000, 1])
-def test_streamed_columns_wait_for_a_time_order_sorted_apart(events, monkeypatch, tmp_path):
-    # where the packed keys do not fit (or one event), the time order is sorted on a
-    # thread of its own: the columns read early are gathered once it ends, and the
-    # events are still the SQL plan's
-    pq.write_table(generated(3_000, seed=19).slice(0, events), tmp_path / "in.parquet")
-    monkeypatch.setattr(kernel, "_time_then_user", lambda *a: None)
-    tables = {}
-    for plan in ("columnar", "sql"):
-        with sessionize.run(str(tmp_path / "in.parquet"), plan=plan) as result:
-            if plan == "columnar":
-                assert result._engine.columnar.streamed is not None
-            tables[plan] = result.events.to_arrow()
-    assert tables["columnar"].num_rows == events
-    assert tables["columnar"].equals(tables["sql"])
-
-
-def test_a_failed_run_stops_reading_its_input(monkeypatch, tmp_path):
-    # a run that fails after the input's columns started being read cancels the reads
-    # not started and waits for the one running, before the connection closes
-    pq.write_table(generated(3_000, seed=20), tmp_path / "in.parquet")
-    started = []
-    real = kernel._stream_early
-
-    def spy(background, stream, *args):
-        def slow(names):  # without the wait, the reads would still be running below
-            time.sleep(0.2)
-            return stream.read(names)
-        reads = real(background, dataclasses.replace(stream, read=slow), *args)
-        started.append(reads)
-        return reads
-
-    def fail(*args):
-        raise MemoryError("no room to sort")
-
-    monkeypatch.setattr(kernel, "_stream_early", spy)
-    monkeypatch.setattr(kernel, "_time_then_user", fail)
-    with pytest.raises(MemoryError, match="no room to sort"):
-        sessionize.run(str(tmp_path / "in.parquet"), plan="columnar")
-    assert len(started) == 1 and started[0].jobs
-    assert all(job.done() for job in started[0].jobs.values())
 
 
 def test_input_columns_are_read_again_for_other_identities():
     # stitch and graph resolve users through a narrow join: the events re-read the input
     table = generated(2_000, seed=14)
     with sessionize.run(table, plan="columnar", identity="stitch") as result:
-        assert result._engine.columnar.inputs is None
+        assert result.engine.columnar.inputs is None
         assert result.events.to_arrow().num_rows == 2_000
 
 
@@ -590,95 +383,6 @@ def test_cli_events_order_flag(tmp_path):
     assert events.column("n").to_pylist() == list(range(500))
 
 
-@pytest.mark.parametrize("users", [1, 2, 7, 5_000])
-def test_user_sort_in_ranges_matches_one_sort(users, monkeypatch):
-    monkeypatch.setattr(kernel, "HALVES_FROM", 0)
-    rng = np.random.default_rng(users)
-    n = 20_000
-    codes = np.minimum(rng.zipf(1.3, n) - 1, users - 1)
-    ts = rng.integers(0, 50, n)  # many ties: their messageId and row order shows
-    msg = pa.array([None if i % 3 == 0 else f"m{v}" for i, v in
-                    enumerate(rng.integers(0, 9, n))], pa.string())
-    row = rng.permutation(n)
-    want = _by_user(codes, ts, ts, msg, row, 1)
-    for parts in (2, 3):
-        for got, expected in zip(_by_user(codes, ts, ts, msg, row, parts), want):
-            np.testing.assert_array_equal(got, expected)
-
-
-@pytest.mark.parametrize("unit", [1, 1_000, 1_000_000])
-@pytest.mark.parametrize("halves", [False, True])
-def test_time_then_user_sort_matches_both_sorts(unit, halves, monkeypatch):
-    # the time order from a sort of (time, position) values, ties fixed by (user,
-    # messageId, row), and the user order as that order sorted by user: the same orders,
-    # users and times as the two argsorts with their own tie fixes
-    if halves:
-        monkeypatch.setattr(kernel, "HALVES_FROM", 0)  # each half on a core, then a merge
-    rng = np.random.default_rng(unit)
-    n = 30_000
-    codes = np.minimum(rng.zipf(1.2, n) - 1, 999)
-    ts = BASE_US + rng.integers(0, 400, n) * unit  # many ties, within users and across them
-    ts[::11] += 1 if unit == 1 else 0
-    msg = pa.array([None if i % 4 == 0 else f"m{v}" for i, v in
-                    enumerate(rng.integers(0, 6, n))], pa.string())
-    row = rng.permutation(n)
-    by_time, by_user, u, t, view = kernel._time_then_user(codes, ts, msg, row)
-    np.testing.assert_array_equal(by_time, kernel._time_order(codes, ts, msg, row))
-    for got, want in zip((by_user, u, t), _by_user(codes, ts, ts - ts.min(), msg, row, 1)):
-        np.testing.assert_array_equal(got, want)
-    assert u.dtype == t.dtype == np.int64
-    # what the sorts leave of the time order, for the events' columns
-    np.testing.assert_array_equal(view.codes, codes[by_time])
-    np.testing.assert_array_equal(view.ts, ts[by_time])
-    np.testing.assert_array_equal(by_time[view.at], by_user)
-    inverse = np.empty(n, np.int64)
-    inverse[by_user] = np.arange(n)
-    np.testing.assert_array_equal(view.user_positions(), inverse[by_time])
-
-
-def test_time_ordered_runs_take_the_packed_sorts_where_they_fit(monkeypatch):
-    # millisecond times over 40 days fit (time, position) keys; microseconds over three
-    # centuries do not, and the run falls back to the two argsorts (still agreeing)
-    fitted = []
-    real = kernel._time_then_user
-    monkeypatch.setattr(kernel, "_time_then_user",
-                        lambda *a: fitted.append(real(*a) is not None) or real(*a))
-    run_both_plans(generated(3_000, seed=21))
-    wide = generated(3_000, seed=21, span_us=300 * 365 * 86_400_000_000, ms=False)
-    run_both_plans(wide)
-    with sessionize.run(wide, plan="columnar", events_order="none"):
-        pass  # no time order: no time sort at all
-    assert fitted == [True, False]
-
-
-def test_time_then_user_sort_declines_keys_over_64_bits():
-    rng = np.random.default_rng(3)
-    codes = rng.integers(0, 5, 1_000)
-    msg = pa.array(["m"] * 1_000)
-    row = np.arange(1_000)
-    wide = BASE_US + rng.integers(0, 1 << 55, 1_000)  # 55 bits of microseconds + 10 of rows
-    assert kernel._time_then_user(codes, wide, msg, row) is None
-    assert kernel._time_then_user(codes[:1], wide[:1], msg[:1], row[:1]) is None
-    narrow = wide // 1_000_000 * 1_000_000  # whole seconds: 20 bits fewer
-    assert kernel._time_then_user(codes, narrow, msg, row) is not None
-
-
-def test_packed_sort_matches_lexsort():
-    rng = np.random.default_rng(1)
-    for major_max, minor_max in [(10, 1 << 40), (1 << 30, 1 << 40), (3, 5),
-                                 (1 << 40, 1 << 40), (1, 1)]:
-        major = rng.integers(0, major_max, 5_000)
-        minor = rng.integers(0, minor_max, 5_000)
-        minor[::7] = minor[0]  # ties keep their input order (a stable sort)
-        want = np.lexsort((minor, major))
-        np.testing.assert_array_equal(_argsort_pair(major, minor), want)
-        order, major_sorted, minor_sorted = kernel._sort_pair(major, minor)
-        np.testing.assert_array_equal(order, want)
-        np.testing.assert_array_equal(major_sorted, major[want])  # from the packed key
-        np.testing.assert_array_equal(minor_sorted, minor[want])
-        assert major_sorted.dtype == minor_sorted.dtype == np.int64
-
-
 def test_columnar_events_are_built_when_first_read():
     with sessionize.run(sessionize.sample_path()) as result:
         assert len(result.events) == 6          # known without building the table
@@ -701,7 +405,7 @@ def analyses_both_plans(source, *, platform="auto", **options):
     for plan in ("sql", "columnar"):
         with sessionize.run(source, plan=plan, **options) as result:
             assert result.plan == plan
-            page = result.report(platform=platform)
+            page = sessionize.report(result, platform=platform)
             out[plan] = (page.analysis.to_dict(), page.analysis.events, page.html)
     assert out["columnar"][0] == out["sql"][0]
     assert out["columnar"][1] == out["sql"][1]
@@ -732,7 +436,7 @@ def test_analysis_agrees_with_many_platform_values_several_files_and_quarantine(
 
 def test_report_quality_sample_agrees(monkeypatch):
     # a small sample size makes the quality checks sample one user in four
-    from sessionize.report import quality
+    from sessionize.reporting import quality
 
     monkeypatch.setattr(quality, "SAMPLE_EVENTS", 2_500)
     analyses_both_plans(generated(10_000, seed=2), identity="stitch")
@@ -745,26 +449,6 @@ def test_analysis_agrees_when_every_event_is_quarantined():
     assert analysis["users"]["all"] == 0
 
 
-def test_user_encoding_in_two_halves_matches_one_pass(monkeypatch):
-    from sessionize.columnar import kernel
-
-    rng = np.random.default_rng(4)
-    values = [f"user-{i}" for i in rng.integers(0, 700, 6_000)] + ["é", "Z", "a"]
-    chunked = pa.chunked_array([values[i:i + 1_000] for i in range(0, len(values), 1_000)])
-    one_codes, one_names = kernel._encode_users(chunked)
-    monkeypatch.setattr(kernel, "HALVES_FROM", 1)
-    monkeypatch.setattr(kernel, "_THREADS", 2)
-    assert len(kernel._halves(chunked)) == 2
-    codes, names = kernel._encode_users(chunked)
-    np.testing.assert_array_equal(codes, one_codes)
-    assert names.equals(one_names)
-    single_codes, single_names = kernel._encode_users(chunked, halves=False)
-    np.testing.assert_array_equal(single_codes, one_codes)
-    assert single_names.equals(one_names)
-    assert names.to_pylist() == sorted(set(values), key=str.encode)  # byte order, as SQL
-    assert names.take(pa.array(codes)).to_pylist() == values
-
-
 def test_a_run_and_a_report_do_not_import_pandas():
     # pa.array and Array.to_numpy import pandas on first use (0.2 s); the columnar plan
     # builds its arrays from numpy buffers instead
@@ -773,7 +457,7 @@ def test_a_run_and_a_report_do_not_import_pandas():
 
     code = ("import sys, sessionize\n"
             "r = sessionize.run(sessionize.sample_path())\n"
-            "r.events.to_arrow(), r.sessions.to_arrow(), r.users.to_arrow(), r.report()\n"
+            "r.events.to_arrow(), r.sessions.to_arrow(), r.users.to_arrow(), sessionize.report(r)\n"
             "assert r.plan == 'columnar'\n"
             "print('pandas' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -782,132 +466,26 @@ def test_a_run_and_a_report_do_not_import_pandas():
 
 
 def test_numpy_views_of_arrow_arrays():
-    from sessionize.columnar.kernel import _to_numpy
-
     values = pa.array([5, 6, 7, 8], pa.int32()).slice(1, 2)
-    np.testing.assert_array_equal(_to_numpy(values), [6, 7])
+    np.testing.assert_array_equal(to_numpy(values), [6, 7])
     stamps = pa.array([0, 1_000_000], pa.timestamp("us", tz="UTC"))
-    np.testing.assert_array_equal(_to_numpy(stamps), [0, 1_000_000])
+    np.testing.assert_array_equal(to_numpy(stamps), [0, 1_000_000])
     days = pa.array([1, 2], pa.date32())
-    np.testing.assert_array_equal(_to_numpy(days), [1, 2])
+    np.testing.assert_array_equal(to_numpy(days), [1, 2])
     chunked = pa.chunked_array([[1, 2], [3]], pa.int64())
-    np.testing.assert_array_equal(_to_numpy(chunked), [1, 2, 3])
-
-
-def test_kernel_allocator_is_restored_and_a_users_choice_kept(monkeypatch):
-    from sessionize.columnar import kernel
-
-    before = pa.default_memory_pool().backend_name
-    seen = []
-    kernel.kernel_memory(lambda: seen.append(pa.default_memory_pool().backend_name))()
-    assert seen == [kernel._POOL.backend_name]
-    assert pa.default_memory_pool().backend_name == before
-    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
-    assert kernel._memory_pool().backend_name == pa.default_memory_pool().backend_name
-
-
-def test_kernel_allocator_is_restored_when_the_last_thread_leaves():
-    # a background gather can outlive the call that started it: the pool stays the
-    # kernel's until both have ended, then the one from before comes back
-    import threading
-
-    from sessionize.columnar import kernel
-
-    before = pa.default_memory_pool().backend_name
-    inside, leave = threading.Event(), threading.Event()
-
-    def background():
-        inside.set()
-        leave.wait(5)
-
-    worker = threading.Thread(target=kernel.kernel_memory(background))
-    worker.start()
-    inside.wait(5)
-    kernel.kernel_memory(lambda: None)()  # starts and ends while the background call runs
-    assert pa.default_memory_pool().backend_name == kernel._POOL.backend_name
-    leave.set()
-    worker.join(5)
-    assert pa.default_memory_pool().backend_name == before
-
-
-def test_carried_columns_are_gathered_early_and_not_twice(monkeypatch):
-    # a time-ordered run prepares the input's columns' gathers as soon as the keys
-    # arrive and gathers them while it finishes; the events table takes those gathers
-    # instead of starting its own, and a run whose events are never read cancels the
-    # ones not yet started
-    table = generated(4_000, seed=17)
-    taken = []
-    real = kernel._take
-    monkeypatch.setattr(kernel, "_take", lambda values, at: taken.append(len(values))
-                        or real(values, at))
-    prepared, started = [], []
-    real_prepare, real_early = kernel._prepare_early, kernel._gather_early
-    monkeypatch.setattr(kernel, "_prepare_early",
-                        lambda keys, inputs: prepared.append(inputs) or real_prepare(keys, inputs))
-    monkeypatch.setattr(kernel, "_gather_early",
-                        lambda *a: started.append(a[1]) or real_early(*a))
-    with sessionize.run(table) as result:
-        events = result.events.to_arrow()
-    carried = sorted(set(table.column_names) - {"timestamp"})  # the time is the parsed one
-    assert [sorted(inputs) for inputs in prepared] == [carried]
-    assert [sorted(jobs) for jobs in started] == [sorted(prepared[0].values())]
-    # the carried columns come from their prepared gathers; only resolved_user and the
-    # session keys are gathered from scratch: no column twice
-    assert len(taken) == 2
-    with sessionize.run(table, plan="sql") as sql:
-        assert events.equals(sql.events.to_arrow())
-    with sessionize.run(table) as result:  # events never read
-        columnar = result._engine.columnar
-        jobs = [*columnar.early.values(), *columnar.prepared.values()]
-    assert columnar.early is None and columnar.prepared is None
-    done, running = concurrent.futures.wait(jobs, timeout=10)
-    assert not running
-    with sessionize.run(table, events_order="none"):
-        pass
-    assert len(prepared) == len(started) == 2  # nothing prepared without a time order
-
-
-@pytest.mark.parametrize("chunks", [[], [0], [5], [3, 0, 4, 1], [1] * 9])
-def test_take_of_a_few_values_chunk_by_chunk_matches_arrow(chunks):
-    rng = np.random.default_rng(len(chunks))
-    values = [f"m{i}" if i % 4 else None for i in range(sum(chunks))]
-    at = 0
-    parts = []
-    for length in chunks:
-        parts.append(pa.array(values[at:at + length], pa.string()))
-        at += length
-    column = pa.chunked_array(parts, pa.string())
-    indices = rng.integers(0, max(len(values), 1), 2 * len(values)) if values else np.zeros(0,
-                                                                                      np.int64)
-    want = column.take(pa.array(indices, pa.int64())).combine_chunks()
-    assert kernel._take_few(column, indices).equals(want)
-    assert kernel._take_few(column.combine_chunks(), indices).equals(want)
+    np.testing.assert_array_equal(to_numpy(chunked), [1, 2, 3])
 
 
 def test_columnar_sessions_and_users_are_handed_over_as_built():
     # not read back through DuckDB (10M events: 0.28 s); run_both_plans checks they are
     # the SQL plan's tables, schema included
     with sessionize.run(generated(2_000), plan="columnar") as result:
-        assert result.sessions.to_arrow() is result._engine.columnar.sessions
-        assert result.users.to_arrow() is result._engine.columnar.users
-        assert len(result.sessions) == result._engine.columnar.sessions.num_rows
+        assert result.sessions.to_arrow() is result.engine.columnar.sessions
+        assert result.users.to_arrow() is result.engine.columnar.users
+        assert len(result.sessions) == result.engine.columnar.sessions.num_rows
         assert result.sessions.to_arrow(limit=3).num_rows == 3
         counted = result.sessions.relation.aggregate("count(*)").fetchall()
         assert counted == [(len(result.sessions),)]
-
-
-@pytest.mark.parametrize("reuse", [False, True])
-def test_position_sort_in_blocks_matches_a_stable_argsort(reuse, monkeypatch):
-    # positions are or-ed into the key a block at a time; with reuse the key is built in
-    # the caller's array
-    monkeypatch.setattr(kernel, "POSITION_BLOCK", 7)
-    major = np.random.default_rng(4).integers(0, 50, 1_000)
-    want = np.argsort(major, kind="stable")
-    positions, values = kernel._sort_positions(major.copy(), 10, reuse=reuse)
-    np.testing.assert_array_equal(positions, want)
-    np.testing.assert_array_equal(values, major[want])
-    empty = kernel._sort_positions(np.zeros(0, np.int64), 1, reuse=reuse)
-    assert [len(part) for part in empty] == [0, 0]
 
 
 @pytest.mark.parametrize(("chunks", "expected"), [
@@ -919,15 +497,6 @@ def test_position_sort_in_blocks_matches_a_stable_argsort(reuse, monkeypatch):
 ])
 def test_increasing_rows(chunks, expected):
     assert kernel._increasing(pa.chunked_array(chunks, pa.int64())) is expected
-
-
-def test_time_unit_is_judged_on_every_value():
-    since = np.arange(0, 10_000_000, 1_000_000, dtype=np.int64).repeat(1_000)
-    assert kernel._unit(since) == 1_000_000
-    since[1] += 1_000  # outside the sample: whole milliseconds, not seconds
-    assert kernel._unit(since) == 1_000
-    since[3] += 1
-    assert kernel._unit(since) == 1
 
 
 def test_plans_agree_when_the_keys_are_not_in_row_order(monkeypatch):
@@ -947,134 +516,15 @@ def test_plans_agree_when_the_keys_are_not_in_row_order(monkeypatch):
                 want.sort_by([(c, "ascending") for c in key]).to_pylist()
 
 
-def test_inverse_permutation_in_blocks(monkeypatch):
-    monkeypatch.setattr(kernel, "POSITION_BLOCK", 7)
-    order = np.random.default_rng(5).permutation(1_000)
-    np.testing.assert_array_equal(kernel._inverse(order), np.argsort(order))
-    assert len(kernel._inverse(np.zeros(0, np.int64))) == 0
-
-
-def test_a_run_closed_unread_ends_its_input_stream(tmp_path):
-    # sessions read, events never: closing cancels the streamed columns not started and
-    # lets the one reading the input end before the connection closes
-    pq.write_table(generated(3_000, seed=17), tmp_path / "in.parquet")
-    result = sessionize.run(str(tmp_path / "in.parquet"), plan="columnar")
-    columnar = result._engine.columnar
-    jobs = [job for job, _ in columnar.streamed.values()] + list(columnar.reads.jobs.values())
-    assert result.sessions.to_arrow().num_rows > 0
-    result.close()
-    assert columnar.streamed is None and columnar.reads is None
-    assert all(job.done() for job in jobs)
-    assert not [job for job in jobs if not job.cancelled() and job.exception() is not None]
-
-
-def _numpy_hugepage() -> bool:
-    """numpy's huge-page advice now (its setter returns the setting before)."""
-    switch = kernel._hugepage_switch()
-    now = switch(True)
-    switch(now)
-    return now
-
-
-def _balloon(root, name, device, features):
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "device").write_text(device + "\n")
-    (folder / "features").write_text(features + "\n")
-
-
-def test_free_page_reporting_is_read_from_the_virtio_balloon(tmp_path):
-    kernel._reports_free_pages.cache_clear()
-    try:
-        assert not kernel._reports_free_pages(str(tmp_path / "no such folder"))
-        _balloon(tmp_path / "a", "virtio0", "0x0005", "0110001" + "0" * 57)  # no bit 5
-        _balloon(tmp_path / "a", "virtio1", "0x0001", "0000011" + "0" * 57)  # a network card
-        assert not kernel._reports_free_pages(str(tmp_path / "a"))
-        _balloon(tmp_path / "b", "virtio0", "0x0002", "1")                    # a disk
-        _balloon(tmp_path / "b", "virtio3", "0x0005", "0110010100" + "0" * 54)  # reporting
-        assert kernel._reports_free_pages(str(tmp_path / "b"))
-    finally:
-        kernel._reports_free_pages.cache_clear()
-
-
-def test_hugepage_setting(monkeypatch):
-    from sessionize.errors import OptionError
-
-    monkeypatch.setattr(kernel, "_reports_free_pages", lambda: True)
-    monkeypatch.delenv(kernel.HUGEPAGE_SETTING, raising=False)
-    assert kernel._hugepage_off()  # auto, on a machine that reports free pages
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "1")
-    assert not kernel._hugepage_off()
-    monkeypatch.setattr(kernel, "_reports_free_pages", lambda: False)
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "auto")
-    assert not kernel._hugepage_off()
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "0")
-    assert kernel._hugepage_off()
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "yes")
-    with pytest.raises(OptionError, match=r"SESSIONIZE_NUMPY_HUGEPAGE is 'yes'; allowed: auto, 0"):
-        kernel._hugepage_off()
-
-
-@pytest.mark.parametrize(("setting", "inside"), [("0", False), ("1", True)])
-def test_numpy_hugepage_advice_is_off_while_a_run_sorts_and_restored(monkeypatch, setting,
-                                                                     inside):
-    # the run's own arrays are first touched in small pages; the user's numpy setting
-    # (here: on) is back once the run and its background gathers have ended
-    switch = kernel._hugepage_switch()
-    before = switch(True)
-    try:
-        monkeypatch.setenv(kernel.HUGEPAGE_SETTING, setting)
-        seen = []
-        real = kernel._encode_users
-        monkeypatch.setattr(kernel, "_encode_users",
-                            lambda user, **kw: seen.append(_numpy_hugepage()) or real(user, **kw))
-        table = generated(2_000, seed=5)
-        result = sessionize.run(table, plan="columnar")
-        result.events.to_arrow()
-        assert seen == [inside]
-        assert _numpy_hugepage()
-    finally:
-        switch(before)
-
-
-def test_a_wrong_hugepage_setting_stops_the_run_and_switches_nothing(monkeypatch):
-    from sessionize.errors import OptionError
-
-    monkeypatch.setenv(kernel.HUGEPAGE_SETTING, "maybe")
-    before = pa.default_memory_pool().backend_name
-    with pytest.raises(OptionError, match="'maybe'"):
-        sessionize.run(generated(100, seed=1), plan="columnar")
-    assert pa.default_memory_pool().backend_name == before
-
-
 @pytest.mark.parametrize("users", [1, 2, 255, 256, 257, 65_536, 65_537, 300_000])
 def test_radix_sort_by_user_code_matches_a_stable_argsort(users):
     # one 16-bit digit up to 65,536 users, then a last digit of 8 bits (or 16)
     rng = np.random.default_rng(users)
     codes = np.concatenate([np.arange(users), rng.integers(0, users, 5_000)])
     rng.shuffle(codes)
-    order, in_order = kernel._by_code(codes, users)
-    want = np.argsort(codes, kind="stable")
-    np.testing.assert_array_equal(order, want)
-    np.testing.assert_array_equal(in_order, codes[want])
-    empty = kernel._by_code(np.zeros(0, np.int64), 0)
-    assert [len(part) for part in empty] == [0, 0]
-
-
-@pytest.mark.parametrize(("events_order", "halves"), [("time", False), ("none", True)])
-def test_users_are_encoded_on_both_cores_only_when_nothing_runs_beside(
-        monkeypatch, tmp_path, events_order, halves):
-    # a time-ordered run reads the input's columns on the other core meanwhile, so its
-    # users are encoded in one pass; an unordered run has that core free
-    pq.write_table(generated(3_000, seed=19), tmp_path / "in.parquet")
-    seen = []
-    real = kernel._encode_users
-    monkeypatch.setattr(kernel, "_encode_users",
-                        lambda user, **kw: seen.append(kw.get("halves")) or real(user, **kw))
-    with sessionize.run(str(tmp_path / "in.parquet"), plan="columnar",
-                        events_order=events_order) as result:
-        assert result.events.to_arrow().num_rows == 3_000
-    assert seen == [halves]
+    order = kernel._by_code(codes, users)
+    np.testing.assert_array_equal(order, np.argsort(codes, kind="stable"))
+    assert len(kernel._by_code(np.zeros(0, np.int64), 0)) == 0
 
 
 @pytest.mark.parametrize("arrow_type", [
@@ -1082,17 +532,43 @@ def test_users_are_encoded_on_both_cores_only_when_nothing_runs_beside(
     pa.uint64(), pa.float16(), pa.float32(), pa.float64()])
 def test_numpy_views_of_numbers_take_numpy_s_own_type(arrow_type):
     # worked out without pyarrow's to_pandas_dtype (which imports pandas on older pyarrow)
-    from sessionize.columnar.kernel import _numpy_dtype, _to_numpy
-
     values = pa.array([1, 2, 3]).cast(arrow_type)
     assert _numpy_dtype(arrow_type) == values.to_numpy().dtype
-    np.testing.assert_array_equal(_to_numpy(values), [1, 2, 3])
+    np.testing.assert_array_equal(to_numpy(values), [1, 2, 3])
 
 
 @pytest.mark.parametrize(("arrow_type", "counts"), [
     (pa.timestamp("us", tz="UTC"), "i8"), (pa.date32(), "i4"), (pa.date64(), "i8"),
     (pa.duration("ms"), "i8"), (pa.time32("s"), "i4"), (pa.time64("us"), "i8")])
 def test_numpy_views_of_times_are_their_integer_counts(arrow_type, counts):
-    from sessionize.columnar.kernel import _numpy_dtype
-
     assert _numpy_dtype(arrow_type) == np.dtype(counts)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_kernel_starts_no_more_threads_than_it_is_given(threads):
+    # every thread the threading module starts runs the profile function first: it
+    # records the kernel's worker threads started while a run, its events and its
+    # threshold analysis are built
+    import threading
+
+    started = []
+
+    def first_call(frame, event, arg):
+        started.append(threading.current_thread().name)
+        sys.setprofile(None)
+
+    table = generated(20_000, seed=5)
+    threading.setprofile(first_call)
+    try:
+        with sessionize.run(table, plan="columnar", threads=threads) as result:
+            events = result.events.to_arrow()
+            sessionize.thresholds(result)
+    finally:
+        threading.setprofile(None)
+    workers = [name for name in started if name.startswith("sessionize-kernel")]
+    if threads == 1:
+        assert workers == []  # everything ran on the calling thread
+    else:
+        assert workers  # the probe sees the kernel's threads when it has some
+    with sessionize.run(table, plan="sql") as sql:
+        assert events.equals(sql.events.to_arrow())

@@ -16,7 +16,7 @@ import pytest
 
 import sessionize
 from sessionize.cli.main import main
-from sessionize.report import CHARTS
+from sessionize.reporting import CHARTS
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -75,7 +75,7 @@ def events_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def page(events_file) -> sessionize.Result:
     with sessionize.run(str(events_file)) as result:
-        return result.report()
+        return sessionize.report(result)
 
 
 # --- content -------------------------------------------------------------------------------
@@ -135,15 +135,15 @@ def test_report_without_platform_or_sent_at():
     assert "The input names no platform" in built.html
 
 
-def test_result_methods_and_errors(events_file, tmp_path):
+def test_report_of_a_result_and_errors(events_file, tmp_path):
     with sessionize.run(str(events_file)) as result:
-        html = result.to_html(tmp_path / "r.html")
-        assert (tmp_path / "r.html").read_text() == html
-        assert result.plot("durations").startswith("<svg")
+        built = sessionize.report(result, tmp_path / "r.html")
+        assert (tmp_path / "r.html").read_text() == built.html
+        assert built.chart("durations").startswith("<svg")
         with pytest.raises(sessionize.OptionError, match="'chart' must be one of sessions_per"):
-            result.plot("pie")
+            built.chart("pie")
         with pytest.raises(sessionize.OptionError, match="'format' must be one of svg, png"):
-            result.plot("durations", format="gif")
+            built.chart("durations", format="gif")
         with pytest.raises(sessionize.OptionError, match="must not be given with a finished"):
             sessionize.report(result, gap="5m")
     assert "<iframe srcdoc=" in sessionize.report(str(events_file))._repr_html_()

@@ -75,7 +75,7 @@ def test_dialect_rewrites_do_what_their_doctests_say():
 
 
 def test_unknown_engine_and_misplaced_spark_options_are_usage_errors():
-    with pytest.raises(OptionError, match=r"'engine' must be one of duckdb, spark \(got 'flink'\)"):
+    with pytest.raises(OptionError, match=r"'engine' must be one of duckdb, spark, .*'flink'"):
         sessionize.run(sessionize.sample_path(), engine="flink")
     with pytest.raises(OptionError, match="needs engine='spark'.*\n.*Hint"):
         sessionize.run(sessionize.sample_path(), spark=object())

@@ -61,7 +61,7 @@ def generated():
 def test_one_pass_curve_equals_full_runs(generated, gap):
     analysis = sessionize.thresholds(generated)
     with sessionize.run(generated, gap=gap) as full:
-        sessions, median, one = full._engine.con.execute(
+        sessions, median, one = full.engine.con.execute(
             "SELECT count(*), median(duration_seconds), avg((event_count = 1)::INT) "
             "FROM sz_sessions").fetchall()[0]
     point = curve_at(analysis, sessionize.parse_duration(gap) / 1e6)
@@ -171,7 +171,8 @@ def test_bad_options_name_the_valid_choices():
     with sessionize.run(sessionize.sample_path()) as result:
         with pytest.raises(sessionize.OptionError, match="must not be given with a finished"):
             sessionize.thresholds(result, gap="5m")
-        assert result.thresholds().curve == sessionize.thresholds(result).curve
+        assert sessionize.thresholds(result).curve == sessionize.thresholds(
+            sessionize.sample_path()).curve
 
 
 def test_tables_and_plots():

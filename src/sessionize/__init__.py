@@ -4,11 +4,35 @@
 >>> result = sessionize.run(sessionize.sample_path(), gap="30m")
 >>> result.sessions.to_arrow().column("session_id").to_pylist()
 [1, 1, 2, 1]
+
+The front door is a few verbs and the values they take:
+
+- :func:`run` sessionizes a source and returns a :class:`Result` (three tables);
+- :func:`thresholds` and :func:`report` analyse a source or a finished result;
+- :class:`Rules`, :class:`Columns`, :class:`DuckDB` and :class:`Spark` are the option
+  objects ``run`` takes (each also given as flat keywords: ``run(path, gap="1h")``).
+
+Where things live (docs/architecture.md tells more)::
+
+    rules.py      the rule set and every option, declared once
+    io/           reading inputs (inputs.py) and writing outputs (outputs.py)
+    sql/          the rules compiled to SQL through sqlglot; dialect rewrites; identity SQL
+    columnar/     the columnar plan: one (user, time) sort, one scan, on Arrow and numpy
+    engines/      base.py (the shared pipeline), duckdb.py, spark.py
+    result.py     what a run returns
+    api.py        run()
+    analysis/     threshold analysis, client-session agreement
+    charts/       SVG (and PNG) charts
+    report/       the HTML report
+    cli/          the command line over the same API
 """
 
+from ._version import __version__
 from .analysis.thresholds import thresholds
 from .api import run
 from .durations import parse_duration
+from .engines.duckdb import DuckDB
+from .engines.spark import Spark
 from .errors import (
     DataError,
     InputError,
@@ -17,24 +41,23 @@ from .errors import (
     OptionError,
     SessionizeError,
 )
-
-# The front-door functions `report` and `thresholds` share their modules' names;
-# importing them here binds sessionize.report / sessionize.analysis.thresholds to the functions.
-# Reach the modules' contents with `from sessionize.analysis.thresholds import ...`.
-from .report import report
+from .reporting import report
 from .result import Result, Table
+from .rules import Columns, Rules
 from .sample import sample_path
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "Columns",
     "DataError",
+    "DuckDB",
     "InputError",
     "InvalidEventsError",
     "MalformedJSONError",
     "OptionError",
     "Result",
+    "Rules",
     "SessionizeError",
+    "Spark",
     "Table",
     "__version__",
     "parse_duration",

@@ -1,179 +1,203 @@
-"""The front door: :func:`run`."""
+"""The front door: :func:`run`.
+
+``run`` takes three option objects, each also given as flat keyword shorthands:
+
+- ``rules=Rules(...)`` (or ``gap=``, ``profile=``, ``midnight=``, ... : every field of
+  :class:`~sessionize.Rules`),
+- ``columns=Columns(...)`` (or ``user_id=``, ``timestamp=``, ``timestamp_unit=``, ...),
+- ``engine=DuckDB(...)`` / ``Spark(...)`` / ``"duckdb"`` / ``"spark"`` (or ``database=``,
+  ``memory_limit=``, ``threads=``, ``temp_directory=``, ``plan=`` for DuckDB and
+  ``spark=`` for Spark),
+
+plus what the run does with its input and output: ``on_invalid``, ``events_order``,
+``progress`` and ``stdin``. The shorthands are read from the one declaration in
+:mod:`sessionize.rules`, so every option documented there is a keyword here.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+import difflib
+import inspect
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
-from .engines.duckdb import DuckDBEngine, check_events_order
+from .engines.duckdb import DuckDB, check_events_order
+from .engines.spark import Spark
 from .errors import OptionError
 from .result import Result
-from .rules import ON_INVALID, Rules
+from .rules import COLUMN_KEYS, COLUMN_OPTIONS, ON_INVALID, RULE_KEYS, RULE_OPTIONS, Columns, Rules
 
 __all__ = ["run"]
 
+#: The flat shorthands of the engine objects.
+DUCKDB_KEYS = ("database", "memory_limit", "threads", "temp_directory", "plan")
+SPARK_KEYS = ("spark",)
+ENGINES = ("duckdb", "spark")
 
-def run(
-    source: Any,
-    *,
-    gap: str | dt.timedelta | float | None = None,
-    profile: str | None = None,
-    gap_by: str | None = None,
-    gaps: Mapping[str, str | dt.timedelta | float] | None = None,
-    midnight: str | None = None,
-    timezone_column: str = "context.timezone",
-    campaign: bool | str | Sequence[str] = False,
-    start_events: Sequence[str] = (),
-    end_events: Sequence[str] = (),
-    client_session: str | None = None,
-    client_session_mode: str = "split",
-    identity: str = "event",
-    identity_cap: int | None = None,
-    user_change: bool = False,
-    passive_events: Sequence[str] = (),
-    max_duration: str | dt.timedelta | float | None = None,
-    enrich: bool = False,
-    bounce: str | dt.timedelta | float = "10s",
-    first_last: Sequence[str] = (),
-    dedupe: bool = False,
-    time_column: str | None = None,
-    clock_skew: str | None = None,
-    user_id: str = "userId",
-    anonymous_id: str = "anonymousId",
-    timestamp: str = "timestamp",
-    message_id: str = "messageId",
-    event: str = "event",
-    type: str = "type",
-    previous_id: str = "previousId",
-    timestamp_unit: str = "auto",
-    on_invalid: str = "raise",
-    database: str | os.PathLike | None = None,
-    memory_limit: str | None = None,
-    threads: int | None = None,
-    temp_directory: str | os.PathLike | None = None,
-    engine: str = "duckdb",
-    plan: str = "auto",
-    events_order: str = "time",
-    spark: Any = None,
-    progress: Callable[[str, float | None], None] | None = None,
-    stdin: IO[bytes] | None = None,
-    _events_table: bool = True,
-) -> Result:
+
+def run(source: Any, *, rules: Rules | Mapping[str, Any] | str | None = None,
+        columns: Columns | Mapping[str, str] | None = None,
+        engine: DuckDB | Spark | str = "duckdb", on_invalid: str = "raise",
+        events_order: str = "time", progress: Callable[[str, float | None], None] | None = None,
+        stdin: IO[bytes] | None = None, **shorthands: Any) -> Result:
     """Sessionize events: every event with its user and session, plus sessions and users.
 
     ``source`` is a path (JSON array, NDJSON, ``.gz``, Parquet, CSV), a directory,
     a glob, a list of those, ``"-"`` for NDJSON on stdin, or a pandas/polars
-    DataFrame, a pyarrow Table or a DuckDB relation.
+    DataFrame, a pyarrow Table or a DuckDB relation (or, on Spark, a Spark DataFrame or
+    cluster URIs such as ``s3a://...``).
 
     A new session starts at a user's first event and after a gap strictly greater
     than ``gap`` (default ``"30m"``; ``"1h30m"``, ``"90s"``, ``"1d"``, a ``timedelta``
     or seconds). The user is ``userId`` if set, else ``anonymousId``. Ties on time
     are ordered by ``messageId``, then input order.
 
-    Further rules, all optional (docs/rules.md): ``profile`` (``"web"``, ``"mobile"``,
-    ``"saas"``); ``gap_by`` + ``gaps`` (a gap per event, chosen by a column's value or
-    by ``"platform"``); ``midnight`` (split at local midnight in an IANA zone, or
-    ``"event"`` for each event's ``timezone_column``); ``campaign`` (split when the
-    UTM campaign changes); ``start_events`` / ``end_events``; ``client_session``
-    (split where the SDK's session id changes; with ``client_session_mode="compare"``
-    only compare, see ``sessionize.analysis.agreement``); ``passive_events`` (events such as
-    ``identify`` that join the open session but do not keep it alive); ``max_duration``
-    (a longer session is cut into windows that long). Each records its ``start_reason``.
-    ``enrich=True`` adds landing/exit page, referrer, UTM values, device, platform,
-    ``page_views``, ``screens`` and ``is_bounce`` (at most one view and shorter than
-    ``bounce``) to the sessions table; ``first_last=[col, ...]`` adds
-    ``first_<col>`` / ``last_<col>``.
+    ``rules``: a :class:`~sessionize.Rules` (or a mapping of its fields, or a profile
+    name: ``"web"``, ``"mobile"``, ``"saas"``); each field is also a keyword here
+    (``gap=``, ``profile=``, ``gap_by=``/``gaps=``, ``midnight=``, ``campaign=``,
+    ``start_events=``/``end_events=``, ``client_session=``, ``passive_events=``,
+    ``max_duration=``, ``identity=``/``identity_cap=``, ``user_change=``, ``enrich=``,
+    ``bounce=``, ``first_last=``, ``dedupe=``, ``clock_skew=``; docs/rules.md has the
+    table). ``columns``: a :class:`~sessionize.Columns` (or ``user_id=``,
+    ``anonymous_id=``, ``timestamp=``/``time_column=``, ``timestamp_unit=``, ...).
+    Giving an object and one of its keywords together is an error.
 
-    ``identity="event"`` (default) resolves each event on its own, as the notebook;
-    ``"stitch"`` (latest identification wins) and ``"first"`` resolve anonymous events
-    through the userId their anonymousId was identified as; ``"graph"`` merges the
-    connected components of userIds, anonymousIds and ``alias`` calls (``previousId``),
-    never merging more than ``identity_cap`` people (default 1: a device seen with two
-    users is a shared device). ``user_change=True`` starts a session (reason
-    ``user_change``) where a device's resolved user changes (docs/identity.md).
-
-    Time and duplicates (both off by default): ``dedupe=True`` sets repeated
-    ``messageId`` copies aside (the earliest ``receivedAt`` is kept; the others go to
-    ``quarantine`` with reason ``duplicate_message_id``, counted in the summary);
-    ``time_column=`` picks ``"timestamp"``, ``"originalTimestamp"`` or ``"receivedAt"``
-    (an alias of ``timestamp=``); ``clock_skew="segment"`` uses
-    ``receivedAt - (sentAt - originalTimestamp)`` where all three exist.
+    ``engine``: ``DuckDB(...)`` (the default: ``database``, ``memory_limit``,
+    ``threads``, ``temp_directory``, ``plan``, each also a keyword here) or
+    ``Spark(session)`` (or ``engine="spark", spark=session``; docs/spark.md). Both run
+    the same compiled rules and give the same tables; ``result.plan`` says whether
+    DuckDB ran the columnar plan or the compiled SQL.
 
     ``on_invalid="raise"`` (default) fails on rows with a bad or missing timestamp
     or no user id, naming them; ``"quarantine"`` sets them aside in
-    ``result.quarantine`` with a reason each. ``database`` keeps the engine's
-    tables in a DuckDB file instead of memory; ``memory_limit`` (e.g. ``"4GB"``),
-    ``threads`` and ``temp_directory`` tune DuckDB.
-
-    ``plan`` chooses how DuckDB assigns sessions: ``"sql"`` runs the compiled SQL
-    (it spills to disk under ``memory_limit``); ``"columnar"`` runs the same rules on
-    Arrow arrays with numpy from one sort by (user, time), several times faster, for
-    the rules whose boundaries are the gap alone (one gap or a gap per event, any
-    identity policy); ``"auto"`` (default) picks the columnar plan when it runs the rules,
-    the run is in memory (no ``database``, no ``memory_limit``) and the input fits in
-    memory, else the SQL plan. Both give identical tables; ``result.plan`` tells which
-    ran.
-
-    ``events_order`` is the events table's row order: ``"time"`` (default; by time,
-    ties by user, messageId, input order, as the notebook shows them) or ``"none"``
-    (no sort: the same rows in the input's order on the columnar plan, in the engine's
-    order otherwise; the fastest way to write events to files or a warehouse, where
-    row order carries no meaning). Sessions and users are always in user order.
-
-    ``_events_table`` (internal) is False when the caller never reads the events table
-    (``report``, ``thresholds``): the columnar plan then reads only the narrow keys,
-    not the input's columns along with them.
-
-    ``engine="spark"`` runs the same compiled rules as Spark SQL on ``spark`` (a
-    SparkSession; default: the active one) and returns a result whose tables live on
-    the cluster (docs/spark.md); ``source`` may then also be a Spark DataFrame or
-    cluster URIs (``s3a://...``).
+    ``result.quarantine`` with a reason each. ``events_order`` is the events table's
+    row order: ``"time"`` (default; by time, ties by user, messageId, input order) or
+    ``"none"`` (no sort: fastest when the events go to files or a warehouse).
+    ``progress(stage, fraction)`` is called as the run advances.
 
     >>> import sessionize
     >>> result = sessionize.run(sessionize.sample_path())
     >>> len(result.events), len(result.sessions), len(result.users)
     (6, 4, 3)
+    >>> sessionize.run(sessionize.sample_path(), rules=sessionize.Rules(gap="1d")).stats()[
+    ...     "sessions"]
+    3
     """
+    return execute(source, rules=rules, columns=columns, engine=engine, on_invalid=on_invalid,
+                   events_order=events_order, progress=progress, stdin=stdin, **shorthands)
+
+
+def execute(source: Any, *, rules: Any = None, columns: Any = None, engine: Any = "duckdb",
+            on_invalid: str = "raise", events_order: str = "time",
+            progress: Callable[[str, float | None], None] | None = None,
+            stdin: IO[bytes] | None = None, events_table: bool = True,
+            **shorthands: Any) -> Result:
+    """:func:`run`, and what the analyses need besides: ``events_table=False`` when nobody
+    reads the events table (the columnar plan then reads only the narrow keys)."""
     if on_invalid not in ON_INVALID:
         raise OptionError(
             f"'on_invalid' must be one of {', '.join(ON_INVALID)} (got {on_invalid!r})")
     check_events_order(events_order)
-    if engine not in ("duckdb", "spark"):
-        raise OptionError(f"'engine' must be one of duckdb, spark (got {engine!r})")
-    if engine == "spark" and plan == "columnar":
-        raise OptionError("plan='columnar' runs on the DuckDB engine only; Spark runs the "
-                          "compiled SQL (plan='auto' or 'sql')")
-    if spark is not None and engine != "spark":
+    known = set(RULE_KEYS) | set(COLUMN_KEYS) | set(DUCKDB_KEYS) | set(SPARK_KEYS)
+    unknown = sorted(set(shorthands) - known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"\nHint: did you mean {close[0]!r}?" if close else ""
+        raise TypeError(f"run() got an unexpected keyword argument {unknown[0]!r}{hint}")
+    rule_set = make_rules(rules, columns, shorthands)
+    runner = make_engine(engine, shorthands)
+    opened = runner.open(progress=progress, events_order=events_order,
+                         events_table=events_table)
+    try:
+        return opened.run(source, rule_set, on_invalid=on_invalid, stdin=stdin)
+    except BaseException:
+        opened.close()
+        raise
+
+
+def make_rules(rules: Any, columns: Any, shorthands: Mapping[str, Any]) -> Rules:
+    """One :class:`Rules` from ``rules=``, ``columns=`` and the flat shorthands."""
+    flat_rules = {k: shorthands[k] for k in RULE_KEYS if shorthands.get(k) is not None}
+    flat_columns = {k: shorthands[k] for k in COLUMN_KEYS if shorthands.get(k) is not None}
+    if isinstance(rules, str):
+        rules = Rules(profile=rules)
+    elif isinstance(rules, Mapping):
+        rules = Rules(**rules)
+    if rules is not None:
+        if not isinstance(rules, Rules):
+            raise OptionError(f"'rules' must be a sessionize.Rules, a mapping of rule options "
+                              f"or a profile name (got {type(rules).__name__})")
+        _not_both("rules", flat_rules)
+    if isinstance(columns, Mapping):
+        columns = Columns.from_options(**columns)
+    if columns is not None:
+        if not isinstance(columns, Columns):
+            raise OptionError("'columns' must be a sessionize.Columns or a mapping of column "
+                              f"names (got {type(columns).__name__})")
+        _not_both("columns", flat_columns)
+        if rules is not None and rules.columns != Columns():
+            raise OptionError("give the columns once: in rules=Rules(columns=...) or in "
+                              "columns=, not both")
+    elif flat_columns:
+        columns = Columns.from_options(**flat_columns)
+    if rules is None:
+        rules = Rules(**flat_rules)
+    if columns is not None:
+        rules = dataclasses.replace(rules, columns=columns)
+    return rules
+
+
+def make_engine(engine: Any, shorthands: Mapping[str, Any]) -> DuckDB | Spark:
+    """The engine object from ``engine=`` and the flat shorthands."""
+    duck = {k: shorthands[k] for k in DUCKDB_KEYS if shorthands.get(k) is not None}
+    spark = shorthands.get("spark")
+    if isinstance(engine, (DuckDB, Spark)):
+        _not_both("engine", duck | ({"spark": spark} if spark is not None else {}))
+        return engine
+    if engine not in ENGINES:
+        raise OptionError(f"'engine' must be one of {', '.join(ENGINES)}, sessionize.DuckDB(...) "
+                          f"or sessionize.Spark(...) (got {engine!r})")
+    if engine == "spark":
+        if duck.get("plan") == "columnar":
+            raise OptionError("plan='columnar' runs on the DuckDB engine only; Spark runs "
+                              "the compiled SQL (plan='auto' or 'sql')")
+        for name in duck:
+            if name != "plan":
+                raise OptionError(
+                    f"{name!r} tunes DuckDB and does not apply to engine='spark' "
+                    f"(got {name}={duck[name]!r})\n"
+                    "Hint: tune Spark through its own configuration (spark.executor.memory, "
+                    "spark.sql.shuffle.partitions, ...) on the session you pass as spark=.")
+        return Spark(session=spark)
+    if spark is not None:
         raise OptionError(f"'spark' (a SparkSession) needs engine='spark' (got engine={engine!r})"
                           "\nHint: sessionize.run(source, engine='spark', spark=spark)")
-    rules = Rules.from_options(
-        gap=gap, profile=profile, gap_by=gap_by, gaps=gaps, midnight=midnight,
-        timezone_column=timezone_column, campaign=campaign, start_events=start_events,
-        end_events=end_events, client_session=client_session,
-        client_session_mode=client_session_mode, identity=identity,
-        identity_cap=identity_cap, user_change=user_change,
-        passive_events=passive_events,
-        max_duration=max_duration, enrich=enrich,
-        bounce=bounce, first_last=first_last, dedupe=dedupe,
-        time_column=time_column, clock_skew=clock_skew, timestamp_unit=timestamp_unit,
-        user_id=user_id, anonymous_id=anonymous_id, timestamp=timestamp,
-        message_id=message_id, event=event, type=type, previous_id=previous_id)
-    if engine == "spark":
-        from .engines.spark import run_spark
+    return DuckDB(**duck)
 
-        return run_spark(source, rules, spark=spark, on_invalid=on_invalid, progress=progress,
-                         duckdb_options={"database": database, "memory_limit": memory_limit,
-                                         "threads": threads, "temp_directory": temp_directory},
-                         events_order=events_order)
-    engine = DuckDBEngine(database=database, memory_limit=memory_limit, threads=threads,
-                          temp_directory=temp_directory, progress=progress, plan=plan,
-                          events_order=events_order, events_table=_events_table)
-    try:
-        outcome = engine.run(source, rules, on_invalid=on_invalid, stdin=stdin)
-    except BaseException:
-        engine.close()
-        raise
-    return Result(engine, gap_us=rules.gap_us, compiled=outcome["compiled"],
-                  source=outcome["loaded"].description, quarantined=outcome["invalid_count"])
+
+def _not_both(name: str, flat: Mapping[str, Any]) -> None:
+    if flat:
+        given = next(iter(flat))
+        raise OptionError(f"give the {name} once: as {name}= or as keywords, not both (got "
+                          f"{name}= and {given}={flat[given]!r})\n"
+                          f"Hint: put {given!r} into the {name} object")
+
+
+def _signature() -> inspect.Signature:
+    """run()'s signature with every shorthand listed, for help() and editors."""
+    base = inspect.signature(run)
+    params = [p for p in base.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    seen = {p.name for p in params}
+    for option in RULE_OPTIONS + COLUMN_OPTIONS:
+        if option.name not in seen:
+            default = None if option.name == "identity_cap" else option.default
+            params.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY,
+                                            default=default))
+    for name in DUCKDB_KEYS + SPARK_KEYS:
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                        default="auto" if name == "plan" else None))
+    return base.replace(parameters=params)
+
+
+run.__signature__ = _signature()  # type: ignore[attr-defined]

@@ -79,3 +79,21 @@ def format_duration(us: int) -> str:
             out.append(f"{us // size}{unit}")
             us %= size
     return "".join(out)
+
+
+def short(seconds: float) -> str:
+    """A compact human duration, for charts and summaries: 45s, 12m, 1.5h, 2.1d.
+
+    >>> short(45), short(720), short(5400)
+    ('45s', '12m', '1.5h')
+    """
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f}m" if seconds >= 600 else f"{seconds / 60:.1f}m".replace(
+            ".0m", "m")
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f}h".replace(".0h", "h")
+    return f"{seconds / 86400:.1f}d".replace(".0d", "d")

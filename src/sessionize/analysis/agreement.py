@@ -26,8 +26,8 @@ __all__ = ["client_session_agreement"]
 
 def client_session_agreement(result: Any) -> dict[str, int]:
     """Counts: client_sessions, derived_sessions (with a client id), split, merged, identical."""
-    con = result._engine.con
-    result._engine.ensure_assign()
+    con = result.engine.con
+    result.engine.ensure_assign()
     columns = con.table("sz_assign").columns
     if "__sz_client_session" not in columns:
         raise OptionError("client_session_agreement needs a run with client_session= "

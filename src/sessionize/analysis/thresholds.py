@@ -31,13 +31,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..api import execute
+from ..charts.svg import threshold_chart
+from ..columnar import gaps
 from ..durations import format_duration, parse_duration
+from ..durations import short as _short
 from ..errors import OptionError
-
-if TYPE_CHECKING:
-    from ..result import Result
+from ..io.inputs import LoadedInput
+from ..result import Result, require
 
 __all__ = [
     "DEFAULT_GRID",
@@ -128,22 +131,20 @@ def platform_of(raw: str) -> str:
 
 
 def _input_schema(result: Result) -> dict[str, str]:
-    rel = result._engine.con.table("sz_input")
+    rel = result.engine.con.table("sz_input")
     return {c: str(t) for c, t in zip(rel.columns, rel.types) if not c.startswith("__sz_")}
 
 
 def input_row_sql(result: Result) -> str:
     """The column of ``sz_input`` that ``sz_assign.__sz_row`` refers to (input order)."""
-    return "__sz_row" if "__sz_row" in result._engine.con.table("sz_input").columns else "rowid"
+    return "__sz_row" if "__sz_row" in result.engine.con.table("sz_input").columns else "rowid"
 
 
 def _resolve(result: Result, path: str) -> tuple[str, str] | None:
     """(sql, type) of a top-level column or dotted path in ``sz_input`` (the engine's rule)."""
-    from ..io.inputs import LoadedInput
-
     loaded = LoadedInput(table="sz_input", schema=_input_schema(result),
                          description=result.source, malformed=[])
-    field = result._engine._resolve(loaded, path)
+    field = result.engine.resolve(loaded, path)
     return None if field is None else (field.sql, field.type)
 
 
@@ -210,9 +211,7 @@ class ThresholdAnalysis:
 
     def to_pandas(self, table: str = "curve") -> Any:
         """Like :meth:`to_arrow`, as a pandas DataFrame."""
-        from ..result import _require
-
-        _require("pandas")
+        require("pandas", "to_pandas()")
         return self.to_arrow(table).to_pandas()
 
     def _rows(self, table: str) -> list[dict[str, Any]]:
@@ -255,8 +254,6 @@ class ThresholdAnalysis:
 
     def plot(self, chart: str = "gaps", *, platform: str | None = None, format: str = "svg"):
         """``"gaps"`` (log-gap histogram, threshold marked) or ``"sensitivity"`` as SVG/PNG."""
-        from ..report.charts import threshold_chart
-
         return threshold_chart(self, chart, platform=platform, format=format)
 
     def _repr_html_(self) -> str:
@@ -283,20 +280,15 @@ def thresholds(source: Any, *, platform: str | None = "auto", grid: Sequence[Any
     >>> [r["sessions"] for r in analysis.curve if r["platform"] == "all"][:3]
     [6, 4, 4]
     """
-    from ..result import Result
-
     if isinstance(source, Result):
         if options:
             raise OptionError(
                 f"run options ({', '.join(sorted(options))}) must not be given with a finished "
                 "Result (got a Result); pass them to sessionize.run() instead")
         return analyze(source, platform=platform, grid=grid)
-    from ..api import run
-
     # nobody reads this run's events table: skip its time order and its columns
     options.setdefault("events_order", "none")
-    options["_events_table"] = False
-    with run(source, **options) as result:
+    with execute(source, events_table=False, **options) as result:
         return analyze(result, platform=platform, grid=grid)
 
 
@@ -307,18 +299,16 @@ def analyze(result: Result, *, platform: str | None = "auto",
     The run's own gap is always added to the grid, so the curve has its exact figures.
     ``keep_gaps`` leaves the per-event table ``sz_th_gaps`` for the report to reuse.
     """
-    con = getattr(result._engine, "con", None)
+    con = getattr(result.engine, "con", None)
     if con is None:
         raise OptionError(
             f"the threshold analysis and the report must run on the DuckDB engine (got "
-            f"{type(result._engine).__name__}); run sessionize.run() without engine= for them")
-    thresholds = sorted({*_grid(grid), result.gap_us / 1e6})
+            f"{type(result.engine).__name__}); run sessionize.run() without engine= for them")
+    thresholds = sorted({*_grid(grid), result.rules.gap_us / 1e6})
     platform_expr = platform_sql(result, platform)
-    columnar = getattr(result._engine, "columnar", None)
+    columnar = getattr(result.engine, "columnar", None)
     arrays = None
     if columnar is not None:  # the same figures from the columnar plan's arrays
-        from ..columnar import gaps  # numpy and the kernel: loaded when a columnar run needs them
-
         arrays = gaps.gap_arrays(con, columnar, platform_expr, platform_of,
                                  input_row_sql(result))
         histogram = _histogram_rows(gaps.histogram(
@@ -328,7 +318,7 @@ def analyze(result: Result, *, platform: str | None = "auto",
             arrays, _micros(thresholds), by_platform=bool(platform_expr)), thresholds)
         events = gaps.events_per_platform(arrays)
     else:
-        result._engine.ensure_assign()
+        result.engine.ensure_assign()
         _create_gap_table(con, platform_expr, input_row_sql(result))
         try:
             histogram = _histogram(con, by_platform=bool(platform_expr))
@@ -344,7 +334,7 @@ def analyze(result: Result, *, platform: str | None = "auto",
         name: recommend([r for r in histogram if r["platform"] == name], name,
                         users=users.get(name, 0))
         for name in ["all", *platforms]}
-    return ThresholdAnalysis(result.gap_us / 1e6, platforms, histogram, curve,
+    return ThresholdAnalysis(result.rules.gap_us / 1e6, platforms, histogram, curve,
                              recommendations, users, events, arrays)
 
 
@@ -608,17 +598,3 @@ def _knee(counts: list[float], users: int, low: float, high: float) -> float | N
 def _nice(seconds: float) -> float:
     return min((m * MINUTE for m in NICE_MINUTES),
                key=lambda t: abs(math.log(t) - math.log(seconds)))
-
-
-def _short(seconds: float) -> str:
-    """A compact human duration: 45s, 12m, 1.5h, 2.1d."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f}m" if seconds >= 600 else f"{seconds / 60:.1f}m".replace(
-            ".0m", "m")
-    if seconds < 36 * 3600:
-        return f"{seconds / 3600:.1f}h".replace(".0h", "h")
-    return f"{seconds / 86400:.1f}d".replace(".0d", "d")

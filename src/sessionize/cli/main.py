@@ -12,6 +12,17 @@ import sys
 from collections.abc import Sequence
 from typing import IO
 
+from .._version import __version__
+from ..analysis.thresholds import thresholds
+from ..api import execute
+from ..engines.duckdb import DuckDB
+from ..engines.spark import Spark, require_pyspark, spark_session
+from ..errors import DataError, OptionError
+from ..reporting import report
+from ..sample import sample_path
+from .options import add_option_arguments, rule_options
+from .progress import Progress
+
 EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
 
 RUN_EXAMPLES = """\
@@ -53,30 +64,16 @@ examples:
 
 
 def _add_source_flags(parser: argparse.ArgumentParser) -> None:
-    from .options import add_rule_arguments
-
-    """Input, rule and engine flags, the same for every command that sessionizes."""
+    """Input, rule, column and engine flags, the same for every command that sessionizes."""
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="files, directories or globs (JSON array, NDJSON[.gz], Parquet, "
                              "CSV); '-' reads NDJSON from stdin")
     parser.add_argument("--sample", action="store_true",
                         help="use the bundled sample (the notebook's six events) as input")
-    parser.add_argument("--gap", default=None,
-                        help="inactivity that ends a session, e.g. 30m, 1h30m, 90s "
-                             "(default: 30m, or the profile's)")
     parser.add_argument("--on-invalid", default="raise", choices=["raise", "quarantine"],
                         help="rows with a bad timestamp or no user id: fail (default) or set "
                              "them aside in a quarantine file with a reason each")
-    parser.add_argument("--timestamp-unit", default="auto", choices=["auto", "s", "ms", "us"],
-                        help="unit of numeric timestamps (default: auto, by magnitude)")
-    columns = parser.add_argument_group("column names (defaults follow the Segment spec)")
-    for flag, default in [("user-id", "userId"), ("anonymous-id", "anonymousId"),
-                          ("timestamp", "timestamp"), ("message-id", "messageId"),
-                          ("event", "event"), ("type", "type"),
-                          ("previous-id", "previousId")]:
-        columns.add_argument(f"--{flag}", default=default, metavar="COL",
-                             help=f"(default: {default})")
-    add_rule_arguments(parser)
+    add_option_arguments(parser)
     engine = parser.add_argument_group("engine")
     engine.add_argument("--database", metavar="FILE",
                         help="keep DuckDB's tables in this file instead of memory")
@@ -108,8 +105,6 @@ def _add_platform_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = _Parser(prog="sessionize", description="Turn product-analytics events into sessions.")
     parser.add_argument("--version", action="version", version=f"sessionize {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -172,16 +167,12 @@ def _run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
 
 
 def _sessionize(args: argparse.Namespace, stderr: IO[str]):
-    """Run the shared input/rule/engine flags through sessionize.run."""
-    import sessionize
-    from sessionize.cli.options import rule_options
-    from sessionize.cli.progress import Progress
-
+    """Run the shared input/rule/engine flags through the API (sessionize.run)."""
     if args.sample == bool(args.inputs):
         stderr.write(f"sessionize {args.command}: error: give INPUT files or --sample "
                      "(not both)\n")
         return None, None
-    source = sessionize.sample_path() if args.sample else args.inputs
+    source = sample_path() if args.sample else args.inputs
     interactive = stderr.isatty()
     show = interactive if args.progress is None else args.progress
     progress = Progress(stderr, interactive=interactive) if show else None
@@ -189,32 +180,29 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
         stderr.write(f"sessionize {args.command}: error: --master needs --engine spark, which "
                      "works with 'run' only\n")
         return None, None
-    spark = _spark_session(args.master, show) if args.engine == "spark" else None
-    options = rule_options(args)
-    if args.gap is not None:  # the flag wins over a rules file
-        options["gap"] = args.gap
-    result = sessionize.run(
-        source, on_invalid=args.on_invalid, timestamp_unit=args.timestamp_unit, **options,
-        user_id=args.user_id, anonymous_id=args.anonymous_id, timestamp=args.timestamp,
-        message_id=args.message_id, event=args.event, type=args.type,
-        previous_id=args.previous_id,
-        database=args.database, memory_limit=args.memory_limit, threads=args.threads,
-        plan=args.plan,
+    if args.engine == "spark":
+        duckdb_only = [flag for flag, value in (
+            ("--database", args.database), ("--memory-limit", args.memory_limit),
+            ("--threads", args.threads), ("--temp-directory", args.temp_directory),
+            ("--plan", None if args.plan in ("auto", "sql") else args.plan)) if value]
+        if duckdb_only:
+            raise OptionError(f"{duckdb_only[0]} tunes DuckDB and does not apply to "
+                              "--engine spark\nHint: tune Spark through its own "
+                              "configuration (spark-submit --conf ...)")
+        engine: DuckDB | Spark = _spark_engine(args.master, show)
+    else:
+        engine = DuckDB(database=args.database, memory_limit=args.memory_limit,
+                        threads=args.threads, temp_directory=args.temp_directory, plan=args.plan)
+    result = execute(
+        source, on_invalid=args.on_invalid, engine=engine, progress=progress,
         # thresholds and report never show the events table: no time order for them
         events_order=args.events_order if args.command == "run" else "none",
-        _events_table=args.command == "run",
-        temp_directory=args.temp_directory, progress=progress,
-        **({"engine": "spark", "spark": spark[0]} if spark else {}))
-    if spark and spark[1]:
-        result.stop_session_on_close()
+        events_table=args.command == "run", **rule_options(args))
     return result, progress
 
 
-def _spark_session(master: str | None, progress: bool):
-    """(a SparkSession for --engine spark, whether this run started it and must stop it)."""
-    from sessionize.engines.spark import require_pyspark, spark_session
-    from sessionize.errors import OptionError
-
+def _spark_engine(master: str | None, progress: bool) -> Spark:
+    """The Spark engine for --engine spark, stopping the session on close if it made it."""
     try:
         require_pyspark()
     except ImportError as exc:
@@ -222,7 +210,7 @@ def _spark_session(master: str | None, progress: bool):
     from pyspark.sql import SparkSession
 
     owned = SparkSession.getActiveSession() is None
-    return spark_session(master, progress=progress), owned
+    return Spark(spark_session(master, progress=progress), stop_on_close=owned)
 
 
 def _platform(args: argparse.Namespace) -> str | None:
@@ -234,7 +222,7 @@ def _thresholds(args, result, progress, stdout: IO[str]) -> int:
 
     if progress:
         progress("analysing thresholds", None)
-    analysis = result.thresholds(platform=_platform(args))
+    analysis = thresholds(result, platform=_platform(args))
     if progress:
         progress.done()
     if args.json:
@@ -247,7 +235,7 @@ def _thresholds(args, result, progress, stdout: IO[str]) -> int:
 def _report(args, result, progress, stdout: IO[str]) -> int:
     if progress:
         progress("building the report", None)
-    built = result.report(show_user_ids=args.show_user_ids, platform=_platform(args))
+    built = report(result, show_user_ids=args.show_user_ids, platform=_platform(args))
     path = built.write(args.output)
     if progress:
         progress.done()
@@ -263,7 +251,7 @@ def _report(args, result, progress, stdout: IO[str]) -> int:
 
 def _timeline(result) -> str:
     """The notebook's "View User Timelines" table, as text."""
-    relation = result.events.relation if not hasattr(result.events, "spark_df") else \
+    relation = result.events.relation if result.engine.name == "duckdb" else \
         _utc_duckdb().from_arrow(result.events.to_arrow())  # a Spark result: a small sample
     rows = relation.query(
         "t", "SELECT resolved_user, session_id, type, coalesce(event, '') AS event, "
@@ -285,8 +273,6 @@ def _utc_duckdb():
 
 def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
          stderr: IO[str] | None = None) -> int:
-    from ..errors import DataError, OptionError
-
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     parser = build_parser()

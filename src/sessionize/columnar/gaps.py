@@ -24,14 +24,13 @@ each row's platform text to a small integer (the distinct texts are a handful).
 from __future__ import annotations
 
 import dataclasses
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from .kernel import _arrow, _strings, _to_numpy, kernel_memory
+from .gather import arrow, strings, to_numpy
+from .kernel import executor
 
 if TYPE_CHECKING:
     import duckdb
@@ -43,7 +42,6 @@ __all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "events_per_platform
 
 #: More distinct platform texts than this are mapped with a join instead of a CASE.
 CASE_LIMIT = 64
-THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclasses.dataclass
@@ -56,9 +54,9 @@ class GapArrays:
     gap: np.ndarray
     platform: np.ndarray
     platforms: list[str]
+    threads: int = 1  # the run's threads (``Columnar.threads``): thresholds run in parallel
 
 
-@kernel_memory
 def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr: str | None,
                platform_of: Any, row: str) -> GapArrays:
     """The gaps of a columnar run; ``platform_expr`` is :func:`.thresholds.platform_sql`'s
@@ -69,7 +67,7 @@ def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr
     np.subtract(ts[1:], ts[:-1], out=gap[1:])
     gap[first] = 0
     if platform_expr is None:
-        return GapArrays(ts, first, gap, np.zeros(len(ts), np.int16), ["all"])
+        return GapArrays(ts, first, gap, np.zeros(len(ts), np.int16), ["all"], columnar.threads)
     mapping = con.execute(
         f"SELECT raw, {platform_of('raw')} FROM (SELECT DISTINCT {platform_expr} AS raw "
         "FROM sz_input) ORDER BY raw").fetchall()
@@ -81,8 +79,8 @@ def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr
                  "FROM sz_input")
     else:
         con.register("sz_gap_platforms", pa.table({
-            "raw": _strings([raw for raw, _ in mapping]),
-            "p": _arrow(np.array([index[name] for _, name in mapping], np.int16))}))
+            "raw": strings([raw for raw, _ in mapping]),
+            "p": arrow(np.array([index[name] for _, name in mapping], np.int16))}))
         query = (f"SELECT i.r, m.p FROM (SELECT {row} AS r, {platform_expr} AS raw FROM "
                  "sz_input) i JOIN sz_gap_platforms m USING (raw)")
     try:
@@ -90,9 +88,9 @@ def gap_arrays(con: duckdb.DuckDBPyConnection, columnar: Columnar, platform_expr
     finally:
         if len(mapping) > CASE_LIMIT:
             con.unregister("sz_gap_platforms")
-    by_row = _to_numpy(table.column("p"))
+    by_row = to_numpy(table.column("p"))
     at = columnar.input_positions(table.column("r"))
-    return GapArrays(ts, first, gap, by_row[at][columnar.by_user], platforms)
+    return GapArrays(ts, first, gap, by_row[at][columnar.by_user], platforms, columnar.threads)
 
 
 def _literal(text: str) -> str:
@@ -163,7 +161,8 @@ def curve(g: GapArrays, micros: list[int], *, by_platform: bool
         return measures
 
     out: dict[str, list[tuple[int, float | None, int]]] = {name: [] for name in names}
-    with ThreadPoolExecutor(THREADS) as pool:  # numpy releases the GIL: thresholds in parallel
+    # numpy releases the GIL: thresholds in parallel
+    with executor(g.threads) as pool:
         for measures in pool.map(at_threshold, range(1, k_count + 1)):
             for name, value in measures.items():
                 out[name].append(value)
@@ -187,7 +186,6 @@ def events_per_platform(g: GapArrays) -> dict[str, int]:
     return {name: int(counts[i]) for i, name in enumerate(g.platforms) if counts[i]}
 
 
-@kernel_memory
 def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArrays,
                  modulus: int) -> pa.Table:
     """The per-event rows (``u, seq, ts, gap, row, prev_row, msg``) of the users whose
@@ -198,7 +196,7 @@ def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArray
     else:
         con.register("sz_sample_names", pa.table({"u": names}))
         try:
-            keep_user = _to_numpy(con.sql(
+            keep_user = to_numpy(con.sql(
                 f"SELECT CAST(hash(u) % {modulus} = 0 AS TINYINT) AS k FROM sz_sample_names"
             ).to_arrow_table().column("k")).astype(bool)
         finally:
@@ -209,18 +207,18 @@ def sample_table(con: duckdb.DuckDBPyConnection, columnar: Columnar, g: GapArray
     kept = np.flatnonzero(keep_user)
     at = _spans(starts[kept], ends[kept])  # (user, time) positions of the sampled users
     key_at = columnar.by_user[at]
-    rows = _to_numpy(columnar.row)[key_at]
+    rows = to_numpy(columnar.row)[key_at]
     previous = np.zeros(len(rows), np.int64)
     previous[1:] = rows[:-1]
-    key_at = _arrow(key_at)
+    key_at = arrow(key_at)
     return pa.table({
-        "u": pa.DictionaryArray.from_arrays(_arrow(np.repeat(kept, ends[kept] - starts[kept])),
+        "u": pa.DictionaryArray.from_arrays(arrow(np.repeat(kept, ends[kept] - starts[kept])),
                                             names),
-        "seq": _arrow(columnar.seq[at]),
-        "ts": _arrow(g.ts[at]),
-        "gap": _arrow(g.gap[at], mask=g.first[at]),
-        "row": _arrow(rows),
-        "prev_row": _arrow(previous, mask=g.first[at]),
+        "seq": arrow(columnar.seq[at]),
+        "ts": arrow(g.ts[at]),
+        "gap": arrow(g.gap[at], mask=g.first[at]),
+        "row": arrow(rows),
+        "prev_row": arrow(previous, mask=g.first[at]),
         "msg": columnar.msg.take(key_at),
     })
 

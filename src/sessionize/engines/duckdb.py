@@ -8,24 +8,32 @@ are used: nothing is downloaded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from typing import IO, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 import duckdb
 
-from ..errors import InputError, InvalidEventsError, OptionError
-from ..io.inputs import INPUT_TABLE, ROW, LoadedInput, MalformedLine, load
-from ..rules import CAMPAIGN_FIELDS, Rules
-from ..sql.compiler import Field, P, compile_rules, quote, text_column
+from ..columnar.gather import TS, strings
+from ..columnar.kernel import Stream, assign, unsupported_rule
+from ..errors import OptionError
+from ..io.inputs import INPUT_TABLE, ROW, LoadedInput, load
+from ..io.outputs import write_tables
+from ..result import Table
+from ..rules import Rules
+from ..sql.compiler import Field, P, quote, text_column
+from ..sql.identity import DuckDBRunner, build_identities
+from .base import Engine
 
-__all__ = ["DuckDBEngine"]
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-MAX_REPORTED = 5
+__all__ = ["DuckDB", "DuckDBEngine", "DuckDBTable"]
 #: How sessions are assigned: the compiled SQL on DuckDB, or the columnar plan
 #: (kernel.py) for the rules it runs; "auto" picks the columnar plan when it runs the
 #: rules, the run is in memory (no database file, no memory_limit) and the input fits.
@@ -39,8 +47,141 @@ EVENTS_ORDERS = ("time", "none")
 COLUMNAR_MEMORY_SHARE = 0.5
 
 
-class DuckDBEngine:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DuckDB:
+    """The embedded engine (the default), and how to run it.
+
+    ``database``: keep DuckDB's tables in this file instead of memory; ``memory_limit``
+    (e.g. ``"4GB"``), ``threads`` (also the columnar plan's threads; default: every core)
+    and ``temp_directory`` (where DuckDB spills) tune it; ``plan`` picks how sessions are
+    assigned (``"auto"``, ``"sql"``, ``"columnar"``; docs/guide.md, section 8).
+
+    >>> DuckDB(memory_limit="4GB").plan
+    'auto'
+    """
+
+    database: str | os.PathLike | None = None
+    memory_limit: str | None = None
+    threads: int | None = None
+    temp_directory: str | os.PathLike | None = None
+    plan: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.plan not in PLANS:
+            raise OptionError(f"'plan' must be one of {', '.join(PLANS)} (got {self.plan!r})")
+        if self.threads is not None and (isinstance(self.threads, bool)
+                                         or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise OptionError(f"'threads' must be a whole number of at least 1 (got "
+                              f"{self.threads!r})")
+
+    def open(self, *, progress: Callable[[str, float | None], None] | None = None,
+             events_order: str = "time", events_table: bool = True) -> DuckDBEngine:
+        """A running engine for one :func:`sessionize.run`."""
+        return DuckDBEngine(database=self.database, memory_limit=self.memory_limit,
+                            threads=self.threads, temp_directory=self.temp_directory,
+                            progress=progress, plan=self.plan, events_order=events_order,
+                            events_table=events_table)
+
+
+
+class DuckDBTable(Table):
+    """An output table in the DuckDB engine: a DuckDB table or view, or an Arrow table the
+    columnar plan built (registered in the engine when first asked for)."""
+
+    def __init__(self, engine: DuckDBEngine, name: str, relation: str,
+                 arrow: Callable[[], pa.Table] | None = None, length: int | None = None,
+                 built: pa.Table | None = None):
+        self._engine = engine
+        self.name = name
+        self._relation = relation
+        # The columnar plan builds a table as Arrow when first asked for (kernel.py), or
+        # has built it already (``built``, registered in the engine as ``relation``):
+        # to_arrow() then hands it over as it is, not read back through DuckDB (10M
+        # events: 1.8M sessions, 0.28 s).
+        self._build = arrow if built is None else (lambda: built)
+        self._arrow: pa.Table | None = built
+        self._length = length if built is None else built.num_rows  # known without building
+
+    def _built(self) -> pa.Table:
+        if self._arrow is None:
+            self._arrow = self._build()
+            self._engine.register_arrow(self._relation, self._arrow)
+        return self._arrow
+
+    @property
+    def relation(self) -> Any:
+        """The table as a DuckDB relation, for further SQL."""
+        if self._build is not None:
+            self._built()
+        return self._engine.con.table(self._relation)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.relation.columns)
+
+    def __len__(self) -> int:
+        if self._build is not None:
+            return self._length if self._length is not None else self._built().num_rows
+        return self._engine.con.execute(f"SELECT count(*) FROM {self._relation}").fetchall()[0][0]
+
+    def _arrow_sql(self, limit: int | None = None) -> str:
+        rel = self.relation
+        cols = [
+            f"epoch_us({quote(c)}) AS {quote(c)}" if str(t) == "INTERVAL" else quote(c)
+            for c, t in zip(rel.columns, rel.types)
+        ]
+        tail = f" LIMIT {limit}" if limit is not None else ""
+        return f"SELECT {', '.join(cols)} FROM {self._relation}{tail}"
+
+    def _interval_columns(self) -> list[str]:
+        rel = self.relation
+        return [c for c, t in zip(rel.columns, rel.types) if str(t) == "INTERVAL"]
+
+    def to_arrow(self, *, limit: int | None = None) -> pa.Table:
+        """The table as a ``pyarrow.Table``."""
+        import pyarrow as pa
+
+        if self._build is not None:
+            table = self._built()
+            return table if limit is None else table.slice(0, limit)
+        table = self._engine.con.sql(self._arrow_sql(limit)).to_arrow_table()
+        for name in self._interval_columns():
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, table.column(i).cast(pa.duration("us")))
+        return table
+
+    def to_arrow_batches(self, batch_size: int = 1_000_000) -> pa.RecordBatchReader:
+        """Stream the table as Arrow record batches (bounded memory, for writing)."""
+        import pyarrow as pa
+
+        if self._build is not None:
+            table = self._built()
+            return pa.RecordBatchReader.from_batches(
+                table.schema, table.to_batches(max_chunksize=batch_size))
+        reader = self._engine.con.sql(self._arrow_sql()).to_arrow_reader(batch_size)
+        intervals = set(self._interval_columns())
+        if not intervals:
+            return reader
+        schema = pa.schema([
+            f.with_type(pa.duration("us")) if f.name in intervals else f for f in reader.schema
+        ])
+
+        def batches():
+            for batch in reader:
+                yield pa.RecordBatch.from_arrays(
+                    [col.cast(pa.duration("us")) if name in intervals else col
+                     for name, col in zip(batch.schema.names, batch.columns)],
+                    schema=schema)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+class DuckDBEngine(Engine):
     """One DuckDB connection holding the input, the compiled stages and the results."""
+
+    name = "duckdb"
+    dialect = "duckdb"
 
     def __init__(self, *, database: str | os.PathLike | None = None,
                  memory_limit: str | None = None, threads: int | None = None,
@@ -50,8 +191,9 @@ class DuckDBEngine:
         if plan not in PLANS:
             raise OptionError(f"'plan' must be one of {', '.join(PLANS)} (got {plan!r})")
         check_events_order(events_order)
+        super().__init__(progress=progress, events_order=events_order)
         self.plan = plan
-        self.events_order = events_order
+        self.threads = threads
         # False when nobody reads the events table (report, thresholds): the columnar
         # plan then reads only the keys, not the input's columns with them
         self.events_table = events_table
@@ -78,7 +220,6 @@ class DuckDBEngine:
         workdir = tempfile.mkdtemp(prefix="sessionize-")
         self._workdir = workdir
         self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)
-        self._progress = progress or (lambda stage, fraction: None)
         self._watch = progress is not None
 
     # -- running --------------------------------------------------------------------------
@@ -108,62 +249,66 @@ class DuckDBEngine:
             done.set()
             watcher.join()
 
-    def run(self, source: Any, rules: Rules, *, on_invalid: str,
-            stdin: IO[bytes] | None = None) -> dict[str, Any]:
-        self._rules = rules
+    def read(self, source: Any, rules: Rules, *, on_invalid: str,
+             stdin: IO[bytes] | None = None) -> LoadedInput:
         with self._stage("reading"):
-            loaded = load(self.con, source, text_columns=self._text_columns(rules),
-                          on_invalid=on_invalid, workdir=self._workdir, stdin=stdin)
-        fields = {name: self._resolve(loaded, path)
-                  for name, path in vars(rules.columns).items()}
-        fields.update(self._rule_fields(loaded, rules))
-        if fields["user_id"] is None and fields["anonymous_id"] is None:
-            raise InputError(
-                f"the input has neither a {rules.columns.user_id!r} nor an "
-                f"{rules.columns.anonymous_id!r} column, so no event can be given a user.\n"
-                f"Hint: name the columns with user_id= / anonymous_id= (--user-id / "
-                f"--anonymous-id); the input has: {', '.join(loaded.schema)}"
-            )
-        if fields["timestamp"] is None:
-            raise InputError(
-                f"the input has no timestamp column {rules.columns.timestamp!r}.\n"
-                f"Hint: name it with timestamp= (--timestamp); the input has: "
-                f"{', '.join(loaded.schema)}"
-            )
-        compiled = compile_rules(rules, fields, list(loaded.schema), source=loaded.table)
+            return load(self.con, source, text_columns=self._text_columns(rules),
+                        on_invalid=on_invalid, workdir=self._workdir, stdin=stdin)
+
+    def assign(self, compiled: Any, loaded: LoadedInput, fields: dict[str, Field | None],
+               on_invalid: str) -> int:
         self.con.execute(f"CREATE OR REPLACE VIEW sz_prepared AS {compiled.sql('prepared')}")
-        self.plan = self._choose_plan(rules, loaded)
+        self.plan = self._choose_plan(self.rules, loaded)
         if self.plan == "columnar":
-            invalid = self._run_columnar(compiled, rules, loaded, fields, on_invalid)
-        else:
-            with self._stage("checking"):
-                invalid = self._check(loaded, fields, on_invalid)
-            with self._stage("sessionizing"):
-                self._build_identities(compiled)
-                self.con.execute(f"CREATE OR REPLACE TABLE sz_assign AS {compiled.sql('assign')}")
-                self.con.execute(
-                    f"CREATE OR REPLACE TABLE sz_sessions AS {compiled.sql('sessions')}")
-                self.con.execute(f"CREATE OR REPLACE TABLE sz_users AS {compiled.sql('users')}")
-                # Events are a view: the join back to the input runs when they are read.
-                self.con.execute("CREATE OR REPLACE VIEW sz_events AS "
-                                 f"{compiled.sql(events_stage(self.events_order))}")
-        self._quarantine(loaded, fields, invalid, loaded.malformed)
+            return self._run_columnar(compiled, self.rules, loaded, fields, on_invalid)
+        with self._stage("checking"):
+            invalid = self.check(loaded, fields, on_invalid)
+        with self._stage("sessionizing"):
+            self._build_identities(compiled)
+            self.con.execute(f"CREATE OR REPLACE TABLE sz_assign AS {compiled.sql('assign')}")
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE sz_sessions AS {compiled.sql('sessions')}")
+            self.con.execute(f"CREATE OR REPLACE TABLE sz_users AS {compiled.sql('users')}")
+            # Events are a view: the join back to the input runs when they are read.
+            self.con.execute("CREATE OR REPLACE VIEW sz_events AS "
+                             f"{compiled.sql(events_stage(self.events_order))}")
+        return invalid
+
+    def tables(self, compiled: Any) -> dict[str, Table | None]:
+        columnar = self.columnar if self.plan == "columnar" else None
         return {
-            "compiled": compiled,
-            "loaded": loaded,
-            "invalid_count": invalid,
+            "events": DuckDBTable(self, "events", "sz_events", arrow=self.columnar_events,
+                                  length=self.columnar_rows),
+            "sessions": DuckDBTable(self, "sessions", "sz_sessions",
+                                    built=columnar.sessions if columnar is not None else None),
+            "users": DuckDBTable(self, "users", "sz_users",
+                                 built=columnar.users if columnar is not None else None),
+            "quarantine": DuckDBTable(self, "quarantine", "sz_quarantine"),
+            "identities": (DuckDBTable(self, "identities", "sz_identities")
+                           if compiled.identities is not None else None),
         }
 
-    def _build_identities(self, compiled: Any) -> None:
-        if compiled.identities is not None:  # the graph's rounds run first (identity_graph)
-            from ..sql.identity import DuckDBRunner, build_identities
+    def rows(self, sql: str) -> list[tuple]:
+        return self.con.execute(sql).fetchall()
 
+    def write(self, tables: Sequence[Table], out_dir: Any, *, format: str,
+              on_file: Callable[[str], None] | None) -> list[str]:
+        return write_tables(tables, out_dir, format=format, on_file=on_file)
+
+    def create_quarantine(self, sql: str, loaded: LoadedInput) -> None:
+        self.con.execute(f"CREATE OR REPLACE TABLE sz_quarantine AS {sql}")
+        if loaded.malformed:
+            self.con.executemany(
+                "INSERT INTO sz_quarantine (quarantine_reason, source_file, source_line, raw_line) "
+                "VALUES ('malformed_json', ?, ?, ?)",
+                [(bad.path, bad.line, bad.text) for bad in loaded.malformed])
+
+    def _build_identities(self, compiled: Any) -> None:
+        if compiled.identities is not None:  # the graph's rounds run first (sql/identity.py)
             build_identities(DuckDBRunner(self.con), compiled)
 
     # -- the columnar plan --------------------------------------------------------------------
     def _choose_plan(self, rules: Rules, loaded: LoadedInput) -> str:
-        from ..columnar.kernel import unsupported_rule
-
         rule = unsupported_rule(rules)
         if self.plan == "columnar" and rule is not None:
             raise OptionError(f"plan='columnar' does not run the {rule} rule; use plan='sql' "
@@ -193,9 +338,8 @@ class DuckDBEngine:
 
     def _run_columnar(self, compiled: Any, rules: Rules, loaded: LoadedInput,
                       fields: dict[str, Field | None], on_invalid: str) -> int:
-        """Sessionize with kernel.py; returns the number of invalid rows, like ``_check``."""
-        from ..columnar.kernel import assign
-
+        """Sessionize with the columnar plan; returns the number of invalid rows, as
+        :meth:`check` does."""
         ts_column = fields["timestamp"].top_level
         columns: list[tuple[str, str | None]] = [
             (c if c == ts_column else compiled.renamed.get(c, c), None if c == ts_column else c)
@@ -213,11 +357,11 @@ class DuckDBEngine:
         invalid = 0
         if keys.num_rows != rows:
             with self._stage("checking"):
-                invalid = self._check(loaded, fields, on_invalid)
+                invalid = self.check(loaded, fields, on_invalid)
         with self._stage("sessionizing"):
             result = assign(keys, gap_us=rules.gap_us, per_event_gap=bool(rules.gaps_us),
                             con=self.con, time_order=self.events_order == "time",
-                            inputs=inputs, stream=stream)
+                            inputs=inputs, stream=stream, threads=self.threads)
         self.con.register("sz_sessions", result.sessions)
         self.con.register("sz_users", result.users)
         self.columnar = result
@@ -236,7 +380,6 @@ class DuckDBEngine:
         the events table is not read, is not in time order, or a cursor cannot see the
         input (a data frame is registered on the connection only): the keys carry them
         then (:meth:`_inputs_with_keys`)."""
-        from ..columnar.kernel import Stream
 
         if not self.events_table or self.events_order != "time":
             return None
@@ -306,9 +449,7 @@ class DuckDBEngine:
             return "sz_assign"
         import pyarrow.compute as pc
 
-        from ..columnar.kernel import _strings
-
-        codes = pc.index_in(_strings(users), self.columnar.names).to_pylist()
+        codes = pc.index_in(strings(users), self.columnar.names).to_pylist()
         positions = self.columnar.positions_of_users([c for c in codes if c is not None], limit)
         self.con.register("sz_assign_users", self.columnar.assign_table(positions))
         return "sz_assign_users"
@@ -329,7 +470,7 @@ class DuckDBEngine:
         return [c.timestamp, c.user_id, c.anonymous_id, c.message_id, c.received_at, c.sent_at,
                 c.original_timestamp]
 
-    def _resolve(self, loaded: LoadedInput, path: str) -> Field | None:
+    def resolve(self, loaded: LoadedInput, path: str) -> Field | None:
         """Where a configured column lives: a top-level name, else a dotted struct path."""
         if path in loaded.schema:
             return Field(quote(path), loaded.schema[path], top_level=path)
@@ -348,86 +489,6 @@ class DuckDBEngine:
         except duckdb.Error:
             return None
         return Field(sql, kind)
-
-    def _rule_fields(self, loaded: LoadedInput, rules: Rules) -> dict[str, Field | None]:
-        """Resolve the columns the optional rules read.
-
-        Columns the user named must exist; Segment's defaults (the library name for
-        ``gap_by="platform"``, ``context.timezone``, the UTM fields) may be absent, which
-        reads as missing values.
-        """
-        wanted: dict[str, tuple[str, bool]] = {}
-        if rules.gaps_us:
-            if rules.gap_by == "platform":
-                wanted["gap_by"] = ("context.library.name", False)
-            else:
-                wanted["gap_by"] = (rules.gap_by, True)
-        if rules.midnight == "event":
-            wanted["timezone"] = (rules.timezone_column,
-                                  rules.timezone_column != "context.timezone")
-        for i, path in enumerate(rules.campaign):
-            wanted[f"campaign_{i}"] = (path, rules.campaign != CAMPAIGN_FIELDS)
-        if rules.client_session:
-            wanted["client_session"] = (rules.client_session, True)
-        if rules.enrich:
-            for path in ("context.page.path", "properties.path", "context.page.referrer",
-                         "context.campaign.source", "context.campaign.medium",
-                         "context.campaign.name", "context.campaign.term",
-                         "context.campaign.content", "context.device.type", "context.os.name",
-                         "context.library.name"):
-                wanted[f"enrich:{path}"] = (path, False)
-            wanted["enrich:type"] = (rules.columns.type, False)
-        for path in rules.first_last:
-            wanted[f"enrich:{path}"] = (path, True)
-        fields = {}
-        for name, (path, required) in wanted.items():
-            fields[name] = self._resolve(loaded, path)
-            if fields[name] is None and required:
-                raise InputError(
-                    f"the input has no column {path!r}, which the "
-                    f"{name.split('_')[0].split(':')[0]} rule "
-                    f"reads.\nHint: the input has: {', '.join(loaded.schema)}")
-        return fields
-
-    def _check(self, loaded: LoadedInput, fields: dict[str, Field | None], on_invalid: str) -> int:
-        # Duplicates set aside by dedupe=True are reported, never an error.
-        total, count = self.con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE __sz_invalid <> 'duplicate_message_id') "
-            "FROM sz_prepared WHERE __sz_invalid IS NOT NULL").fetchall()[0]
-        if count == 0 or on_invalid == "quarantine":
-            return total
-        ts = fields["timestamp"]
-        raw = f"CAST({ts.sql} AS VARCHAR)"
-        if self._rules.midnight == "event":
-            raw = f"CASE WHEN __sz_invalid = 'invalid_timezone' THEN __sz_zone ELSE {raw} END"
-        rows = self.con.execute(
-            f"SELECT __sz_row + 1, __sz_msg, __sz_invalid, {raw} "
-            f"FROM sz_prepared WHERE __sz_invalid IS NOT NULL "
-            f"AND __sz_invalid <> 'duplicate_message_id' ORDER BY __sz_row "
-            f"LIMIT {MAX_REPORTED}").fetchall()
-        names = (self._rules.columns.user_id, self._rules.columns.anonymous_id)
-        problems = [_problem(row, msg, reason, raw, names) for row, msg, reason, raw in rows]
-        raise invalid_events_error(count, problems, loaded.description, names)
-
-    def _quarantine(self, loaded: LoadedInput, fields: dict[str, Field | None], invalid: int,
-                    malformed: list[MalformedLine]) -> None:
-        ts = fields["timestamp"]
-        columns = [quote(c) for c in loaded.schema]
-        if ts.top_level is not None:
-            columns = [f"CAST({quote(c)} AS VARCHAR) AS {quote(c)}" if c == ts.top_level
-                       else quote(c) for c in loaded.schema]
-        self.con.execute(
-            f"CREATE OR REPLACE TABLE sz_quarantine AS SELECT {', '.join(columns)}, "
-            "__sz_invalid AS quarantine_reason, __sz_row + 1 AS source_row, "
-            "CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS source_line, "
-            "CAST(NULL AS VARCHAR) AS raw_line "
-            f"FROM sz_prepared WHERE {'__sz_invalid IS NOT NULL' if invalid else 'false'} "
-            "ORDER BY __sz_row")
-        if malformed:
-            self.con.executemany(
-                "INSERT INTO sz_quarantine (quarantine_reason, source_file, source_line, raw_line) "
-                "VALUES ('malformed_json', ?, ?, ?)",
-                [(bad.path, bad.line, bad.text) for bad in malformed])
 
     def close(self) -> None:
         if self.columnar is not None:
@@ -468,8 +529,6 @@ def read_keys(con: duckdb.DuckDBPyConnection, compiled: Any, inputs: dict[str, s
     """
     import pyarrow as pa
 
-    from ..columnar.kernel import TS
-
     msg = (inputs or {}).get(message_column) if message_column is not None else None
     omit = (f"{P}ts",) + ((f"{P}msg",) if msg is not None else ())
     table = con.sql(keys_sql(compiled, inputs, omit)).to_arrow_table()
@@ -495,38 +554,3 @@ def events_stage(events_order: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def invalid_events_error(count: int, problems: list[dict], description: str,
-                         user_columns: tuple[str, str]) -> InvalidEventsError:
-    """The one message for invalid rows, shared by every engine."""
-    more = f"\n... and {count - len(problems)} more" if count > len(problems) else ""
-    return InvalidEventsError(
-        f"{count} invalid event{'s' if count != 1 else ''} in {description}:\n  "
-        + "\n  ".join(p["message"] for p in problems) + more
-        + "\nAccepted timestamps: ISO-8601 text with any offset or Z (no offset means UTC), "
-          "epoch seconds or milliseconds, or a timestamp column; every event needs a "
-          f"non-empty {user_columns[0]} or {user_columns[1]}."
-          "\nHint: on_invalid='quarantine' (--on-invalid quarantine) sets these rows aside "
-          "in a quarantine table with a reason each and processes the rest.",
-        problems=problems, count=count)
-
-
-def _problem(row: int, msg: str | None, reason: str, raw: str | None,
-             user_columns: tuple[str, str]) -> dict:
-    where = f"row {row}" + (f" (messageId {msg!r})" if msg else "")
-    if reason == "missing_timestamp":
-        text = f"{where}: the timestamp is missing"
-        field, value = "timestamp", None
-    elif reason == "invalid_timestamp":
-        text = f"{where}: timestamp {raw!r} is not a time"
-        field, value = "timestamp", raw
-    elif reason == "invalid_timezone":
-        text = (f"{where}: time zone {raw!r} is not an IANA time zone name "
-                "(such as 'Europe/Berlin'); midnight='event' reads it")
-        field, value = "timezone", raw
-    else:
-        text = f"{where}: neither {user_columns[0]} nor {user_columns[1]} is set"
-        field, value = "/".join(user_columns), None
-    return {"row": row, "message_id": msg, "field": field, "value": value, "reason": reason,
-            "message": text}

@@ -20,10 +20,11 @@ are in use, because Spark evaluates lazily; :meth:`SparkEngine.close` restores i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -40,22 +41,18 @@ from ..io.inputs import (
     expand_paths,
     file_format,
 )
-from ..result import Result, Table
+from ..result import Table
 from ..rules import Rules
-from ..sql.compiler import Field, compile_rules, quote
+from ..sql.compiler import Field, quote
 from ..sql.dialects import rewrite
-from .duckdb import (
-    MAX_REPORTED,
-    DuckDBEngine,
-    _problem,
-    events_stage,
-    invalid_events_error,
-)
+from ..sql.identity import SparkRunner, build_identities
+from .base import Engine
+from .spark_output import write_tables
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["SparkEngine", "SparkResult", "SparkTable", "run_spark", "spark_session"]
+__all__ = ["Spark", "SparkEngine", "SparkTable", "spark_session"]
 
 DIALECT = "spark"
 CORRUPT = "_corrupt_record"  # Spark's column for JSON lines that do not parse
@@ -90,37 +87,31 @@ def require_pyspark() -> None:
         ) from exc
 
 
-def run_spark(source: Any, rules: Rules, *, spark: Any, on_invalid: str,
-              progress: Callable[[str, float | None], None] | None,
-              duckdb_options: dict[str, Any], events_order: str = "time") -> SparkResult:
-    """:func:`sessionize.run` with ``engine="spark"``."""
-    given = [name for name, value in duckdb_options.items() if value is not None]
-    if given:
-        raise OptionError(
-            f"{given[0]!r} tunes DuckDB and does not apply to engine='spark' "
-            f"(got {given[0]}={duckdb_options[given[0]]!r})\n"
-            "Hint: tune Spark through its own configuration (spark.executor.memory, "
-            "spark.sql.shuffle.partitions, ...) on the session you pass as spark=.")
-    require_pyspark()
-    from pyspark.sql import SparkSession
+@dataclasses.dataclass(frozen=True)
+class Spark:
+    """Run the compiled rules as Spark SQL on ``session`` (a SparkSession; default: the
+    active one). ``stop_on_close``: stop the session when the result is closed (for a
+    session made just for this run, as the CLI's ``--engine spark`` does). Tune Spark
+    through the session's own configuration."""
 
-    if spark is None:
-        spark = SparkSession.getActiveSession()
-    if spark is None:
-        raise OptionError(
-            "engine='spark' needs a SparkSession (got spark=None and no active session)\n"
-            "Hint: pass spark=SparkSession.builder.getOrCreate(), or use the CLI's "
-            "--engine spark --master URL.")
-    if not hasattr(spark, "sql") or not hasattr(spark, "read"):
-        raise OptionError(f"'spark' must be a SparkSession (got {type(spark).__name__})")
-    engine = SparkEngine(spark, progress=progress, events_order=events_order)
-    try:
-        outcome = engine.run(source, rules, on_invalid=on_invalid)
-    except BaseException:
-        engine.close()
-        raise
-    return SparkResult(engine, gap_us=rules.gap_us, compiled=outcome["compiled"],
-                       source=outcome["description"], quarantined=outcome["invalid_count"])
+    session: Any = None
+    stop_on_close: bool = False
+
+    def open(self, *, progress: Callable[[str, float | None], None] | None = None,
+             events_order: str = "time", events_table: bool = True) -> SparkEngine:
+        require_pyspark()
+        from pyspark.sql import SparkSession
+
+        spark = self.session if self.session is not None else SparkSession.getActiveSession()
+        if spark is None:
+            raise OptionError(
+                "engine='spark' needs a SparkSession (got spark=None and no active session)\n"
+                "Hint: pass spark=SparkSession.builder.getOrCreate(), or use the CLI's "
+                "--engine spark --master URL.")
+        if not hasattr(spark, "sql") or not hasattr(spark, "read"):
+            raise OptionError(f"'spark' must be a SparkSession (got {type(spark).__name__})")
+        return SparkEngine(spark, progress=progress, events_order=events_order,
+                           owns_session=self.stop_on_close)
 
 
 def _duckdb_type(kind: Any) -> str:
@@ -156,20 +147,20 @@ def _local_key(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme == "file" else uri
 
 
-class SparkEngine:
+class SparkEngine(Engine):
     """The compiled stages as temporary views of one SparkSession."""
 
     name = "spark"
+    dialect = DIALECT
 
     def __init__(self, spark: Any, *, progress: Callable[[str, float | None], None] | None = None,
                  owns_session: bool = False, events_order: str = "time"):
+        super().__init__(progress=progress, events_order=events_order)
         self.spark = spark
-        self.events_order = events_order
         self._owns = owns_session
         self._token = uuid.uuid4().hex[:12]
         self._views: list[str] = []
         self._persisted: list[Any] = []
-        self._progress = progress or (lambda stage, fraction: None)
         self._zone_before = spark.conf.get("spark.sql.session.timeZone", None)
         spark.conf.set("spark.sql.session.timeZone", "UTC")
         self.frames: dict[str, Any] = {}
@@ -180,8 +171,8 @@ class SparkEngine:
         return f"sz_{stage}_{self._token}"
 
     def _render(self, tree: exp.Expression) -> str:
-        names = {f"sz_{s}": self.view(s)
-                 for s in ("input", "prepared", "identities", "assign", "sessions")}
+        names = {f"sz_{s}": self.view(s) for s in ("input", "prepared", "identities", "assign",
+                                                   "sessions", "users", "quarantine")}
 
         def rename(node: exp.Expression) -> exp.Expression:
             if not isinstance(node, exp.Table):
@@ -210,41 +201,48 @@ class SparkEngine:
         return frame
 
     # -- running --------------------------------------------------------------------------
-    def run(self, source: Any, rules: Rules, *, on_invalid: str) -> dict[str, Any]:
-        self._rules = rules
-        self._progress("reading", None)
+    def read(self, source: Any, rules: Rules, *, on_invalid: str, stdin: Any = None
+             ) -> LoadedInput:
         frame, description, malformed = self._read(source, rules, on_invalid)
         schema = {f.name: _duckdb_type(f.dataType) for f in frame.schema.fields if f.name != ROW}
         self._register("input", frame)
-        fields = {name: self._resolve(frame, path) for name, path in vars(rules.columns).items()}
-        fields.update(self._rule_fields(frame, schema, rules))
-        if fields["user_id"] is None and fields["anonymous_id"] is None:
-            raise InputError(
-                f"the input has neither a {rules.columns.user_id!r} nor an "
-                f"{rules.columns.anonymous_id!r} column, so no event can be given a user.\n"
-                f"Hint: name the columns with user_id= / anonymous_id= (--user-id / "
-                f"--anonymous-id); the input has: {', '.join(schema)}")
-        if fields["timestamp"] is None:
-            raise InputError(
-                f"the input has no timestamp column {rules.columns.timestamp!r}.\n"
-                f"Hint: name it with timestamp= (--timestamp); the input has: "
-                f"{', '.join(schema)}")
-        compiled = compile_rules(rules, fields, list(schema), source="sz_input")
+        return LoadedInput(table="sz_input", schema=schema, description=description,
+                           malformed=malformed)
+
+    def assign(self, compiled: Any, loaded: LoadedInput, fields: dict[str, Field | None],
+               on_invalid: str) -> int:
         self._register("prepared", self.spark.sql(self._render(compiled.prepared)))
         self._progress("checking", None)
-        invalid = self._check(description, fields, on_invalid)
+        invalid = self.check(loaded, fields, on_invalid)
         self._progress("sessionizing", None)
-        if compiled.identities is not None:  # the graph's rounds run first (identity_graph)
-            from ..sql.identity import SparkRunner, build_identities
-
+        if compiled.identities is not None:  # the graph's rounds run first (sql/identity.py)
             build_identities(SparkRunner(self), compiled)
         self._register("assign", self.spark.sql(self._render(compiled.assign)), persist=True)
         self._register("sessions", self.spark.sql(self._render(compiled.sessions)), persist=True)
         self._register("users", self.spark.sql(self._render(compiled.users)))
-        self._register("events", self.spark.sql(
-            self._render(getattr(compiled, events_stage(self.events_order)))))
-        self._register("quarantine", self._quarantine(list(schema), fields, malformed))
-        return {"compiled": compiled, "description": description, "invalid_count": invalid}
+        stage = "events" if self.events_order == "time" else "events_unordered"
+        self._register("events", self.spark.sql(self._render(getattr(compiled, stage))))
+        return invalid
+
+    def create_quarantine(self, sql: str, loaded: LoadedInput) -> None:
+        self._register("quarantine", self._quarantine(sql, loaded.malformed))
+
+    def tables(self, compiled: Any) -> dict[str, Table | None]:
+        return {name: SparkTable(self, name) for name in ("events", "sessions", "users",
+                                                           "quarantine")} | {
+            "identities": (SparkTable(self, "identities")
+                           if compiled.identities is not None else None)}
+
+    def rows(self, sql: str) -> list[tuple]:
+        """Rows of a small query over the run's stages, rendered as Spark SQL."""
+        return [tuple(row) for row in self.sql(sql).collect()]
+
+    def write(self, tables: Sequence[Table], out_dir: Any, *, format: str,
+              on_file: Callable[[str], None] | None) -> list[str]:
+        """Write every table on the cluster as ``out_dir/<table>.<format>/`` (a directory of
+        part files, Spark's layout), staged then renamed into place: see docs/spark.md."""
+        return write_tables(self.spark, tables, os.fspath(out_dir), format=format,  # type: ignore[arg-type]
+                            on_file=on_file)
 
     # -- reading --------------------------------------------------------------------------
     def _read(self, source: Any, rules: Rules, on_invalid: str) -> tuple[Any, str, Any]:
@@ -403,12 +401,11 @@ class SparkEngine:
             path=path, line=line)
 
     # -- fields ---------------------------------------------------------------------------
-    def _resolve(self, frame: Any, path: str) -> Field | None:
+    def resolve(self, loaded: LoadedInput, path: str) -> Field | None:
         """Where a configured column lives: a top-level name, else a dotted struct path."""
         from pyspark.sql import types as T
 
-        frame = getattr(frame, "frame", frame)  # a LoadedInput from _rule_fields
-
+        frame = self.frames["input"]
         by_name = {f.name: f for f in frame.schema.fields}
         if path in by_name:
             return Field(quote(path), _duckdb_type(by_name[path].dataType), top_level=path)
@@ -427,47 +424,8 @@ class SparkEngine:
             sql += "['" + part.replace("'", "''") + "']"
         return Field(sql, _duckdb_type(kind))
 
-    def _rule_fields(self, frame: Any, schema: dict[str, str], rules: Rules
-                     ) -> dict[str, Field | None]:
-        """The columns the optional rules read: the DuckDB engine's own list, resolved here,
-        so both engines always read the same fields (one source of truth)."""
-        loaded = LoadedInput(table=self.view("input"), schema=schema, description="",
-                             malformed=[])
-        loaded.frame = frame  # type: ignore[attr-defined]  # read by _resolve below
-        return DuckDBEngine._rule_fields(self, loaded, rules)  # type: ignore[arg-type]
-
-    # -- bad rows -------------------------------------------------------------------------
-    def _check(self, description: str, fields: dict[str, Field | None], on_invalid: str) -> int:
-        """As the DuckDB engine checks: duplicates (``dedupe=True``) are reported, never an
-        error; other invalid rows raise, naming the first few."""
-        total, count = self.sql(
-            "SELECT count(*), count(*) FILTER (WHERE __sz_invalid <> 'duplicate_message_id') "
-            "FROM sz_prepared WHERE __sz_invalid IS NOT NULL").first()
-        if count == 0 or on_invalid == "quarantine":
-            return total
-        ts = fields["timestamp"]
-        raw = f"CAST({ts.sql} AS VARCHAR)"
-        if getattr(self._rules, "midnight", None) == "event":
-            raw = f"CASE WHEN __sz_invalid = 'invalid_timezone' THEN __sz_zone ELSE {raw} END"
-        rows = self.sql(
-            f"SELECT __sz_row + 1, __sz_msg, __sz_invalid, {raw} "
-            f"FROM sz_prepared WHERE __sz_invalid IS NOT NULL "
-            f"AND __sz_invalid <> 'duplicate_message_id' ORDER BY __sz_row "
-            f"LIMIT {MAX_REPORTED}").collect()
-        names = (self._rules.columns.user_id, self._rules.columns.anonymous_id)
-        problems = [_problem(*row, names) for row in rows]
-        raise invalid_events_error(count, problems, description, names)
-
-    def _quarantine(self, columns: list[str], fields: dict[str, Field | None],
-                    malformed: Any) -> Any:
-        ts = fields["timestamp"]
-        shown = [f"CAST({quote(c)} AS VARCHAR) AS {quote(c)}" if c == ts.top_level else quote(c)
-                 for c in columns]
-        invalid = self.sql(
-            f"SELECT {', '.join(shown)}, __sz_invalid AS quarantine_reason, "
-            "__sz_row + 1 AS source_row, CAST(NULL AS VARCHAR) AS source_file, "
-            "CAST(NULL AS BIGINT) AS source_line, CAST(NULL AS VARCHAR) AS raw_line "
-            "FROM sz_prepared WHERE __sz_invalid IS NOT NULL ORDER BY __sz_row")
+    def _quarantine(self, sql: str, malformed: Any) -> Any:
+        invalid = self.sql(sql)
         if malformed is None:
             return invalid
         from pyspark.sql import functions as F
@@ -570,72 +528,3 @@ def _normalise_arrow(table: pa.Table) -> pa.Table:
         elif pa.types.is_duration(field.type) and field.type.unit != "us":
             table = table.set_column(i, field.name, table.column(i).cast(pa.duration("us")))
     return table
-
-
-class SparkResult(Result):
-    """What :func:`sessionize.run` returns with ``engine="spark"``.
-
-    The same surface as :class:`~sessionize.result.Result` (tables with ``to_pandas()``,
-    ``to_polars()``, ``to_arrow()``, ``summary()``, ``sql()``, ``write()``); the tables
-    also offer ``spark_df``. Nothing is collected until asked for.
-    """
-
-    def __init__(self, engine: SparkEngine, *, gap_us: int, compiled: Any, source: str,
-                 quarantined: int):
-        self._engine = engine
-        self.events = SparkTable(engine, "events")
-        self.sessions = SparkTable(engine, "sessions")
-        self.users = SparkTable(engine, "users")
-        self.quarantine = SparkTable(engine, "quarantine")
-        self.identities = (SparkTable(engine, "identities")
-                           if getattr(compiled, "identities", None) is not None else None)
-        self.gap_us = gap_us
-        self.source = source
-        self._compiled = compiled
-        self._quarantined = quarantined
-
-    def _query(self, sql: str) -> list:
-        """Rows of a small query over the run's stages, rendered as Spark SQL."""
-        return [tuple(row) for row in self._engine.sql(sql).collect()]
-
-    def stop_session_on_close(self) -> None:
-        """Stop the SparkSession when the result is closed (the CLI's own session)."""
-        self._engine._owns = True
-
-    def sql(self, stage: str = "events", dialect: str = DIALECT) -> str:
-        """The compiled SQL of a stage, by default as Spark SQL."""
-        return super().sql(stage, dialect)
-
-    def stats(self) -> dict[str, Any]:
-        """Headline numbers, computed on the cluster (a few small aggregates)."""
-        engine = self._engine
-        totals = engine.spark.sql(
-            f"SELECT (SELECT count(*) FROM {engine.view('assign')}), count(*), "
-            "sum(session_count), avg(session_count), median(session_count), "
-            f"max(session_count) FROM {engine.view('users')}").collect()[0]
-        reasons = engine.spark.sql(
-            f"SELECT start_reason, count(*) AS n FROM {engine.view('sessions')} "
-            "GROUP BY 1 ORDER BY 2 DESC, 1").collect()
-        quarantine = engine.spark.sql(
-            f"SELECT quarantine_reason, count(*) FROM {engine.view('quarantine')} "
-            "GROUP BY 1 ORDER BY 1").collect()
-        return {
-            "events": totals[0], "users": totals[1], "sessions": totals[2] or 0,
-            "sessions_per_user": {"mean": totals[3], "median": totals[4], "max": totals[5]},
-            "start_reasons": {r[0]: r[1] for r in reasons},
-            "quarantined": {r[0]: r[1] for r in quarantine},
-        }
-
-    def write(self, out_dir: str | os.PathLike, *, format: str = "parquet",
-              on_file: Callable[[str], None] | None = None) -> list[str]:
-        """Write every table on the cluster as ``out_dir/<table>.<format>/`` (a directory of
-        part files, Spark's layout), staged then renamed into place: see docs/spark.md."""
-        from .spark_output import write_tables
-
-        tables = [self.events, self.sessions, self.users]
-        if self._quarantined or len(self.quarantine):
-            tables.append(self.quarantine)
-        if self.identities is not None:
-            tables.append(self.identities)
-        return write_tables(self._engine.spark, tables, os.fspath(out_dir), format=format,
-                            on_file=on_file)

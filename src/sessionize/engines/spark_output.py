@@ -18,8 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OptionError
-from ..io.outputs import FORMATS
+from ..io.outputs import write_staged
 
 if TYPE_CHECKING:
     from .spark import SparkTable
@@ -73,30 +72,34 @@ def _filesystem(spark: Any, path: str) -> tuple[Any, Callable[[str], Any]]:
     return make(path).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), make
 
 
+class HadoopFileSystem:
+    """The cluster's storage, through Hadoop's FileSystem API (what Spark writes with)."""
+
+    def __init__(self, spark: Any, out: str):
+        self.fs, self.make = _filesystem(spark, out)
+
+    def is_file(self, path: str) -> bool:
+        return self.fs.exists(self.make(path)) and \
+            not self.fs.getFileStatus(self.make(path)).isDirectory()
+
+    def staging(self, out: str) -> str:
+        return f"{out}/.sessionize-tmp-{uuid.uuid4().hex[:12]}"
+
+    def replace(self, tmp: str, final: str) -> None:
+        if self.fs.exists(self.make(final)):
+            self.fs.delete(self.make(final), True)
+        if not self.fs.rename(self.make(tmp), self.make(final)):
+            raise OSError(f"could not move {tmp!r} to {final!r}")
+
+    def remove(self, path: str) -> None:
+        self.fs.delete(self.make(path), True)
+
+
 def write_tables(spark: Any, tables: Sequence[SparkTable], out_dir: str, *,
                  format: str = "parquet",
                  on_file: Callable[[str], None] | None = None) -> list[str]:
     """Write ``tables`` as ``out_dir/<name>.<format>/`` directories; returns their paths."""
-    if format not in FORMATS:
-        raise OptionError(f"'format' must be one of {', '.join(FORMATS)} (got {format!r})")
     out = out_dir.rstrip("/") or "/"
-    fs, make = _filesystem(spark, out)
-    if fs.exists(make(out)) and not fs.getFileStatus(make(out)).isDirectory():
-        raise OptionError(f"output {out!r} exists and is not a directory")
-    staging = f"{out}/.sessionize-tmp-{uuid.uuid4().hex[:12]}"
-    try:
-        staged = []
-        for table in tables:
-            name = f"{table.name}.{FORMATS[format]}"
-            if on_file:
-                on_file(name)
-            _write(spark, table.spark_df, f"{staging}/{name}", format)
-            staged.append((f"{staging}/{name}", f"{out}/{name}"))
-        for tmp, final in staged:
-            if fs.exists(make(final)):
-                fs.delete(make(final), True)
-            if not fs.rename(make(tmp), make(final)):
-                raise OSError(f"could not move {tmp!r} to {final!r}")
-        return [final for _, final in staged]
-    finally:
-        fs.delete(make(staging), True)
+    return write_staged(tables, out, format=format, fs=HadoopFileSystem(spark, out),
+                        write_one=lambda table, path, fmt: _write(spark, table.spark_df, path,
+                                                                  fmt), on_file=on_file)

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import OptionError
 from ..sql.compiler import quote
@@ -62,28 +62,66 @@ def _write_one(table: Table, path: str, fmt: str) -> None:
     table._engine.con.execute(f"COPY ({_text_select(table, fmt)}) TO '{target}' ({options})")
 
 
-def write_tables(tables: Sequence[Table], out_dir: str | os.PathLike, *, format: str = "parquet",
+class FileSystem(Protocol):
+    """Where a set of tables is published: the local disk here, a cluster's storage for
+    Spark (engines/spark_output.py)."""
+
+    def is_file(self, path: str) -> bool: ...   # exists and is not a directory
+
+    def staging(self, out: str) -> str: ...      # a fresh directory inside ``out``
+
+    def replace(self, tmp: str, final: str) -> None: ...
+
+    def remove(self, path: str) -> None: ...
+
+
+def write_staged(tables: Sequence[Any], out: str, *, format: str, fs: FileSystem,
+                 write_one: Callable[[Any, str, str], None],
                  on_file: Callable[[str], None] | None = None) -> list[str]:
-    """Write ``tables`` as ``out_dir/<name>.<format>``; all appear together or none do."""
+    """Write each table to a staging directory inside ``out``, then move them all into
+    place as ``out/<name>.<format>``: a crash while writing leaves the old files (or none),
+    never a half-written one. Returns the final paths. Every engine writes through this."""
     if format not in FORMATS:
-        raise OptionError(
-            f"'format' must be one of {', '.join(FORMATS)} (got {format!r})")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OptionError(f"output {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".sessionize-tmp-", dir=out)
+        raise OptionError(f"'format' must be one of {', '.join(FORMATS)} (got {format!r})")
+    if fs.is_file(out):
+        raise OptionError(f"output {out!r} exists and is not a directory")
+    staging = fs.staging(out)
     try:
         staged = []
         for table in tables:
             name = f"{table.name}.{FORMATS[format]}"
             if on_file:
                 on_file(name)
-            tmp = os.path.join(staging, name)
-            _write_one(table, tmp, format)
-            staged.append((tmp, str(out / name)))
+            write_one(table, f"{staging}/{name}", format)
+            staged.append((f"{staging}/{name}", f"{out}/{name}"))
         for tmp, final in staged:
-            os.replace(tmp, final)
+            fs.replace(tmp, final)
         return [final for _, final in staged]
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        fs.remove(staging)
+
+
+class LocalFileSystem:
+    """The local disk: ``os.replace`` moves a finished file into place atomically."""
+
+    def is_file(self, path: str) -> bool:
+        return os.path.exists(path) and not os.path.isdir(path)
+
+    def staging(self, out: str) -> str:
+        os.makedirs(out, exist_ok=True)
+        return tempfile.mkdtemp(prefix=".sessionize-tmp-", dir=out)
+
+    def replace(self, tmp: str, final: str) -> None:
+        os.replace(tmp, final)
+
+    def remove(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_tables(tables: Sequence[Table], out_dir: str | os.PathLike, *, format: str = "parquet",
+                 on_file: Callable[[str], None] | None = None) -> list[str]:
+    """Write DuckDB-engine ``tables`` as ``out_dir/<name>.<format>``; all appear together or
+    none do."""
+    out = str(Path(out_dir))
+    return write_staged(tables, out, format=format, fs=LocalFileSystem(), write_one=_write_one,
+                        on_file=on_file)

@@ -30,6 +30,8 @@ from sqlglot import exp
 
 from ..errors import InputError
 from ..rules import CAMPAIGN_FIELDS, OUTPUT_EVENT_COLUMNS, Rules
+from .dialects import rewriter
+from .identity import identification_key, identities_sql
 
 __all__ = ["CompiledRules", "Field", "compile_rules", "field_paths", "fields_from_schema", "quote"]
 
@@ -141,12 +143,10 @@ class CompiledRules:
 
 
 def _dialect_rewriter(dialect: str):
-    """Rewrite functions sqlglot passes through or mistranslates (DESIGN.md, section 3).
+    """Rewrite functions sqlglot passes through or mistranslates (each found by a test).
 
     The passes live in :mod:`sessionize.sql.dialects`, one per function, each with a doctest.
     """
-    from .dialects import rewriter
-
     return rewriter(dialect)
 
 
@@ -444,7 +444,6 @@ def _identity_sql(rules: Rules, rule: _RuleSQL) -> tuple[str, str | None]:
     carried = "".join(f", p.{P}{name}" for name, _ in rule.columns)
     columns = f"p.{P}ts, p.{P}msg, p.{P}name, p.{P}invalid{carried}"
     if rules.identity == "graph":
-        from .identity import identities_sql
 
         changed = ("(SELECT identifier, resolved_user FROM sz_identities "
                    "WHERE resolved_user <> identifier)")
@@ -466,15 +465,6 @@ def _identity_sql(rules: Rules, rule: _RuleSQL) -> tuple[str, str | None]:
                 f"AS {P}user, {columns} FROM sz_prepared AS p LEFT JOIN sz_identities AS m "
                 f"ON m.identifier = p.{P}aid)")
     return resolved, identities
-
-
-def identification_key(ts: str = f"EPOCH_US({P}ts)", msg: str = f"{P}msg",
-                       row: str = f"{P}row") -> str:
-    """The order of identifications, the events' own (time, messageId with missing last,
-    input order), as a struct without NULLs: engines disagree on where a NULL field sorts.
-    """
-    return (f"struct_pack(t := {ts}, n := {msg} IS NULL, m := coalesce({msg}, ''), "
-            f"r := {row})")
 
 
 def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: Sequence[str],
@@ -666,5 +656,5 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                           "events_unordered": events_unordered,
                           "sessions": sessions, "users": users, "identities": identities,
                           "keys": keys}, renamed,
-                         identity=rules.identity, identity_cap=rules.identity_cap)
+                         identity=rules.identity, identity_cap=rules.graph_cap)
 

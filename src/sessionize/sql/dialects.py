@@ -2,7 +2,7 @@
 
 The compiler writes DuckDB SQL; sqlglot renders it in other dialects, but a few
 DuckDB functions pass through untranslated or are translated to something that
-means another thing (DESIGN.md, section 3). Each rewrite below is one small, pure
+means another thing (found by tests on each engine). Each rewrite below is one small, pure
 pass over one kind of node, with a doctest showing the SQL it produces, so a
 wrong translation is found by reading one function, not by a failing cluster run.
 

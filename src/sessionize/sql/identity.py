@@ -159,12 +159,19 @@ def propagate(runner: Runner, edges: str, base: str) -> str:
                        "please report this")
 
 
+def identification_key(ts: str = f"EPOCH_US({P}ts)", msg: str = f"{P}msg",
+                       row: str = f"{P}row") -> str:
+    """The order of identifications, the events' own (time, messageId with missing last,
+    input order), as a struct without NULLs: engines disagree on where a NULL field sorts.
+    """
+    return (f"struct_pack(t := {ts}, n := {msg} IS NULL, m := coalesce({msg}, ''), "
+            f"r := {row})")
+
+
 # -- the statements ------------------------------------------------------------------------
 def pairs_sql() -> str:
     """The valid events grouped by (userId, anonymousId, alias previousId): one pass over
     the events; everything after reads this much smaller table."""
-    from .compiler import identification_key
-
     return f"""
         SELECT uid, aid, prev, count(*) AS events, min(ts_us) AS first_us,
             max({identification_key('ts_us', 'msg', 'input_row')})

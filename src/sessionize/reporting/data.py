@@ -8,13 +8,12 @@ are labelled ``user 1``, ``user 2``, ... in the order they are shown.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .quality import quality
-
-if TYPE_CHECKING:
-    from ..analysis.thresholds import ThresholdAnalysis
-    from ..result import Result
+from ..analysis.thresholds import ThresholdAnalysis, _input_schema, input_row_sql
+from ..columnar.gaps import sample_table
+from ..result import Result
+from .quality import quality, sample_modulus
 
 __all__ = ["collect"]
 
@@ -29,13 +28,12 @@ EXAMPLE_EVENTS = 40  # events per example user, at most
 
 def collect(result: Result, analysis: ThresholdAnalysis, *, show_user_ids: bool) -> dict:
     """All report data; on the SQL plan it needs the analysis' ``sz_th_gaps`` table."""
-    from ..analysis.thresholds import _input_schema, input_row_sql
 
-    engine = result._engine
+    engine = result.engine
     con = engine.con
     stats = result.stats()
     data: dict[str, Any] = {"stats": stats, "source": result.source,
-                            "gap_seconds": result.gap_us / 1e6}
+                            "gap_seconds": result.rules.gap_us / 1e6}
     data["headline"] = _headline(con)
     data["per_user"] = _per_user(con)
     data["durations"] = _durations(con)
@@ -54,8 +52,6 @@ def collect(result: Result, analysis: ThresholdAnalysis, *, show_user_ids: bool)
 def _sample(engine: Any, analysis: ThresholdAnalysis, events: int) -> str | None:
     """On the columnar plan, the quality checks' sample built from the gap arrays (the
     same users the SQL samples); None: they sample ``sz_th_gaps`` themselves."""
-    from ..columnar.gaps import sample_table
-    from .quality import sample_modulus
 
     if analysis._gaps is None:
         return None

@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..analysis.thresholds import METHOD, _short
-from . import charts
-from .charts import esc
+from ..charts import svg as charts
+from ..charts.svg import esc
 
 __all__ = ["render"]
 

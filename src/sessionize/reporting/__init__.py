@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..analysis.thresholds import ThresholdAnalysis, analyze
+from ..api import execute
+from ..charts.svg import SVG
 from ..errors import OptionError
-from .charts import SVG
-
-if TYPE_CHECKING:
-    from ..analysis.thresholds import ThresholdAnalysis
-    from ..result import Result
+from ..result import Result
+from .data import collect
+from .page import render
 
 __all__ = ["CHARTS", "Report", "build_report", "report"]
 
@@ -68,13 +69,9 @@ class Report:
 def build_report(result: Result, *, show_user_ids: bool = False,
                  platform: str | None = "auto") -> Report:
     """Build the report of a finished run (see the module docstring)."""
-    from ..analysis.thresholds import analyze
-    from .data import collect
-    from .page import render
-
     if not isinstance(show_user_ids, bool):
         raise OptionError(f"'show_user_ids' must be True or False (got {show_user_ids!r})")
-    con = result._engine.con
+    con = result.engine.con
     analysis = analyze(result, platform=platform, keep_gaps=True)
     try:
         data = collect(result, analysis, show_user_ids=show_user_ids)
@@ -102,8 +99,6 @@ def report(source: Any, path: str | os.PathLike | None = None, *, show_user_ids:
     >>> "Sessions report" in page.html and "user_001" not in page.html
     True
     """
-    from ..result import Result
-
     if isinstance(source, Result):
         if options:
             raise OptionError(
@@ -111,12 +106,9 @@ def report(source: Any, path: str | os.PathLike | None = None, *, show_user_ids:
                 "Result (got a Result); pass them to sessionize.run() instead")
         built = build_report(source, show_user_ids=show_user_ids, platform=platform)
     else:
-        from ..api import run
-
         # nobody reads this run's events table: skip its time order and its columns
         options.setdefault("events_order", "none")
-        options["_events_table"] = False
-        with run(source, **options) as result:
+        with execute(source, events_table=False, **options) as result:
             built = build_report(result, show_user_ids=show_user_ids, platform=platform)
     if path is not None:
         built.write(path)

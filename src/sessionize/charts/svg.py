@@ -13,7 +13,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ..durations import short as _short
 from ..errors import OptionError
+from .png import svg_to_png
 
 __all__ = ["SVG", "bar_chart", "esc", "histogram_chart", "line_chart", "threshold_chart",
            "timeline_chart"]
@@ -42,8 +44,6 @@ class SVG(str):
 
     def to_png(self, path: str | None = None) -> bytes:
         """The chart as PNG bytes (written to ``path`` when given); needs Chromium."""
-        from .png import svg_to_png
-
         return svg_to_png(str(self), path)
 
     def save(self, path: str) -> None:
@@ -351,6 +351,4 @@ def sensitivity_chart(analysis: Any, measure: str, *, platforms: Sequence[str] |
 
 
 def _dur(seconds: float) -> str:
-    from ..analysis.thresholds import _short
-
     return _short(seconds) if seconds else "0s"
