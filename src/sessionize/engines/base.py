@@ -25,19 +25,13 @@ from typing import Any
 from ..errors import InputError, InvalidEventsError
 from ..io.inputs import LoadedInput as Input
 from ..result import Result, Table
-from ..rules import CAMPAIGN_FIELDS, Rules
-from ..sql.compiler import Field, compile_rules, quote
+from ..rules import Rules
+from ..sql.compiler import COLUMN_FIELDS, Field, compile_rules, field_paths, quote
 
 __all__ = ["Engine", "MAX_REPORTED", "invalid_events_error"]
 
 #: How many invalid rows an error message names.
 MAX_REPORTED = 5
-
-#: The Segment fields ``enrich=True`` reads when present (none is required).
-ENRICH_FIELDS = ("context.page.path", "properties.path", "context.page.referrer",
-                 "context.campaign.source", "context.campaign.medium", "context.campaign.name",
-                 "context.campaign.term", "context.campaign.content", "context.device.type",
-                 "context.os.name", "context.library.name")
 
 Progress = Callable[[str, "float | None"], None]
 
@@ -110,10 +104,8 @@ class Engine:
         reads) may be absent, which reads as missing values.
         """
         columns = rules.columns
-        fields: dict[str, Field | None] = {
-            name: self.resolve(loaded, getattr(columns, name))
-            for name in ("user_id", "anonymous_id", "timestamp", "message_id", "event", "type",
-                         "received_at", "sent_at", "original_timestamp", "previous_id")}
+        paths = field_paths(rules)
+        fields = {name: self.resolve(loaded, paths[name][0]) for name in COLUMN_FIELDS}
         if fields["user_id"] is None and fields["anonymous_id"] is None:
             raise InputError(
                 f"the input has neither a {columns.user_id!r} nor an "
@@ -125,24 +117,9 @@ class Engine:
                 f"the input has no timestamp column {columns.timestamp!r}.\n"
                 f"Hint: name it with timestamp= (--timestamp); the input has: "
                 f"{', '.join(loaded.schema)}")
-        wanted: dict[str, tuple[str, bool]] = {}  # name -> (path, must exist)
-        if rules.gaps:
-            wanted["gap_by"] = (("context.library.name", False) if rules.gap_by == "platform"
-                                else (rules.gap_by, True))  # type: ignore[assignment]
-        if rules.midnight == "event":
-            wanted["timezone"] = (rules.timezone_column,
-                                  rules.timezone_column != "context.timezone")
-        for i, path in enumerate(rules.campaign):
-            wanted[f"campaign_{i}"] = (path, rules.campaign != CAMPAIGN_FIELDS)
-        if rules.client_session:
-            wanted["client_session"] = (rules.client_session, True)
-        if rules.enrich:
-            for path in ENRICH_FIELDS:
-                wanted[f"enrich:{path}"] = (path, False)
-            wanted["enrich:type"] = (columns.type, False)
-        for path in rules.first_last:
-            wanted[f"enrich:{path}"] = (path, True)
-        for name, (path, required) in wanted.items():
+        for name, (path, required) in paths.items():
+            if name in fields:
+                continue
             fields[name] = self.resolve(loaded, path)
             if fields[name] is None and required:
                 rule = name.split("_")[0].split(":")[0]

@@ -68,6 +68,11 @@ ENRICH_PATHS = ("context.page.path", "properties.path", "context.page.referrer",
                 "context.os.name", "context.library.name")
 
 
+#: The fields of :class:`~sessionize.rules.Columns` that name columns.
+COLUMN_FIELDS = ("user_id", "anonymous_id", "timestamp", "message_id", "event", "type",
+                 "received_at", "sent_at", "original_timestamp", "previous_id")
+
+
 def field_paths(rules: Rules) -> dict[str, tuple[str, bool]]:
     """Every field the rules read: its name in ``compile_rules``' ``fields`` -> (the input
     path, whether the path must exist). Columns the user named must exist; Segment's
@@ -76,7 +81,7 @@ def field_paths(rules: Rules) -> dict[str, tuple[str, bool]]:
     >>> field_paths(Rules(midnight="event"))["timezone"]
     ('context.timezone', False)
     """
-    wanted = {name: (path, False) for name, path in vars(rules.columns).items()}
+    wanted = {name: (getattr(rules.columns, name), False) for name in COLUMN_FIELDS}
     if rules.gaps_us:
         wanted["gap_by"] = (("context.library.name", False) if rules.gap_by == "platform"
                             else (rules.gap_by, True))
