@@ -14,11 +14,12 @@ from typing import IO
 
 from .._version import __version__
 from ..analysis.thresholds import thresholds
-from ..api import execute, to_sql
+from ..api import execute, make_rules, to_sql
 from ..engines.duckdb import DuckDB
 from ..engines.postgres import Postgres
 from ..engines.spark import Spark, require_pyspark, spark_session
 from ..errors import DataError, OptionError
+from ..io.dbt import write_project
 from ..reporting import report
 from ..sample import sample_path
 from ..sql.standalone import DIALECTS, TABLES
@@ -174,15 +175,30 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--table", default="events", choices=TABLES,
                      help="which table the query returns (default: events; quarantine: the "
                           "rows left out, with a reason each)")
+
+
+    dbt = commands.add_parser(
+        "dbt", help="write a dbt package: source, models, schema tests, README",
+        description="Write a dbt package that builds sessionize_events, sessionize_sessions "
+                    "and sessionize_users from the raw events with 'dbt build', as "
+                    "'sessionize run' would.",
+        epilog="example:\n  sessionize dbt models/sessionize --dialect postgres --source "
+               "segment.tracks --profile saas",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    dbt.add_argument("directory", metavar="DIR", help="where to write the package")
+    _add_query_flags(dbt, dialect="duckdb", source="segment.tracks")
     return parser
 
 
-def _add_query_flags(parser: argparse.ArgumentParser) -> None:
+def _add_query_flags(parser: argparse.ArgumentParser, *, dialect: str | None = None,
+                     source: str | None = None) -> None:
     """What a standalone query needs: the dialect, the source table, its columns, the rules."""
-    parser.add_argument("--dialect", required=True, choices=DIALECTS,
-                        help="the SQL dialect of the warehouse")
-    parser.add_argument("--source", required=True, metavar="TABLE",
-                        help="the table holding the events, e.g. segment.tracks")
+    parser.add_argument("--dialect", required=dialect is None, default=dialect,
+                        choices=DIALECTS, help="the SQL dialect of the warehouse"
+                        + (f" (default: {dialect})" if dialect else ""))
+    parser.add_argument("--source", required=source is None, default=source, metavar="TABLE",
+                        help="the table holding the events, e.g. segment.tracks"
+                        + (f" (default: {source})" if source else ""))
     parser.add_argument("--column", dest="schema", action="append", type=_column_type,
                         metavar="NAME=TYPE",
                         help="declare a column of the source and its type (text, bigint, "
@@ -208,9 +224,24 @@ def _sql(args: argparse.Namespace, stdout: IO[str]) -> int:
     return EXIT_OK
 
 
+def _dbt(args: argparse.Namespace, stdout: IO[str]) -> int:
+    schema, _, table = args.source.rpartition(".")
+    if not schema:
+        raise OptionError(f"--source must be SCHEMA.TABLE for a dbt source (got {args.source!r})")
+    rules = make_rules(None, None, rule_options(args))
+    files = write_project(rules, args.directory, dialect=args.dialect, source_schema=schema,
+                          source_table=table, schema=dict(args.schema) if args.schema else None,
+                          order_by=args.order_by, version=__version__)
+    stdout.write("wrote " + ", ".join(files) + f"\nrun it: dbt build --project-dir "
+                 f"{args.directory} (with a profile named 'sessionize')\n")
+    return EXIT_OK
+
+
 def _run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     if args.command == "sql":
         return _sql(args, stdout)
+    if args.command == "dbt":
+        return _dbt(args, stdout)
     result, progress = _sessionize(args, stderr)
     if result is None:
         return EXIT_USAGE
