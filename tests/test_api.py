@@ -17,8 +17,10 @@ from sessionize.sql import compiler
 def test_exported_members_are_locked():
     assert sorted(sessionize.__all__) == sorted([
         "Columns", "DataError", "DuckDB", "InputError", "InvalidEventsError",
-        "MalformedJSONError", "OptionError", "Result", "Rules", "SessionizeError", "Spark",
+        "MalformedJSONError", "OptionError", "Postgres", "Result", "Rules", "SessionizeError",
+        "Spark",
         "Table", "__version__", "parse_duration", "report", "run", "sample_path", "thresholds",
+        "to_sql",
     ])
     for name in sessionize.__all__:
         assert hasattr(sessionize, name)
@@ -99,3 +101,10 @@ def test_rules_compile_for_every_dialect(dialect):
     assert "LAG(" in assign and "1800000000" in assign
     if dialect in ("spark", "bigquery"):
         assert "UNIX_MICROS(" in assign
+
+
+def test_to_sql_does_not_shadow_the_sql_package():
+    import sessionize.sql.compiler
+
+    assert sessionize.sql.compiler.compile_rules is not None
+    assert callable(sessionize.to_sql) and not callable(sessionize.sql)

@@ -205,7 +205,8 @@ def test_cli_run_with_flags_and_a_rules_file_gives_the_python_tables(source, tmp
      "give the columns once"),
     ({"engine": sessionize.DuckDB(), "threads": 2}, "got engine= and threads=2"),
     ({"engine": "duckdb", "spark": object()}, "'spark' (a SparkSession) needs engine='spark'"),
-    ({"engine": "postgres"}, "'engine' must be one of duckdb, spark"),
+    ({"engine": "flink"}, "'engine' must be one of duckdb, spark, postgres"),
+    ({"engine": "postgres"}, "engine='postgres' needs a dsn= or a connection="),
     ({"rules": 5}, "'rules' must be a sessionize.Rules"),
 ])
 def test_an_object_and_its_keywords_together_are_refused(given, message):

@@ -9,16 +9,19 @@ The front door is a few verbs and the values they take:
 
 - :func:`run` sessionizes a source and returns a :class:`Result` (three tables);
 - :func:`thresholds` and :func:`report` analyse a source or a finished result;
-- :class:`Rules`, :class:`Columns`, :class:`DuckDB` and :class:`Spark` are the option
-  objects ``run`` takes (each also given as flat keywords: ``run(path, gap="1h")``).
+- :func:`to_sql` writes the rules as one standalone query per table for a warehouse
+  (named so because ``sessionize.sql`` is the package holding the compiler);
+- :class:`Rules`, :class:`Columns`, :class:`DuckDB`, :class:`Spark` and :class:`Postgres`
+  are the option objects ``run`` takes (each also given as flat keywords: ``run(path, gap="1h")``).
 
 Where things live (docs/architecture.md tells more)::
 
     rules.py      the rule set and every option, declared once
     io/           reading inputs (inputs.py) and writing outputs (outputs.py)
-    sql/          the rules compiled to SQL through sqlglot; dialect rewrites; identity SQL
+    sql/          the rules compiled to SQL through sqlglot; dialect rewrites; identity SQL;
+                  standalone.py: one query per table for a warehouse
     columnar/     the columnar plan: one (user, time) sort, one scan, on Arrow and numpy
-    engines/      base.py (the shared pipeline), duckdb.py, spark.py
+    engines/      base.py (the shared pipeline), duckdb.py, spark.py, postgres.py
     result.py     what a run returns
     api.py        run()
     analysis/     threshold analysis, client-session agreement
@@ -29,9 +32,10 @@ Where things live (docs/architecture.md tells more)::
 
 from ._version import __version__
 from .analysis.thresholds import thresholds
-from .api import run
+from .api import run, to_sql
 from .durations import parse_duration
 from .engines.duckdb import DuckDB
+from .engines.postgres import Postgres
 from .engines.spark import Spark
 from .errors import (
     DataError,
@@ -54,6 +58,7 @@ __all__ = [
     "InvalidEventsError",
     "MalformedJSONError",
     "OptionError",
+    "Postgres",
     "Result",
     "Rules",
     "SessionizeError",
@@ -65,4 +70,5 @@ __all__ = [
     "run",
     "sample_path",
     "thresholds",
+    "to_sql",
 ]

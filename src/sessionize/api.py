@@ -23,17 +23,20 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from .engines.duckdb import DuckDB, check_events_order
+from .engines.postgres import Postgres
 from .engines.spark import Spark
 from .errors import OptionError
 from .result import Result
 from .rules import COLUMN_KEYS, COLUMN_OPTIONS, ON_INVALID, RULE_KEYS, RULE_OPTIONS, Columns, Rules
+from .sql.standalone import standalone_sql
 
-__all__ = ["run"]
+__all__ = ["run", "to_sql"]
 
 #: The flat shorthands of the engine objects.
 DUCKDB_KEYS = ("database", "memory_limit", "threads", "temp_directory", "plan")
 SPARK_KEYS = ("spark",)
-ENGINES = ("duckdb", "spark")
+POSTGRES_KEYS = ("dsn", "connection", "into")
+ENGINES = ("duckdb", "spark", "postgres")
 
 
 def run(source: Any, *, rules: Rules | Mapping[str, Any] | str | None = None,
@@ -88,6 +91,40 @@ def run(source: Any, *, rules: Rules | Mapping[str, Any] | str | None = None,
                    events_order=events_order, progress=progress, stdin=stdin, **shorthands)
 
 
+def to_sql(rules: Rules | Mapping[str, Any] | str | None = None, *, dialect: str = "duckdb",
+           source: str = "tracks", table: str = "events",
+           schema: Mapping[str, str] | None = None, order_by: str | None = None,
+           columns: Columns | Mapping[str, str] | None = None, pretty: bool = True,
+           **shorthands: Any) -> str:
+    """One standalone SQL query that returns ``table`` (``events``, ``sessions``, ``users``,
+    or ``quarantine``: the rows left out) for the events in the warehouse table ``source``,
+    with the columns and values :func:`run` gives. ``dialect``: ``duckdb``, ``postgres``,
+    ``spark``/``databricks``, ``snowflake``, ``bigquery``, ``redshift`` or ``trino``.
+
+    The rules are given as for :func:`run` (``rules=``, ``columns=`` or the keywords).
+    ``schema`` declares the source's columns and types (default: the Segment columns the
+    rules read, times as timestamps with a time zone); ``order_by`` names a column that
+    orders tied rows as their input order would (default: each row's content decides).
+    A rule the dialect cannot express is refused, naming both. docs/warehouse.md tells
+    more. (The function is ``to_sql``, not ``sql``: ``sessionize.sql`` is the package that
+    holds the compiler.)
+
+    >>> import sessionize
+    >>> print(sessionize.to_sql(dialect="postgres", source="segment.tracks",
+    ...                         table="users").splitlines()[0])
+    WITH sz_input AS (
+    """
+    known = set(RULE_KEYS) | set(COLUMN_KEYS)
+    unknown = sorted(set(shorthands) - known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"\nHint: did you mean {close[0]!r}?" if close else ""
+        raise TypeError(f"to_sql() got an unexpected keyword argument {unknown[0]!r}{hint}")
+    rule_set = make_rules(rules, columns, shorthands)
+    return standalone_sql(rule_set, dialect=dialect, source=source, table=table, schema=schema,
+                          order_by=order_by, pretty=pretty)
+
+
 def execute(source: Any, *, rules: Any = None, columns: Any = None, engine: Any = "duckdb",
             on_invalid: str = "raise", events_order: str = "time",
             progress: Callable[[str, float | None], None] | None = None,
@@ -99,7 +136,8 @@ def execute(source: Any, *, rules: Any = None, columns: Any = None, engine: Any 
         raise OptionError(
             f"'on_invalid' must be one of {', '.join(ON_INVALID)} (got {on_invalid!r})")
     check_events_order(events_order)
-    known = set(RULE_KEYS) | set(COLUMN_KEYS) | set(DUCKDB_KEYS) | set(SPARK_KEYS)
+    known = (set(RULE_KEYS) | set(COLUMN_KEYS) | set(DUCKDB_KEYS) | set(SPARK_KEYS)
+             | set(POSTGRES_KEYS))
     unknown = sorted(set(shorthands) - known)
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
@@ -148,16 +186,30 @@ def make_rules(rules: Any, columns: Any, shorthands: Mapping[str, Any]) -> Rules
     return rules
 
 
-def make_engine(engine: Any, shorthands: Mapping[str, Any]) -> DuckDB | Spark:
+def make_engine(engine: Any, shorthands: Mapping[str, Any]) -> DuckDB | Spark | Postgres:
     """The engine object from ``engine=`` and the flat shorthands."""
     duck = {k: shorthands[k] for k in DUCKDB_KEYS if shorthands.get(k) is not None}
+    pg = {k: shorthands[k] for k in POSTGRES_KEYS if shorthands.get(k) is not None}
     spark = shorthands.get("spark")
-    if isinstance(engine, (DuckDB, Spark)):
-        _not_both("engine", duck | ({"spark": spark} if spark is not None else {}))
+    if isinstance(engine, (DuckDB, Spark, Postgres)):
+        _not_both("engine", duck | pg | ({"spark": spark} if spark is not None else {}))
         return engine
     if engine not in ENGINES:
-        raise OptionError(f"'engine' must be one of {', '.join(ENGINES)}, sessionize.DuckDB(...) "
-                          f"or sessionize.Spark(...) (got {engine!r})")
+        raise OptionError(f"'engine' must be one of {', '.join(ENGINES)}, sessionize.DuckDB(...), "
+                          f"sessionize.Spark(...) or sessionize.Postgres(...) (got {engine!r})")
+    if engine == "postgres":
+        other = {**duck, **({"spark": spark} if spark is not None else {})}
+        if other:
+            name = next(iter(other))
+            raise OptionError(f"{name!r} does not apply to engine='postgres' "
+                              f"(got {name}={other[name]!r})\nHint: "
+                              "sessionize.run('segment.tracks', engine='postgres', dsn=..., "
+                              "into='analytics')")
+        return Postgres(**pg)
+    if pg:
+        name = next(iter(pg))
+        raise OptionError(f"{name!r} needs engine='postgres' (got engine={engine!r})\n"
+                          "Hint: sessionize.run('segment.tracks', engine='postgres', dsn=...)")
     if engine == "spark":
         if duck.get("plan") == "columnar":
             raise OptionError("plan='columnar' runs on the DuckDB engine only; Spark runs "

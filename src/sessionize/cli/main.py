@@ -14,12 +14,15 @@ from typing import IO
 
 from .._version import __version__
 from ..analysis.thresholds import thresholds
-from ..api import execute
+from ..api import execute, make_rules, to_sql
 from ..engines.duckdb import DuckDB
+from ..engines.postgres import Postgres
 from ..engines.spark import Spark, require_pyspark, spark_session
 from ..errors import DataError, OptionError
+from ..io.dbt import write_project
 from ..reporting import report
 from ..sample import sample_path
+from ..sql.standalone import DIALECTS, TABLES
 from .options import add_option_arguments, rule_options
 from .progress import Progress
 
@@ -56,6 +59,18 @@ examples:
   sessionize thresholds events.parquet --json > thresholds.json
 """
 
+SQL_EXAMPLES = """\
+examples:
+  sessionize sql --dialect postgres --source segment.tracks            the events table
+  sessionize sql --dialect bigquery --source proj.segment.tracks --table sessions
+  sessionize sql --dialect snowflake --source raw.tracks --profile saas --table users
+  sessionize sql --dialect duckdb --source tracks --column userId=text \\
+      --column timestamp=text --column context=json --gap-by platform --gaps web=30m mobile=5m
+
+the query reads the source's Segment columns (userId, anonymousId, messageId, event, type,
+timestamp as a timestamp with a time zone) unless --column declares them; docs/warehouse.md.
+"""
+
 REPORT_EXAMPLES = """\
 examples:
   sessionize report events.json -o report.html       one self-contained page, opens offline
@@ -86,8 +101,13 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--events-order", default="time", choices=["time", "none"],
                         help="run: the events table's row order, by time (default) or none "
                              "(no sort: faster when writing files or loading a warehouse)")
-    engine.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
-                        help="duckdb (embedded, default) or spark (run only; docs/spark.md)")
+    engine.add_argument("--engine", default="duckdb", choices=["duckdb", "spark", "postgres"],
+                        help="duckdb (embedded, default), spark (run only; docs/spark.md) or "
+                             "postgres (run only, inside the database; docs/warehouse.md)")
+    engine.add_argument("--dsn", metavar="URL",
+                        help="--engine postgres: the database, postgresql://user@host/db")
+    engine.add_argument("--source", metavar="TABLE",
+                        help="--engine postgres: the table holding the events, SCHEMA.TABLE")
     engine.add_argument("--master", metavar="URL",
                         help="Spark master for --engine spark: local[2], spark://host:7077, "
                              "yarn, ... (default: spark-submit's, else local[*])")
@@ -114,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "sessions table and a users table.",
         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_source_flags(run)
-    run.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
+    run.add_argument("--out", "-o", metavar="DIR", help="output directory (required, except "
+                     "with --engine postgres)")
+    run.add_argument("--into", metavar="SCHEMA",
+                     help="--engine postgres: create the tables in this schema "
+                          "(sessionize_events, _sessions, _users, _quarantine)")
     run.add_argument("--format", default="parquet", choices=["parquet", "csv", "ndjson"],
                      help="output format (default: parquet)")
     run.add_argument("--quiet", "-q", action="store_true", help="print no summary")
@@ -141,13 +165,96 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--show-user-ids", action="store_true",
                         help="show real user ids (default: 'user 1', 'user 2', ...)")
     report.add_argument("--quiet", "-q", action="store_true", help="print no summary")
+    sql = commands.add_parser(
+        "sql", help="print one standalone SQL query per table, for a warehouse",
+        description="Print one standalone SQL query (CTEs only) that returns the events, "
+                    "sessions or users table for the events in a warehouse table, with the "
+                    "columns and values 'sessionize run' gives.",
+        epilog=SQL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_query_flags(sql)
+    sql.add_argument("--table", default="events", choices=TABLES,
+                     help="which table the query returns (default: events; quarantine: the "
+                          "rows left out, with a reason each)")
+
+
+    dbt = commands.add_parser(
+        "dbt", help="write a dbt package: source, models, schema tests, README",
+        description="Write a dbt package that builds sessionize_events, sessionize_sessions "
+                    "and sessionize_users from the raw events with 'dbt build', as "
+                    "'sessionize run' would.",
+        epilog="example:\n  sessionize dbt models/sessionize --dialect postgres --source "
+               "segment.tracks --profile saas",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    dbt.add_argument("directory", metavar="DIR", help="where to write the package")
+    _add_query_flags(dbt, dialect="duckdb", source="segment.tracks")
     return parser
 
 
+def _add_query_flags(parser: argparse.ArgumentParser, *, dialect: str | None = None,
+                     source: str | None = None) -> None:
+    """What a standalone query needs: the dialect, the source table, its columns, the rules."""
+    parser.add_argument("--dialect", required=dialect is None, default=dialect,
+                        choices=DIALECTS, help="the SQL dialect of the warehouse"
+                        + (f" (default: {dialect})" if dialect else ""))
+    parser.add_argument("--source", required=source is None, default=source, metavar="TABLE",
+                        help="the table holding the events, e.g. segment.tracks"
+                        + (f" (default: {source})" if source else ""))
+    parser.add_argument("--column", dest="schema", action="append", type=_column_type,
+                        metavar="NAME=TYPE",
+                        help="declare a column of the source and its type (text, bigint, "
+                             "double, timestamptz, timestamp, json); repeatable; replaces "
+                             "the default Segment columns")
+    parser.add_argument("--order-by", metavar="COL",
+                        help="a column ordering rows that tie on time and messageId (a load "
+                             "sequence); default: each row's content decides")
+    add_option_arguments(parser)
+
+
+def _column_type(text: str) -> tuple[str, str]:
+    name, sep, kind = text.rpartition("=")
+    if not sep or not name or not kind:
+        raise argparse.ArgumentTypeError(f"must be NAME=TYPE such as userId=text (got {text!r})")
+    return name, kind
+
+
+def _sql(args: argparse.Namespace, stdout: IO[str]) -> int:
+    stdout.write(to_sql(dialect=args.dialect, source=args.source, table=args.table,
+                        schema=dict(args.schema) if args.schema else None,
+                        order_by=args.order_by, **rule_options(args)))
+    return EXIT_OK
+
+
+def _dbt(args: argparse.Namespace, stdout: IO[str]) -> int:
+    schema, _, table = args.source.rpartition(".")
+    if not schema:
+        raise OptionError(f"--source must be SCHEMA.TABLE for a dbt source (got {args.source!r})")
+    rules = make_rules(None, None, rule_options(args))
+    files = write_project(rules, args.directory, dialect=args.dialect, source_schema=schema,
+                          source_table=table, schema=dict(args.schema) if args.schema else None,
+                          order_by=args.order_by, version=__version__)
+    stdout.write("wrote " + ", ".join(files) + f"\nrun it: dbt build --project-dir "
+                 f"{args.directory} (with a profile named 'sessionize')\n")
+    return EXIT_OK
+
+
 def _run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    if args.command == "sql":
+        return _sql(args, stdout)
+    if args.command == "dbt":
+        return _dbt(args, stdout)
     result, progress = _sessionize(args, stderr)
     if result is None:
         return EXIT_USAGE
+    if args.engine == "postgres":
+        with result:
+            if progress:
+                progress.done()
+            if not getattr(args, "quiet", False):
+                stdout.write(result.summary() + "\n")
+                created = [t.relation for t in (result.events, result.sessions, result.users,
+                                                result.quarantine) if "." in t.relation]
+                stdout.write("created " + ", ".join(created) + "\n")
+        return EXIT_OK
     with result:
         if args.command == "thresholds":
             return _thresholds(args, result, progress, stdout)
@@ -168,6 +275,15 @@ def _run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
 
 def _sessionize(args: argparse.Namespace, stderr: IO[str]):
     """Run the shared input/rule/engine flags through the API (sessionize.run)."""
+    if args.engine == "postgres":
+        return _in_postgres(args, stderr)
+    if getattr(args, "into", None) or args.dsn or args.source:
+        stderr.write(f"sessionize {args.command}: error: --dsn, --source and --into need "
+                     "--engine postgres\n")
+        return None, None
+    if args.command == "run" and not args.out:
+        stderr.write("sessionize run: error: the following arguments are required: --out\n")
+        return None, None
     if args.sample == bool(args.inputs):
         stderr.write(f"sessionize {args.command}: error: give INPUT files or --sample "
                      "(not both)\n")
@@ -198,6 +314,30 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
         # thresholds and report never show the events table: no time order for them
         events_order=args.events_order if args.command == "run" else "none",
         events_table=args.command == "run", **rule_options(args))
+    return result, progress
+
+
+def _in_postgres(args: argparse.Namespace, stderr: IO[str]):
+    """--engine postgres: the rules run inside the database, on a table already there."""
+    problem = None
+    if args.command != "run":
+        problem = "--engine postgres works with 'run' only"
+    elif not args.dsn:
+        problem = "--engine postgres needs --dsn postgresql://user@host/db"
+    elif bool(args.source) == bool(args.inputs) or args.sample or len(args.inputs) > 1:
+        problem = "--engine postgres reads one table: give --source SCHEMA.TABLE"
+    elif not args.into:
+        problem = ("--engine postgres creates the tables in the database: give --into SCHEMA "
+                   "(--out writes files, which this engine does not)")
+    if problem:
+        stderr.write(f"sessionize {args.command}: error: {problem}\n")
+        return None, None
+    interactive = stderr.isatty()
+    show = interactive if args.progress is None else args.progress
+    progress = Progress(stderr, interactive=interactive) if show else None
+    result = execute(args.source or args.inputs[0], on_invalid=args.on_invalid,
+                     engine=Postgres(dsn=args.dsn, into=args.into), progress=progress,
+                     events_order=args.events_order, **rule_options(args))
     return result, progress
 
 

@@ -45,6 +45,8 @@ class Engine:
 
     name = "engine"
     dialect = "duckdb"
+    #: False for engines without LAST_VALUE(... IGNORE NULLS) (compile_rules)
+    ignore_nulls = True
 
     def __init__(self, *, progress: Progress | None = None, events_order: str = "time"):
         self.events_order = events_order
@@ -57,7 +59,8 @@ class Engine:
         self._progress("reading", None)
         loaded = self.read(source, rules, on_invalid=on_invalid, stdin=stdin)
         fields = self.fields(loaded, rules)
-        compiled = compile_rules(rules, fields, list(loaded.schema), source=loaded.table)
+        compiled = compile_rules(rules, fields, list(loaded.schema), source=loaded.table,
+                                 ignore_nulls=self.ignore_nulls)
         invalid = self.assign(compiled, loaded, fields, on_invalid)
         self.create_quarantine(self.quarantine_sql(loaded, fields, invalid), loaded)
         return Result(engine=self, rules=rules, compiled=compiled, plan=self.plan,

@@ -258,14 +258,41 @@ class _RuleSQL:
     boundaries: str                  # further WHEN ... THEN '<reason>' branches
     lags: list[tuple[str, str]]      # window expressions over the user's order
     since: str = f"{P}prev_us"       # the time the gap is measured from
+    # the last non-NULL value of an expression before the current event (name, SQL)
+    carries: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def carried(self) -> str:
         return "".join(f", {P}{name}" for name, _ in self.columns)
 
-    def windows(self, order: str) -> str:
+    def windows(self, order: str, *, ignore_nulls: bool = True) -> str:
+        """The window columns of the reasons stage. ``ignore_nulls=False``: the carried
+        values are counted here and finished by :meth:`islands` (no ``IGNORE NULLS``)."""
+        lags = list(self.lags)
+        for name, sql in self.carries:
+            if ignore_nulls:
+                lags.append((name, f"LAST_VALUE({sql} IGNORE NULLS) OVER "
+                                   f"({{order}} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"))
+            else:
+                lags.append((f"{name}_n", f"COUNT({sql}) OVER ({{order}} ROWS BETWEEN UNBOUNDED "
+                                          "PRECEDING AND CURRENT ROW)"))
         return "".join(f",\n                            {sql.format(order=order)} AS {P}{name}"
-                       for name, sql in self.lags)
+                       for name, sql in lags)
+
+    def islands(self, inner: str, order: str) -> str:
+        """``inner`` with the carried values added without ``IGNORE NULLS``, which some
+        engines lack (PostgreSQL) and sqlglot drops silently: the non-NULL values so far
+        are counted (``_n``), each count's group takes its one non-NULL value (``_v``),
+        and an event takes its group's value, or the previous group's when its own value
+        is not NULL (the value *before* the event)."""
+        if not self.carries:
+            return inner
+        groups = ", ".join(f"MAX({sql}) OVER (PARTITION BY {P}user, {P}{name}_n) AS {P}{name}_v"
+                           for name, sql in self.carries)
+        values = ", ".join(f"CASE WHEN ({sql}) IS NULL THEN {P}{name}_v "
+                           f"ELSE LAG({P}{name}_v) OVER ({order}) END AS {P}{name}"
+                           for name, sql in self.carries)
+        return f"(SELECT *, {values} FROM (SELECT *, {groups} FROM {inner}))"
 
 
 def _other_time_sql(field: Field | None, unit: str) -> str:
@@ -301,7 +328,7 @@ ENRICH_FIRST = {
 
 
 def _enrichment_sql(rules: Rules, fields: dict[str, Field | None],
-                    source: str) -> list[tuple[str, str]]:
+                    side: str = "i") -> list[tuple[str, str]]:
     """Aggregates over a session's events (joined back to the input by row).
 
     First/last values are the first/last *non-missing* value in the session's order.
@@ -316,7 +343,7 @@ def _enrichment_sql(rules: Rules, fields: dict[str, Field | None],
         field = fields.get(f"enrich:{key}")
         if field is None:
             return "CAST(NULL AS VARCHAR)"
-        return _text_sql(dataclasses.replace(field, sql=_qualify(field.sql)))
+        return _text_sql(dataclasses.replace(field, sql=_qualify(field.sql, side)))
 
     out: list[tuple[str, str]] = []
     if rules.enrich:
@@ -339,23 +366,28 @@ def _enrichment_sql(rules: Rules, fields: dict[str, Field | None],
         if field is None:
             value = "NULL"
         elif field.type.upper() == "JSON":  # values of JSON inputs come back as plain text
-            value = _text_sql(dataclasses.replace(field, sql=_qualify(field.sql)))
+            value = _text_sql(dataclasses.replace(field, sql=_qualify(field.sql, side)))
         else:
-            value = _qualify(field.sql)
+            value = _qualify(field.sql, side)
         out.append((f"first_{label}", first(value)))
         out.append((f"last_{label}", last(value)))
     return out
 
 
-def _qualify(sql: str) -> str:
-    """Point a field's SQL at the input side (``i``) of the enrichment join."""
-    return "i." + sql if sql.startswith('"') else sql.replace('("', '(i."', 1)
+def _qualify(sql: str, side: str = "i") -> str:
+    """Point a field's SQL at the input side (``i``) of the enrichment join (``a``, the
+    assignment, when the input's columns ride along)."""
+    return f"{side}." + sql if sql.startswith('"') else sql.replace('("', f'({side}."', 1)
 
 
-def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
-    """Per-event gaps, midnight, campaign, start/end events and client session ids."""
+def _rule_sql(rules: Rules, fields: dict[str, Field | None], name: str = f"{P}name") -> _RuleSQL:
+    """Per-event gaps, midnight, campaign, start/end events and client session ids.
+
+    ``name`` is the event name's SQL: the columns computed here sit in the select that
+    names it, and only DuckDB lets a select read its own aliases."""
     columns: list[tuple[str, str]] = []
     lags: list[tuple[str, str]] = []
+    carries: list[tuple[str, str]] = []
     branches: list[str] = []
     threshold = str(rules.gap_us)
     before = "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
@@ -381,8 +413,7 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
         present = " OR ".join(f"{part} IS NOT NULL" for part in parts)
         joined = " || '|' || ".join(f"coalesce({part}, '')" for part in parts)
         columns.append(("campaign", f"CASE WHEN {present} THEN {joined} END"))
-        lags.append(("last_campaign",
-                     f"LAST_VALUE({P}campaign IGNORE NULLS) OVER ({{order}} {before})"))
+        carries.append(("last_campaign", f"{P}campaign"))
         branches.append(
             f"WHEN {P}campaign <> {P}last_campaign THEN 'campaign_change'")
     if rules.start_events or rules.end_events:
@@ -396,8 +427,7 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
     if rules.client_session:
         columns.append(("client_session", _text_sql(fields.get("client_session"))))
         if rules.client_session_mode == "split":  # "compare" only carries the id along
-            lags.append(("last_client_session",
-                         f"LAST_VALUE({P}client_session IGNORE NULLS) OVER ({{order}} {before})"))
+            carries.append(("last_client_session", f"{P}client_session"))
             branches.append(
                 f"WHEN {P}client_session <> {P}last_client_session THEN 'client_session'")
     if rules.user_change:
@@ -414,26 +444,26 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None]) -> _RuleSQL:
         # measures its gap from the last active event before it (from the previous event
         # when there is none); a passive event from the previous event.
         names = ", ".join(map(_literal, rules.passive_events))
-        columns.append(("passive", f"coalesce({P}name IN ({names}), false)"))
-        lags.append(("last_active_us", f"LAST_VALUE(CASE WHEN {P}passive THEN NULL ELSE "
-                                       f"{P}ts_us END IGNORE NULLS) OVER ({{order}} {before})"))
+        columns.append(("passive", f"coalesce(({name}) IN ({names}), false)"))
+        # times only grow along the user's order: the last active time is their maximum
+        lags.append(("last_active_us", f"MAX(CASE WHEN {P}passive THEN NULL ELSE "
+                                       f"{P}ts_us END) OVER ({{order}} {before})"))
         use_prev = f"{P}passive OR {P}last_active_us IS NULL"
         since = f"CASE WHEN {use_prev} THEN {P}prev_us ELSE {P}last_active_us END"
         if rules.gaps_us:
-            lags.append(("last_active_gap_us",
-                         f"LAST_VALUE(CASE WHEN {P}passive THEN NULL ELSE {P}gap_us END "
-                         f"IGNORE NULLS) OVER ({{order}} {before})"))
+            carries.append(("last_active_gap_us",
+                            f"CASE WHEN {P}passive THEN NULL ELSE {P}gap_us END"))
             threshold = (f"CASE WHEN {use_prev} THEN {P}prev_gap_us "
                          f"ELSE {P}last_active_gap_us END")
     boundaries = "".join(f"{b}\n                             " for b in branches)
-    return _RuleSQL(columns, threshold, boundaries, lags, since)
+    return _RuleSQL(columns, threshold, boundaries, lags, since, carries)
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _identity_sql(rules: Rules, rule: _RuleSQL) -> tuple[str, str | None]:
+def _identity_sql(rules: Rules, rule: _RuleSQL, inputs: str = "") -> tuple[str, str | None]:
     """The events with their resolved user (a table or subquery) and the identities stage.
 
     ``event``: the notebook's per-event coalesce, straight from ``sz_prepared``.
@@ -447,7 +477,7 @@ def _identity_sql(rules: Rules, rule: _RuleSQL) -> tuple[str, str | None]:
         return "sz_prepared", None
     # explicit columns, not `* REPLACE`, so the same tree runs on Spark
     carried = "".join(f", p.{P}{name}" for name, _ in rule.columns)
-    columns = f"p.{P}ts, p.{P}msg, p.{P}name, p.{P}invalid{carried}"
+    columns = f"p.{P}ts, p.{P}msg, p.{P}name, p.{P}invalid{carried}{inputs}"
     if rules.identity == "graph":
 
         changed = ("(SELECT identifier, resolved_user FROM sz_identities "
@@ -473,12 +503,20 @@ def _identity_sql(rules: Rules, rule: _RuleSQL) -> tuple[str, str | None]:
 
 
 def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: Sequence[str],
-                  *, source: str = "sz_input") -> CompiledRules:
+                  *, source: str = "sz_input", join_back: bool = True,
+                  ignore_nulls: bool = True) -> CompiledRules:
     """Build the syntax trees of every stage for the given input.
 
     ``fields`` maps each name of :class:`~sessionize.rules.Columns` to where it
     lives in the input (``None`` when absent). ``timestamp`` must be present,
     and at least one of ``user_id`` and ``anonymous_id``.
+
+    ``join_back=True`` (the engines): the windows run on a narrow projection and the
+    input's columns are joined back by ``__sz_row``, which must then be unique.
+    ``join_back=False`` (a standalone query, sql/standalone.py): the input's columns ride
+    along through the windows, so ``__sz_row`` is only the last tie-breaker and may repeat
+    (identical rows). ``ignore_nulls=False``: no ``LAST_VALUE(... IGNORE NULLS)``, for
+    engines that lack it (:meth:`_RuleSQL.islands`).
     """
     ts_field = fields.get("timestamp")
     if ts_field is None:
@@ -505,7 +543,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         received = _other_time_sql(fields.get("received_at"), rules.timestamp_unit)
         dedupe_rank = (f", CASE WHEN {msg} IS NULL THEN 1 ELSE ROW_NUMBER() OVER "
                        f"(PARTITION BY {msg} ORDER BY {received}, {P}row) END AS {P}copy")
-    rule = _rule_sql(rules, fields)
+    rule = _rule_sql(rules, fields, name)
     rule_columns = "".join(f",\n                {sql} AS {P}{name}" for name, sql in rule.columns)
     dup_check = (f"\n                 WHEN {P}copy > 1 THEN 'duplicate_message_id'"
                  if rules.dedupe else "")
@@ -535,23 +573,29 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     running = (f"PARTITION BY {P}user ORDER BY {P}seq "
                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
     # --- identity: event (the notebook's per-event coalesce), stitched, or the graph --------
-    resolved, identities = _identity_sql(rules, rule)
+    riding = "" if join_back else "".join(f", {quote(c)}" for c in input_columns)
+    resolved, identities = _identity_sql(
+        rules, rule, "".join(f", p.{quote(c)}" for c in input_columns) if riding else "")
     # keys: the valid events, narrow; the windows (or the columnar plan, kernel.py) read them
     keys = (f"SELECT {P}row, {P}user, {P}ts, EPOCH_US({P}ts) AS {P}ts_us, {P}msg, {P}name"
-            f"{rule.carried} FROM {resolved} WHERE {P}invalid IS NULL")
+            f"{rule.carried}{riding} FROM {resolved} WHERE {P}invalid IS NULL")
+    windows = rule.windows(order, ignore_nulls=ignore_nulls)
+    lagged = f"""(
+                        SELECT *,
+                            LAG({P}ts) OVER ({order}) AS {P}prev_ts,
+                            LAG({P}ts_us) OVER ({order}) AS {P}prev_us,
+                            ROW_NUMBER() OVER ({order}) AS {P}seq{windows}
+                        FROM ({keys})
+                    )"""
+    if not ignore_nulls:
+        lagged = rule.islands(lagged, order)
     reasons = f"""(
                     SELECT *,
                         CASE WHEN {P}prev_us IS NULL THEN 'first_event'
                              WHEN {P}ts_us - ({rule.since}) > {rule.threshold}
                                 THEN 'inactivity'
                              {rule.boundaries}END AS {P}reason
-                    FROM (
-                        SELECT *,
-                            LAG({P}ts) OVER ({order}) AS {P}prev_ts,
-                            LAG({P}ts_us) OVER ({order}) AS {P}prev_us,
-                            ROW_NUMBER() OVER ({order}) AS {P}seq{rule.windows(order)}
-                        FROM ({keys})
-                    )
+                    FROM {lagged}
                 )"""
     if rules.max_duration_us:
         # A session the other rules made that runs longer than max_duration is cut into
@@ -560,49 +604,50 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         by_seq = f"PARTITION BY {P}user ORDER BY {P}seq"
         m = rules.max_duration_us
         reasons = f"""(
-                SELECT * EXCLUDE ({P}base_reason, {P}base_start_us, {P}piece),
+                SELECT *,
                     coalesce({P}base_reason, CASE WHEN {P}piece <> LAG({P}piece)
-                        OVER ({by_seq}) THEN 'max_duration' END) AS {P}reason
+                        OVER ({by_seq}) THEN 'max_duration' END) AS {P}cut_reason
                 FROM (
                     SELECT *,
                         CASE WHEN {P}ts_us = {P}base_start_us THEN 0
                              ELSE CAST(floor(({P}ts_us - {P}base_start_us - 1) / {m}) AS BIGINT)
                         END AS {P}piece
                     FROM (
-                        SELECT * EXCLUDE ({P}reason), {P}reason AS {P}base_reason,
+                        SELECT *, {P}reason AS {P}base_reason,
                             MAX(CASE WHEN {P}reason IS NULL THEN NULL ELSE {P}ts_us END)
                                 OVER ({running}) AS {P}base_start_us
                         FROM {reasons}
                     )
                 )
             )"""
+    start = f"{P}cut_reason" if rules.max_duration_us else f"{P}reason"
+    # The key hashes the user and the session's first time. Times only grow along the
+    # user's order, so the session's first time is the running maximum of the start times:
+    # no LAST_VALUE(... IGNORE NULLS), which PostgreSQL lacks.
     assign = f"""
         SELECT {P}row, {P}user, {P}ts, {P}ts_us, {P}msg, {P}name, {P}seq, {P}prev_ts,
-            {P}reason, {P}session, {P}key{rule.carried}
+            {start} AS {P}reason, {P}session,
+            substr(md5({P}user || '{SEPARATOR}' || CAST({P}start_us AS VARCHAR)), 1, 20)
+                AS {P}key{rule.carried}{riding}
         FROM (
             SELECT *,
-                CAST(SUM(CASE WHEN {P}reason IS NULL THEN 0 ELSE 1 END) OVER ({running}) AS BIGINT)
+                CAST(SUM(CASE WHEN {start} IS NULL THEN 0 ELSE 1 END) OVER ({running}) AS BIGINT)
                     AS {P}session,
-                LAST_VALUE({P}start_key IGNORE NULLS) OVER ({running}) AS {P}key
-            FROM (
-                SELECT *,
-                    -- the key is hashed at session starts only and carried forward
-                    CASE WHEN {P}reason IS NULL THEN NULL
-                         ELSE substr(md5({P}user || '{SEPARATOR}' || CAST({P}ts_us AS VARCHAR)),
-                                     1, 20) END AS {P}start_key
-                FROM {reasons}
-            )
+                MAX(CASE WHEN {start} IS NULL THEN NULL ELSE {P}ts_us END) OVER ({running})
+                    AS {P}start_us
+            FROM {reasons}
         )
     """
     # --- events: the input's columns, the parsed time, and the assignment ---------------
     visible = []
+    side = "i" if join_back else "a"  # where the input's columns are read
     for col in input_columns:
         if col == ts_column:
             visible.append(f"a.{P}ts AS {quote(col)}")
         elif col in renamed:
-            visible.append(f"i.{quote(col)} AS {quote(renamed[col])}")
+            visible.append(f"{side}.{quote(col)} AS {quote(renamed[col])}")
         else:
-            visible.append(f"i.{quote(col)}")
+            visible.append(f"{side}.{quote(col)}")
     if ts_column is None:
         visible.append(f"a.{P}ts AS timestamp")
     events = f"""
@@ -614,7 +659,8 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
             a.{P}session AS session_id,
             a.{P}key AS session_key,
             a.{P}reason AS start_reason
-        FROM {source} AS i JOIN sz_assign AS a ON i.{P}row = a.{P}row
+        FROM {f"{source} AS i JOIN sz_assign AS a ON i.{P}row = a.{P}row"
+              if join_back else "sz_assign AS a"}
     """
     # events_unordered: the same rows in the engine's order, for events_order="none"
     events_unordered = events
@@ -634,7 +680,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         GROUP BY {P}user, {P}session
         ORDER BY resolved_user, session_id
     """
-    enrichment = _enrichment_sql(rules, fields, source)
+    enrichment = _enrichment_sql(rules, fields, side)
     if enrichment:
         sessions = f"""
         SELECT s.*, {", ".join(f"e.{quote(name)}" for name, _ in enrichment)}
@@ -642,7 +688,8 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         LEFT JOIN (
             SELECT a.{P}user AS {P}euser, a.{P}session AS {P}esession,
                 {", ".join(f"{sql} AS {quote(name)}" for name, sql in enrichment)}
-            FROM sz_assign AS a JOIN {source} AS i ON i.{P}row = a.{P}row
+            FROM {f"sz_assign AS a JOIN {source} AS i ON i.{P}row = a.{P}row"
+                  if join_back else "sz_assign AS a"}
             GROUP BY a.{P}user, a.{P}session
         ) AS e ON e.{P}euser = s.resolved_user AND e.{P}esession = s.session_id
         ORDER BY s.resolved_user, s.session_id

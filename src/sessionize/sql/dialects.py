@@ -106,6 +106,8 @@ def string_index(node: exp.Expression, dialect: str) -> exp.Expression:
     """
     if not isinstance(node, exp.Bracket) or len(node.expressions) != 1:
         return node
+    if node.find(exp.ArrayAgg):  # an array's element (ordered_aggregate), not a character
+        return node
     index = node.expressions[0]
     if not (isinstance(index, exp.Literal) and index.is_int):
         return node
@@ -248,11 +250,189 @@ def zone_names(node: exp.Expression, dialect: str) -> exp.Expression:
     return missing if negated else exp.Not(this=missing)
 
 
+# -- PostgreSQL -------------------------------------------------------------------------------
+_POSTGRES = ("postgres",)
+#: Text columns the rules order by: PostgreSQL orders text by the database's collation
+#: (``en_US``: case and punctuation ignored at first), DuckDB and the other engines by
+#: bytes. ``COLLATE "C"`` is byte order, so ties and output order are the same everywhere.
+_TEXT_ORDER_KEYS = ("__sz_msg", "__sz_user", "resolved_user", "msg")
+
+
+def _postgres(sql: str) -> exp.Expression:
+    return sqlglot.parse_one(sql, read="postgres")
+
+
+def _fill(template: exp.Expression, **values: exp.Expression) -> exp.Expression:
+    """``template`` with each column named ``__<key>`` replaced by ``values[key]``."""
+    def put(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and node.name.startswith("__") and \
+                node.name[2:] in values:
+            value = values[node.name[2:]].copy()
+            simple = isinstance(value, (exp.Column, exp.Literal, exp.Paren, exp.Func))
+            return value if simple else exp.Paren(this=value)
+        return node
+
+    return template.transform(put)
+
+
+def ordered_aggregate(node: exp.Expression, dialect: str) -> exp.Expression:
+    """``arg_max(x, key)`` / ``arg_min`` (PostgreSQL has neither) as the first element of
+    an ordered ``array_agg``; a struct key orders by its fields in turn. A ``FILTER``
+    stays on the aggregate. Every call the compiler writes has a non-NULL key.
+
+    >>> _show("SELECT arg_max(x, s) FILTER (WHERE x IS NOT NULL)", "postgres")
+    'SELECT (ARRAY_AGG(x ORDER BY s DESC NULLS LAST) FILTER(WHERE NOT x IS NULL))[1]'
+    >>> print(_show("SELECT arg_min(u, struct_pack(t := a, m := coalesce(b, '')))", "postgres"))
+    SELECT (ARRAY_AGG(u ORDER BY a ASC, COALESCE(b, '') COLLATE "C" ASC))[1]
+    """
+    if dialect not in _POSTGRES:
+        return node
+    where = None
+    call = node
+    if isinstance(node, exp.Filter) and isinstance(node.this, (exp.ArgMax, exp.ArgMin)):
+        call, where = node.this, node.expression
+    if not isinstance(call, (exp.ArgMax, exp.ArgMin)):
+        return node
+    key = call.expression
+    keys = ([field.expression for field in key.expressions] if isinstance(key, exp.Struct)
+            else [key])
+    desc = isinstance(call, exp.ArgMax)
+    ordered = exp.Order(expressions=[exp.Ordered(this=k.copy(), desc=desc, nulls_first=False)
+                                     for k in keys])
+    ordered.set("this", call.this.copy())
+    aggregate: exp.Expression = exp.ArrayAgg(this=ordered)
+    if where is not None:
+        aggregate = exp.Filter(this=aggregate, expression=where.copy())
+    # sqlglot keeps subscripts 0-based and writes PostgreSQL's 1-based [1]
+    return exp.Bracket(this=exp.Paren(this=aggregate), expressions=[exp.Literal.number(0)])
+
+
+def byte_order(node: exp.Expression, dialect: str) -> exp.Expression:
+    """Text order keys sort by bytes on PostgreSQL, as on every other engine.
+
+    >>> _show("SELECT 1 FROM t ORDER BY __sz_ts_us, a.__sz_msg, resolved_user", "postgres")
+    'SELECT 1 FROM t ORDER BY __sz_ts_us, a.__sz_msg COLLATE "C", resolved_user COLLATE "C"'
+    >>> _show("SELECT u AS resolved_user FROM t ORDER BY resolved_user", "postgres")
+    'SELECT u AS resolved_user FROM t ORDER BY u COLLATE "C"'
+    """
+    if dialect not in _POSTGRES or not isinstance(node, exp.Ordered):
+        return node
+    key = node.this
+    text = (isinstance(key, exp.Column) and key.name in _TEXT_ORDER_KEYS) or (
+        isinstance(key, exp.Coalesce) and key.expressions
+        and isinstance(key.expressions[-1], exp.Literal) and key.expressions[-1].is_string)
+    if not text:
+        return node
+    if isinstance(key, exp.Column) and not key.table:  # an output name stands alone in
+        select = node.find_ancestor(exp.Select)      # PostgreSQL: use what it names
+        for projection in select.expressions if select is not None else ():
+            if isinstance(projection, exp.Alias) and projection.alias == key.name:
+                key = projection.this
+    ordered = node.copy()
+    ordered.set("this", exp.Collate(this=key.copy(), expression=exp.Identifier(
+        this="C", quoted=True)))
+    return ordered
+
+
+#: ISO-8601 as DuckDB's cast accepts it: a date, optionally a time (fractional seconds),
+#: optionally an offset. Anything else is not a time (NULL), never an error.
+_ISO = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+        r"([Tt ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?"
+        r" ?([Zz]|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?)?$")
+_OFFSET = r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+_TIME_TEXT = """CASE WHEN __t ~ '{iso}' AND EXTRACT(DAY FROM make_date(
+        CAST(substr(__t, 1, 4) AS INT), CAST(substr(__t, 6, 2) AS INT), 1)
+        + (CAST(substr(__t, 9, 2) AS INT) - 1)) = CAST(substr(__t, 9, 2) AS INT)
+    THEN CASE WHEN length(__t) > 10 AND __t ~ '{offset}'
+        THEN CAST(regexp_replace(__t, '(\\.[0-9]{{6}})[0-9]+', '\\1') AS TIMESTAMPTZ)
+        ELSE CAST(regexp_replace(__t, '(\\.[0-9]{{6}})[0-9]+', '\\1') AS TIMESTAMP)
+            AT TIME ZONE 'UTC' END END"""
+
+
+def text_to_instant(node: exp.Expression, dialect: str) -> exp.Expression:
+    """``TRY_CAST(text AS TIMESTAMPTZ)``: PostgreSQL has no ``TRY_CAST`` (sqlglot writes a
+    ``CAST``, which fails the whole query on one bad value). The text is matched against
+    ISO-8601 first, its day checked against its month, and cast only then; without an
+    offset it is UTC (as DuckDB reads it with its time zone pinned to UTC), whatever the
+    session's time zone; digits beyond microseconds are cut, as DuckDB cuts them.
+
+    >>> "MAKE_DATE" in _show("SELECT TRY_CAST(t AS TIMESTAMPTZ)", "postgres")
+    True
+    """
+    if dialect not in _POSTGRES or not isinstance(node, exp.TryCast) or \
+            not node.to.is_type("timestamptz"):
+        return node
+    template = _postgres(_TIME_TEXT.format(iso=_ISO, offset=_OFFSET))
+    return exp.Paren(this=_fill(template, t=node.this))
+
+
+def instant_from_micros(node: exp.Expression, dialect: str) -> exp.Expression:
+    """``make_timestamp(us)``: sqlglot writes ``TO_TIMESTAMP(us / 10^6)``, a double that
+    loses the last microseconds of today's times; an interval product is exact.
+
+    >>> _show("SELECT make_timestamp(us)", "postgres")
+    "SELECT TO_TIMESTAMP(0) + us * INTERVAL '1 MICROSECOND'"
+    """
+    if dialect not in _POSTGRES or not isinstance(node, exp.UnixToTime):
+        return node
+    scale = node.args.get("scale")
+    if scale is None or scale.name not in ("6", exp.UnixToTime.MICROS.name):
+        return node
+    return _fill(_postgres("TO_TIMESTAMP(0) + __us * INTERVAL '1 microsecond'"), us=node.this)
+
+
+def wall_clock_in_utc(node: exp.Expression, dialect: str) -> exp.Expression:
+    """``CAST(CAST(x AS TIMESTAMP) AS TIMESTAMPTZ)`` (a time without a zone, read as UTC)
+    depends on the session's time zone in PostgreSQL; ``AT TIME ZONE 'UTC'`` does not.
+
+    >>> _show("SELECT CAST(CAST(d AS TIMESTAMP) AS TIMESTAMPTZ)", "postgres")
+    "SELECT CAST(d AS TIMESTAMP) AT TIME ZONE 'UTC'"
+    """
+    if dialect not in _POSTGRES or not isinstance(node, exp.Cast) or \
+            not node.to.is_type("timestamptz"):
+        return node
+    inner = node.this
+    if not (isinstance(inner, exp.Cast) and inner.to.is_type("timestamp", "timestampntz")):
+        return node
+    return exp.AtTimeZone(this=inner.copy(), zone=exp.Literal.string("UTC"))
+
+
+def no_ignore_nulls(node: exp.Expression, dialect: str) -> exp.Expression:
+    """PostgreSQL has no ``IGNORE NULLS`` and sqlglot drops it without a word, which once
+    left ``session_key`` NULL on every event but the first of a session: refuse instead.
+    (The compiler writes these windows another way for PostgreSQL: ``ignore_nulls=False``.)
+
+    >>> _show("SELECT LAST_VALUE(k IGNORE NULLS) OVER (ORDER BY s)", "postgres")
+    Traceback (most recent call last):
+    ...
+    ValueError: IGNORE NULLS cannot be written in postgres: LAST_VALUE(k IGNORE NULLS)
+    """
+    if dialect in _POSTGRES and isinstance(node, exp.IgnoreNulls):
+        raise ValueError(f"IGNORE NULLS cannot be written in {dialect}: {node.sql('duckdb')}")
+    return node
+
+
+def derived_table_alias(node: exp.Expression, dialect: str) -> exp.Expression:
+    """PostgreSQL (and Redshift) reject a subquery in ``FROM`` without an alias; every
+    engine accepts one, so each gets ``sz``.
+
+    >>> _show("SELECT * FROM (SELECT 1)", "postgres")
+    'SELECT * FROM (SELECT 1) AS sz'
+    """
+    if isinstance(node, exp.Subquery) and not node.alias and \
+            isinstance(node.parent, (exp.From, exp.Join)):
+        aliased = node.copy()
+        aliased.set("alias", exp.TableAlias(this=exp.to_identifier("sz")))
+        return aliased
+    return node
+
+
 #: Passes run on every node, in this order, for every dialect except DuckDB.
 PASSES: tuple[Pass, ...] = (
     epoch_micros, timestamp_from_micros, instant_types, regexp_full_match, string_index,
     json_text, list_position, last_value_ignore_nulls, arg_max, unit_separator, md5_prefix,
-    local_time, zone_names,
+    local_time, zone_names, no_ignore_nulls, ordered_aggregate, byte_order, text_to_instant,
+    instant_from_micros, wall_clock_in_utc, derived_table_alias,
 )
 
 
