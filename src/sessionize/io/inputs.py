@@ -22,12 +22,14 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import InputError, MalformedJSONError, OptionError
+from ..errors import InputError, OptionError
+from ..sql.compiler import quote
+from .scan import MalformedLine, malformed_error, scan_json
 
 __all__ = ["LoadedInput", "MalformedLine", "load"]
 
@@ -44,16 +46,6 @@ _FORMATS = {
     ".tsv": "csv",
 }
 _ACCEPTED = "JSON array (.json), NDJSON (.ndjson, .jsonl, .gz), Parquet (.parquet) or CSV (.csv)"
-
-
-@dataclasses.dataclass(frozen=True)
-class MalformedLine:
-    """A JSON line that did not parse (kept for the quarantine table)."""
-
-    path: str
-    line: int
-    text: str
-    error: str
 
 
 @dataclasses.dataclass
@@ -215,7 +207,7 @@ def _sampled_types(con: Any, listed: str, json_format: str, size: str = "") -> d
         pairs AS (
             SELECT n, json, unnest(json_keys(json)) AS k,
                    generate_subscripts(json_keys(json), 1) AS i FROM sample)
-        SELECT k, list(DISTINCT json_type(json -> k)) FROM pairs
+        SELECT k, list(DISTINCT json_type(json -> {_key_path_sql("k")})) FROM pairs
         GROUP BY k ORDER BY min(n * 1000000 + i)""").fetchall()
     return {key: _kind({t for t in (types or []) if t not in (None, "NULL")})
             for key, types in rows}
@@ -251,9 +243,21 @@ def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _key_path(key: str) -> str:
+    """A JSON path literal naming one top-level key, whatever it holds (a bare key that
+    starts with ``$`` or holds ``.`` would be read as a path)."""
+    return _sql_text('$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"')
+
+
+def _key_path_sql(column: str) -> str:
+    """:func:`_key_path` for keys in a SQL column."""
+    return (f"('$.\"' || replace(replace({column}, '\\', '\\\\'), '\"', '\\\"') "
+            "|| '\"')")
+
+
 def _fits(con: Any, listed: str, json_format: str, key: str, kind: str, size: str = "") -> bool:
     """Whether every value of a scalar key casts to the type the sample suggested."""
-    value = f"(json -> {_sql_text(key)})"
+    value = f"(json -> {_key_path(key)})"
     bad = con.execute(
         f"SELECT count(*) FROM read_json_objects({listed}, format='{json_format}'{size}) "
         f"WHERE json_type({value}) <> 'NULL' "
@@ -271,97 +275,61 @@ def _csv_relation(con: Any, files: list[str], text_columns: Iterable[str]) -> st
     return f"read_csv({_sql_list(files)}, union_by_name=true, header=true{extra})"
 
 
-def _iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    opener = gzip.open if path.lower().endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        yield from enumerate(fh, start=1)
-
-
-def find_malformed_json(path: str, fmt: str, *, limit: int | None = None) -> list[MalformedLine]:
-    """Locate lines that do not parse, with 1-based line numbers."""
-    bad: list[MalformedLine] = []
-    if fmt == "json":
-        opener = gzip.open if path.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            text = fh.read()
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            line_text = text.splitlines()[exc.lineno - 1] if text else ""
-            bad.append(MalformedLine(path, exc.lineno, line_text, exc.msg))
-        return bad
-    for number, raw in _iter_lines(path):
-        if not raw.strip():
-            continue
-        try:
-            value = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            error = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-            bad.append(MalformedLine(path, number, raw.decode("utf-8", "replace").rstrip(), error))
-        else:
-            if not isinstance(value, dict):
-                text = raw.decode("utf-8", "replace").rstrip()
-                bad.append(MalformedLine(path, number, text, "not a JSON object"))
-        if limit is not None and len(bad) >= limit:
-            break
-    return bad
-
-
-def _without_lines(path: str, bad: set[int], workdir: str) -> str:
-    """A copy of an NDJSON file without the given lines (for quarantine mode)."""
-    fd, out = tempfile.mkstemp(suffix=".ndjson", dir=workdir)
-    with os.fdopen(fd, "wb") as dst:
-        for number, raw in _iter_lines(path):
-            if number not in bad:
-                dst.write(raw if raw.endswith(b"\n") else raw + b"\n")
-    return out
-
-
-def _malformed_error(bad: MalformedLine) -> MalformedJSONError:
-    snippet = bad.text if len(bad.text) <= 80 else bad.text[:77] + "..."
-    return MalformedJSONError(
-        f"malformed JSON in {bad.path!r} at line {bad.line}: {bad.error}: {snippet!r}\n"
-        "Hint: every line of NDJSON must be one JSON object; use on_invalid='quarantine' "
-        "(--on-invalid quarantine) to set such lines aside and process the rest.",
-        path=bad.path,
-        line=bad.line,
-    )
+def _empty_json_table(con: Any, table: str, rows: int, text_columns: Iterable[str]) -> str:
+    """The table of a JSON input whose objects have no keys at all (no objects, ``{}``):
+    ``rows`` rows of the text columns the rules read, every value missing."""
+    names = list(dict.fromkeys([*text_columns]))
+    columns = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote(n)}" for n in names)
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT {columns} FROM range({rows})")
+    return table
 
 
 def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
                      workdir: str, text_columns: Iterable[str],
                      names: dict[str, str] | None = None, table: str = "sz_input_json"
                      ) -> tuple[str, list[MalformedLine]]:
+    """Parse JSON files into ``table``: with DuckDB straight away, or, when DuckDB refuses
+    the input, after the careful pass of :mod:`sessionize.io.scan` (which sets aside the
+    objects DuckDB refuses, and in raise mode names the first)."""
     # ``names`` maps temporary files (stdin's copy) to what the user knows them by, so that
     # errors and the quarantine table say "<stdin>" rather than a deleted temporary path.
     names = names or {}
-
-    def shown(bad: MalformedLine) -> MalformedLine:
-        return dataclasses.replace(bad, path=names.get(bad.path, bad.path))
-
+    text_columns = list(text_columns)
+    nonempty = [p for p in files if not _is_empty_file(p)]
+    if nonempty:
+        try:
+            return _json_table(con, nonempty, fmt, text_columns, table), []
+        except Exception:  # duckdb raises several types; the careful pass says which line
+            pass
+    spellings: dict[str, str] = {}
+    scanned = []
+    for path in nonempty:
+        found = scan_json(path, fmt, workdir, spellings, stop_at_first=on_invalid == "raise",
+                          shown=names.get(path, path))
+        if found.malformed and on_invalid == "raise":
+            raise malformed_error(found.malformed[0])
+        scanned.append(found)
+    malformed = [bad for found in scanned for bad in found.malformed]
+    cleaned = [found.clean for found in scanned if found.clean is not None]
+    rows = sum(len(found.lines) for found in scanned)
+    if not spellings:  # no object has a key: every field of every row is missing
+        return _empty_json_table(con, table, rows, text_columns), malformed
     try:
-        # Both passes read every object, so malformed JSON surfaces here.
-        return _json_table(con, files, fmt, text_columns, table), []
-    except Exception as exc:  # duckdb raises several types for malformed input
-        if "json" not in str(exc).lower():
-            named = files[0] if len(files) == 1 else files
-            raise InputError(f"cannot read {named}: {exc}") from exc
-    malformed: list[MalformedLine] = []
-    for path in files:
-        malformed.extend(find_malformed_json(path, fmt, limit=1 if on_invalid == "raise" else None))
-        if malformed and on_invalid == "raise":
-            raise _malformed_error(shown(malformed[0]))
-    if not malformed:
-        raise InputError(f"DuckDB could not read the JSON in {files}, but every line parses "
-                         "on its own; please report this with a sample of the file")
-    if fmt == "json":  # an array cannot be split into good and bad rows
-        raise _malformed_error(shown(malformed[0]))
-    by_file: dict[str, set[int]] = {}
-    for bad in malformed:
-        by_file.setdefault(bad.path, set()).add(bad.line)
-    cleaned = [_without_lines(p, by_file[p], workdir) if p in by_file else p for p in files]
-    return (_json_table(con, cleaned, "ndjson", text_columns, table),
-            [shown(bad) for bad in malformed])
+        return _json_table(con, cleaned, "ndjson", text_columns, table), malformed
+    except Exception as exc:
+        named = files[0] if len(files) == 1 else files
+        raise InputError(
+            f"cannot read the JSON in {named}: DuckDB refused it ({exc}), though every object "
+            "passed sessionize's own checks.\nHint: please report this with a sample of the "
+            "file; splitting the file may show which object it is.") from exc
+
+
+def _is_empty_file(path: str) -> bool:
+    """A file of zero bytes holds no events, whatever its format says."""
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def _frame_to_arrow(source: Any) -> Any | None:
@@ -394,9 +362,21 @@ def _with_row_numbers(table: Any) -> Any:
 
     if isinstance(table, pa.RecordBatchReader):  # a stream can be scanned only once
         table = table.read_all()
-    if ROW in table.column_names:
-        raise InputError(f"the input has a column named {ROW!r}, which sessionize reserves")
+    _check_reserved(table.column_names)
     return table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
+
+
+#: Column names starting with this are sessionize's own, in every stage of a run.
+RESERVED_PREFIX = "__sz_"
+
+
+def _check_reserved(columns: Iterable[str]) -> None:
+    reserved = [c for c in columns if c.lower().startswith(RESERVED_PREFIX)]
+    if reserved:
+        raise InputError(
+            f"the input has a column named {reserved[0]!r}; names starting with "
+            f"{RESERVED_PREFIX!r} are reserved for sessionize's own columns.\n"
+            "Hint: rename the column (or key) in the input.")
 
 
 def _mixed_columns_as_text(frame: Any) -> Any:
@@ -492,7 +472,11 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
                 paths.extend(expand_paths([s]))
         by_format: dict[str, list[str]] = {}
         for path in paths:
-            by_format.setdefault(file_format(path), []).append(path)
+            fmt = file_format(path)
+            if not _is_empty_file(path):  # zero bytes hold no events, whatever the format
+                by_format.setdefault(fmt, []).append(path)
+        if not by_format:  # only empty files: an empty input, read as an empty JSON file
+            by_format["json"] = []
         relations = []
         for fmt, files in by_format.items():
             if fmt in ("json", "ndjson"):
@@ -525,7 +509,12 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
             union = " UNION ALL BY NAME ".join(f"SELECT * FROM {r}" for r in relations)
             con.execute(f"CREATE OR REPLACE TABLE sz_input_data AS {union}")
             base = f"(SELECT *, rowid AS {ROW} FROM sz_input_data)"
+        if frame is None:
+            for relation in relations:
+                _check_reserved(con.sql(f"SELECT * FROM {relation} LIMIT 0").columns)
         probe = con.sql(f"SELECT * FROM {base} LIMIT 0")
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"cannot read {description}: {exc}") from exc
     schema = {name: str(kind) for name, kind in zip(probe.columns, probe.types)

@@ -1,0 +1,174 @@
+"""Bad input never crashes, every row is placed (issue 22).
+
+Each case is a small file in ``tests/bad_inputs/`` (its name starts with the issue's class
+number). A run either succeeds, with every input row in ``events`` or ``quarantine``, or
+fails with a :class:`~sessionize.DataError` whose message names the problem.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import sessionize
+from sessionize import DataError, InputError, MalformedJSONError
+from sessionize.cli.main import main
+
+CASES = Path(__file__).parent / "bad_inputs"
+
+
+def run_both(path: Path) -> tuple:
+    """The run in quarantine mode: events, quarantine (reason, line) pairs."""
+    with sessionize.run(str(path), on_invalid="quarantine") as result:
+        quarantine = result.quarantine.to_arrow().to_pylist()
+        return (len(result.events),
+                [(q["quarantine_reason"], q["source_line"]) for q in quarantine])
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), stdout=out, stderr=err)
+    return status, err.getvalue()
+
+
+# --- 1, 6, 7, 8, 9: JSON that DuckDB refuses is read object by object ---------------------
+def test_1_ndjson_without_any_object_is_all_quarantined(tmp_path):
+    path = CASES / "01-no-object.ndjson"
+    assert run_both(path) == (0, [("malformed_json", 1), ("malformed_json", 2)])
+    status, err = cli("run", str(path), "--out", str(tmp_path / "o"), "--on-invalid",
+                      "quarantine", "-q")
+    assert status == 0, err
+    with pytest.raises(MalformedJSONError, match="line 1: not a JSON object"):
+        sessionize.run(str(path))
+
+
+def test_6_whitespace_only_json_is_an_empty_input():
+    assert run_both(CASES / "06-whitespace.json") == (0, [])
+    with sessionize.run(str(CASES / "06-whitespace.json")) as result:
+        assert len(result.events) == len(result.sessions) == 0
+
+
+def test_7_json_array_with_invalid_utf8_sets_the_element_aside():
+    path = CASES / "07-invalid-utf8.json"
+    assert run_both(path) == (1, [("malformed_json", 2)])
+    with pytest.raises(MalformedJSONError, match="line 2: not valid UTF-8"):
+        sessionize.run(str(path))
+
+
+def test_8_deeply_nested_duplicate_key_is_one_malformed_line():
+    path = CASES / "08-deep-duplicate.ndjson"
+    assert run_both(path) == (1, [("malformed_json", 2)])
+    with pytest.raises(MalformedJSONError) as info:
+        sessionize.run(str(path))
+    assert info.value.line == 2
+
+
+def test_9_dollar_keys_read_like_any_other():
+    with sessionize.run(str(CASES / "09-dollar-keys.ndjson")) as result:
+        events = result.events.to_arrow()
+    assert events.column("$insert_id").to_pylist() == ["a", "b"]
+    assert events.column("$session_id").to_pylist() == ["s1", None]
+
+
+def test_9_lines_duckdb_refuses_are_quarantined_with_their_line():
+    path = CASES / "09-refused-lines.ndjson"
+    # 2: a lone surrogate, 3: an empty key, 5: a duplicate key, 6: a key differing only
+    # in case from an earlier object's (line 4 is blank)
+    assert run_both(path) == (2, [("malformed_json", 2), ("malformed_json", 3),
+                                  ("malformed_json", 5), ("malformed_json", 6)])
+    with pytest.raises(MalformedJSONError, match="at line 2: not valid UTF-8"):
+        sessionize.run(str(path))
+
+
+def test_9_json_array_elements_are_placed_one_by_one(tmp_path):
+    path = tmp_path / "events.json"
+    path.write_text('[{"userId": "u", "timestamp": "2024-01-01T00:00:00Z"},\n'
+                    ' {"userId": "u", "timestamp": "2024-01-01T00:01:00Z", "a": 1, "a": 2},\n'
+                    ' 5, NaN,\n'
+                    ' {"userId": "u",\n  "timestamp": "2024-01-01T00:02:00Z"}]\n')
+    assert run_both(path) == (2, [("malformed_json", 2), ("malformed_json", 3),
+                                  ("malformed_json", 3)])
+
+
+def test_9_a_pretty_printed_single_object_is_one_event(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text('{\n  "userId": "u",\n  "timestamp": "2024-01-01T00:00:00Z"\n}\n')
+    assert run_both(path) == (1, [])
+
+
+# --- 5: a truncated gzip file is bad data, in every command ------------------------------
+@pytest.mark.parametrize("command", ["run", "thresholds", "report"])
+def test_5_truncated_gzip_exits_1(command, tmp_path):
+    target = {"run": ["--out", str(tmp_path / "o"), "-q"], "thresholds": [],
+              "report": ["-o", str(tmp_path / "r.html")]}[command]
+    status, err = cli(command, str(CASES / "05-truncated.ndjson.gz"), *target)
+    assert status == 1, err
+    assert "not a complete gzip file" in err and "Traceback" not in err
+
+
+# --- 4: reserved column names --------------------------------------------------------------
+@pytest.mark.parametrize("name", ["04-reserved-text.ndjson", "04-reserved-number.ndjson"])
+def test_4_a_key_named_like_an_internal_column_is_refused(name):
+    with pytest.raises(InputError, match="reserved"):
+        sessionize.run(str(CASES / name), on_invalid="quarantine")
+
+
+def test_4_reserved_names_are_refused_in_parquet_and_frames(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"userId": ["u"], "timestamp": ["2024-01-01T00:00:00Z"],
+                      "__sz_ts": [1]})
+    pq.write_table(table, tmp_path / "e.parquet")
+    with pytest.raises(InputError, match="'__sz_ts'"):
+        sessionize.run(str(tmp_path / "e.parquet"))
+    with pytest.raises(InputError, match="'__sz_ts'"):
+        sessionize.run(table)
+
+
+# --- 10: empty inputs are zero events, in every format --------------------------------------
+EMPTY = ["10-empty.ndjson", "10-blank-lines.ndjson", "10-empty-array.json",
+         "10-header-only.csv", "10-empty.csv", "06-whitespace.json"]
+
+
+@pytest.mark.parametrize("name", EMPTY)
+def test_10_an_empty_input_is_zero_events(name, tmp_path):
+    with sessionize.run(str(CASES / name)) as result:
+        assert (len(result.events), len(result.sessions), len(result.users)) == (0, 0, 0)
+    status, err = cli("run", str(CASES / name), "--out", str(tmp_path / "o"), "-q")
+    assert status == 0, err
+
+
+def test_10_an_empty_parquet_file_is_zero_events(tmp_path):
+    (tmp_path / "e.parquet").write_bytes(b"")
+    with sessionize.run(str(tmp_path / "e.parquet")) as result:
+        assert len(result.events) == 0
+
+
+def test_10_an_empty_hourly_file_does_not_fail_the_directory(tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "1704067200.gz").write_bytes(b"")
+    shutil.copy(CASES / "09-dollar-keys.ndjson", folder / "1704070800.ndjson")
+    with sessionize.run(str(folder)) as result:
+        assert len(result.events) == 2
+
+
+@pytest.mark.parametrize("text", ["{}", "[{}]", "[{}, {}]"])
+def test_10_objects_without_keys_are_rows_missing_every_field(text, tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text(text)
+    rows = text.count("{")
+    assert run_both(path) == (0, [("missing_timestamp", None)] * rows)
+    with pytest.raises(DataError, match="the timestamp is missing"):
+        sessionize.run(str(path))
+
+
+def test_10_null_in_an_array_is_malformed(tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text("[null]")
+    assert run_both(path) == (0, [("malformed_json", 1)])
