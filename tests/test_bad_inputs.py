@@ -172,3 +172,57 @@ def test_10_null_in_an_array_is_malformed(tmp_path):
     path = tmp_path / "e.json"
     path.write_text("[null]")
     assert run_both(path) == (0, [("malformed_json", 1)])
+
+
+# --- 3, 11, 12: one timestamp grammar and one range -------------------------------------
+def test_3_a_list_timestamp_column_is_an_input_error(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"userId": ["u"], "timestamp": [[1704067200]]}),
+                   tmp_path / "e.parquet")
+    with pytest.raises(InputError, match="type BIGINT\\[\\], which sessionize cannot read"):
+        sessionize.run(str(tmp_path / "e.parquet"), on_invalid="quarantine")
+    pq.write_table(pa.table({"userId": ["u"], "timestamp": [{"s": 1}]}), tmp_path / "s.parquet")
+    with pytest.raises(InputError, match="cannot read as a time"):
+        sessionize.run(str(tmp_path / "s.parquet"))
+
+
+def test_11_12_the_timestamp_grammar_and_range():
+    with sessionize.run(str(CASES / "11-12-timestamps.ndjson"),
+                        on_invalid="quarantine") as result:
+        kept = result.events.to_arrow().to_pylist()
+        refused = result.quarantine.to_arrow().to_pylist()
+        frame = result.events.to_pandas()  # every kept instant fits pandas' readers
+    assert {e["userId"] for e in kept} == {"ok"} and len(kept) == 9
+    assert {q["userId"] for q in refused} == {"bad"} and len(refused) == 9
+    assert {q["quarantine_reason"] for q in refused} == {"invalid_timestamp"}
+    times = {e["messageId"]: e["timestamp"].isoformat() for e in kept}
+    assert times["iso-offset-compact"] == times["iso-offset-hours"] == \
+        "2024-01-01T10:00:00+00:00"
+    assert times["exponent-text"] == times["exponent-number"] == "2024-01-01T10:00:00+00:00"
+    assert times["first-instant"] == "0001-01-01T00:00:00+00:00"
+    assert times["last-instant"] == "9999-12-31T23:59:59.999999+00:00"
+    assert len(frame) == 9
+
+
+def test_13_blank_ids_booleans_lists_and_objects_are_missing_users():
+    with sessionize.run(str(CASES / "13-blank-and-odd-ids.ndjson"),
+                        on_invalid="quarantine") as result:
+        users = {e["messageId"]: e["resolved_user"] for e in result.events.to_arrow().to_pylist()}
+        missing = [(q["messageId"], q["quarantine_reason"])
+                   for q in result.quarantine.to_arrow().to_pylist()]
+    assert missing == [(m, "missing_user") for m in
+                       ["tab", "nbsp", "ideographic-space", "true", "list", "object"]]
+    assert users == {"number": "42", "text": "true", "braced": "{3F2504E0}",
+                     "padded": "\u00a0u1"}
+
+
+def test_13_boolean_and_list_id_columns_are_missing(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+
+    table = pa.table({"userId": [True], "anonymousId": [["a"]],
+                      "timestamp": ["2024-01-01T00:00:00Z"]})
+    with sessionize.run(table, on_invalid="quarantine") as result:
+        assert len(result.events) == 0
+        assert result.quarantine.to_arrow()["quarantine_reason"].to_pylist() == ["missing_user"]

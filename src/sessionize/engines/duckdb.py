@@ -251,7 +251,8 @@ class DuckDBEngine(Engine):
              stdin: IO[bytes] | None = None) -> LoadedInput:
         with self._stage("reading"):
             return load(self.con, source, text_columns=self._text_columns(rules),
-                        on_invalid=on_invalid, workdir=self._workdir, stdin=stdin)
+                        on_invalid=on_invalid, workdir=self._workdir, stdin=stdin,
+                        id_columns=(rules.columns.user_id, rules.columns.anonymous_id))
 
     def assign(self, compiled: Any, loaded: LoadedInput, fields: dict[str, Field | None],
                on_invalid: str) -> int:

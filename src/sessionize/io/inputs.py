@@ -117,7 +117,7 @@ _SCALAR_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "UBIGINT", "HUGEINT")
 
 
 def _json_table(con: Any, files: list[str], fmt: str, text_columns: Iterable[str],
-                table: str) -> str:
+                table: str, id_columns: Iterable[str] = ()) -> str:
     """Parse JSON files into ``table`` with every top-level key of every object as a
     column; returns ``table``.
 
@@ -133,13 +133,13 @@ def _json_table(con: Any, files: list[str], fmt: str, text_columns: Iterable[str
     with it.
     """
     try:
-        return _json_table_sized(con, files, fmt, text_columns, table, "")
+        return _json_table_sized(con, files, fmt, text_columns, table, "", id_columns)
     except Exception as exc:  # duckdb raises several types
         if "maximum_object_size" not in str(exc):
             raise
     # DuckDB's default buffer holds objects up to 16-32 MiB, and is faster for it
     return _json_table_sized(con, files, fmt, text_columns, table,
-                             f", maximum_object_size={LARGE_OBJECT_BYTES}")
+                             f", maximum_object_size={LARGE_OBJECT_BYTES}", id_columns)
 
 
 #: Objects too large for DuckDB's default buffer are read again with one this large.
@@ -147,14 +147,21 @@ LARGE_OBJECT_BYTES = 1 << 28
 
 
 def _json_table_sized(con: Any, files: list[str], fmt: str, text_columns: Iterable[str],
-                      table: str, size: str) -> str:
+                      table: str, size: str, id_columns: Iterable[str] = ()) -> str:
     json_format = "newline_delimited" if fmt == "ndjson" else _json_layout(files)
     listed = _sql_list(files)
     text = _SEGMENT_TEXT | set(text_columns)
+    # An id holding true, [...] or {...} is missing (never a user), which only its JSON type
+    # tells: the pass over every key also notes ids holding anything but text and numbers.
+    marks = "".join(
+        f"CASE WHEN json_type(json -> {_key_path(key)}) IN ('BOOLEAN', 'ARRAY', 'OBJECT') "
+        f"THEN [{_sql_text(_NOT_TEXT + key)}] ELSE [] END, "
+        for key in dict.fromkeys(id_columns))
+    every = f"list_concat({marks}json_keys(json))" if marks else "json_keys(json)"
     cursor = con.cursor()
     with cursor, ThreadPoolExecutor(1) as pool:
         every_key = pool.submit(lambda: [row[0] for row in cursor.execute(
-            f"SELECT DISTINCT unnest(json_keys(json)) FROM read_json_objects({listed}, "
+            f"SELECT DISTINCT unnest({every}) FROM read_json_objects({listed}, "
             f"format='{json_format}'{size})").fetchall()])
         try:
             kinds = _sampled_types(con, listed, json_format, size)
@@ -163,11 +170,17 @@ def _json_table_sized(con: Any, files: list[str], fmt: str, text_columns: Iterab
             every_key.exception()  # both passes end before the error is handled
             raise
         keys = every_key.result()
-    missing = sorted(k for k in keys if k not in kinds)
-    if missing:
+    mixed = {k[len(_NOT_TEXT):] for k in keys if k.startswith(_NOT_TEXT)}
+    missing = sorted(k for k in keys if k not in kinds and not k.startswith(_NOT_TEXT))
+    if missing or mixed:
         _create_json_table(con, listed, json_format,
-                           {**kinds, **{k: "JSON" for k in missing}}, text, table, size)
+                           {**kinds, **{k: "JSON" for k in [*missing, *mixed]}}, text - mixed,
+                           table, size)
     return table
+
+
+#: Marks an id key holding values other than text and numbers in the pass over every key.
+_NOT_TEXT = "\x00not text:"
 
 
 def _create_json_table(con: Any, listed: str, json_format: str, kinds: dict[str, str],
@@ -286,8 +299,8 @@ def _empty_json_table(con: Any, table: str, rows: int, text_columns: Iterable[st
 
 def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
                      workdir: str, text_columns: Iterable[str],
-                     names: dict[str, str] | None = None, table: str = "sz_input_json"
-                     ) -> tuple[str, list[MalformedLine]]:
+                     names: dict[str, str] | None = None, table: str = "sz_input_json",
+                     id_columns: Iterable[str] = ()) -> tuple[str, list[MalformedLine]]:
     """Parse JSON files into ``table``: with DuckDB straight away, or, when DuckDB refuses
     the input, after the careful pass of :mod:`sessionize.io.scan` (which sets aside the
     objects DuckDB refuses, and in raise mode names the first)."""
@@ -298,7 +311,7 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
     nonempty = [p for p in files if not _is_empty_file(p)]
     if nonempty:
         try:
-            return _json_table(con, nonempty, fmt, text_columns, table), []
+            return _json_table(con, nonempty, fmt, text_columns, table, id_columns), []
         except Exception:  # duckdb raises several types; the careful pass says which line
             pass
     spellings: dict[str, str] = {}
@@ -315,7 +328,8 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
     if not spellings:  # no object has a key: every field of every row is missing
         return _empty_json_table(con, table, rows, text_columns), malformed
     try:
-        return _json_table(con, cleaned, "ndjson", text_columns, table), malformed
+        return (_json_table(con, cleaned, "ndjson", text_columns, table, id_columns),
+                malformed)
     except Exception as exc:
         named = files[0] if len(files) == 1 else files
         raise InputError(
@@ -439,8 +453,13 @@ def _stdin_to_file(stream: IO[bytes], workdir: str) -> str:
 
 
 def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
-         workdir: str, stdin: IO[bytes] | None = None) -> LoadedInput:
-    """Read ``source`` into the table ``sz_input`` of connection ``con``."""
+         workdir: str, stdin: IO[bytes] | None = None,
+         id_columns: Iterable[str] = ()) -> LoadedInput:
+    """Read ``source`` into the table ``sz_input`` of connection ``con``.
+
+    ``text_columns`` are read as text whatever they look like; of them, ``id_columns``
+    (the user ids) are read as JSON when a JSON input holds booleans, lists or objects in
+    them, so that the rules can tell such values (missing) from text."""
     frame = _frame_to_arrow(source)
     malformed: list[MalformedLine] = []
     if frame is not None:
@@ -481,7 +500,8 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
         for fmt, files in by_format.items():
             if fmt in ("json", "ndjson"):
                 relation, bad_lines = _read_json_files(con, files, fmt, on_invalid, workdir,
-                                                       text_columns, names, f"sz_input_{fmt}")
+                                                       text_columns, names, f"sz_input_{fmt}",
+                                                       id_columns)
                 malformed.extend(bad_lines)
             elif fmt == "parquet":
                 relation = f"read_parquet({_sql_list(files)}, union_by_name=true)"
