@@ -226,3 +226,41 @@ def test_13_boolean_and_list_id_columns_are_missing(tmp_path):
     with sessionize.run(table, on_invalid="quarantine") as result:
         assert len(result.events) == 0
         assert result.quarantine.to_arrow()["quarantine_reason"].to_pylist() == ["missing_user"]
+
+
+# --- 2: CSV is read as RFC 4180, not sniffed; malformed rows are placed -----------------
+def test_2_ragged_rows_are_quarantined_and_the_header_kept():
+    path = CASES / "02-ragged-rows.csv"
+    with sessionize.run(str(path), on_invalid="quarantine") as result:
+        events = result.events.to_arrow()
+        quarantine = result.quarantine.to_arrow().to_pylist()
+    assert events.column("event").to_pylist() == ["two\r\nlines", 'say "hi"']
+    assert [(q["quarantine_reason"], q["source_line"], q["raw_line"]) for q in quarantine] == [
+        ("malformed_csv", 4, "b,"),
+        ("malformed_csv", 5, "v,2024-01-01T00:01:00Z,E,extra")]
+    with pytest.raises(InputError, match="line 4: expected 3 fields"):
+        sessionize.run(str(path))
+
+
+@pytest.mark.parametrize("name", ["02-ragged-first-row.csv", "02-ragged.tsv"])
+def test_2_a_ragged_row_does_not_lose_the_header(name):
+    assert run_both(CASES / name) == (1, [("malformed_csv", 2 if "first" in name else 3)])
+    with pytest.raises(InputError, match="expected 3 fields") as info:
+        sessionize.run(str(CASES / name))
+    assert "column0" not in str(info.value)
+
+
+def test_2_a_quote_that_never_closes_names_its_line(tmp_path):
+    status, err = cli("run", str(CASES / "02-unclosed-quote.csv"), "--out", str(tmp_path / "o"),
+                      "--on-invalid", "quarantine", "-q")
+    assert status == 1
+    assert "from line 2" in err and "Traceback" not in err
+
+
+def test_2_a_field_over_2_mb_is_read(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("userId,timestamp,event\nu,2024-01-01T00:00:00Z," + "x" * 3_000_000
+                    + "\nv,2024-01-01T00:00:00Z,E\n")
+    with sessionize.run(str(path)) as result:
+        assert sorted(map(len, result.events.to_arrow().column("event").to_pylist())) == \
+            [1, 3_000_000]

@@ -299,8 +299,8 @@ class DuckDBEngine(Engine):
         if loaded.malformed:
             self.con.executemany(
                 "INSERT INTO sz_quarantine (quarantine_reason, source_file, source_line, raw_line) "
-                "VALUES ('malformed_json', ?, ?, ?)",
-                [(bad.path, bad.line, bad.text) for bad in loaded.malformed])
+                "VALUES (?, ?, ?, ?)",
+                [(bad.reason, bad.path, bad.line, bad.text) for bad in loaded.malformed])
 
     def _build_identities(self, compiled: Any) -> None:
         if compiled.identities is not None:  # the graph's rounds run first (sql/identity.py)

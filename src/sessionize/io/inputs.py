@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from ..errors import InputError, OptionError
 from ..sql.compiler import quote
-from .scan import MalformedLine, malformed_error, scan_json
+from .scan import MalformedLine, malformed_csv_error, malformed_error, scan_csv, scan_json
 
 __all__ = ["LoadedInput", "MalformedLine", "load"]
 
@@ -278,14 +278,68 @@ def _fits(con: Any, listed: str, json_format: str, key: str, kind: str, size: st
     return bad == 0
 
 
-def _csv_relation(con: Any, files: list[str], text_columns: Iterable[str]) -> str:
-    header = con.sql(
-        f"SELECT * FROM read_csv({_sql_list(files)}, union_by_name=true) LIMIT 0"
-    ).columns
-    types = {name: "VARCHAR" for name in text_columns if name in header}
-    types_sql = "{" + ", ".join(f"'{k}': 'VARCHAR'" for k in types) + "}"
+#: The longest CSV line DuckDB is asked to read (its default, 2 MB, refused longer fields).
+CSV_MAX_LINE_BYTES = 1 << 30
+
+
+def _csv_read(files: list[str], delimiter: str, types: dict[str, str]) -> str:
+    types_sql = "{" + ", ".join(f"{_sql_text(k)}: 'VARCHAR'" for k in types) + "}"
     extra = f", types={types_sql}" if types else ""
-    return f"read_csv({_sql_list(files)}, union_by_name=true, header=true{extra})"
+    delim = "\\t" if delimiter == "\t" else delimiter
+    return (f"read_csv({_sql_list(files)}, union_by_name=true, header=true, delim='{delim}', "
+            f"quote='\"', escape='\"', max_line_size={CSV_MAX_LINE_BYTES}{extra})")
+
+
+def _csv_table(con: Any, files: list[str], delimiter: str, text_columns: list[str],
+               table: str) -> None:
+    header = con.sql(f"SELECT * FROM {_csv_read(files, delimiter, {})} LIMIT 0").columns
+    types = {name: "VARCHAR" for name in text_columns if name in header}
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM "
+                f"{_csv_read(files, delimiter, types)}")
+
+
+def _read_csv_files(con: Any, files: list[str], on_invalid: str, workdir: str,
+                    text_columns: Iterable[str], names: dict[str, str],
+                    table: str = "sz_input_csv") -> tuple[str, list[MalformedLine]]:
+    """Parse CSV (``.tsv``: tab-separated) files into ``table``: with DuckDB, the dialect
+    given (RFC 4180) rather than sniffed; when DuckDB refuses a file, after the careful
+    pass of :func:`sessionize.io.scan.scan_csv`, which sets malformed rows aside."""
+    text_columns = list(text_columns)
+    by_delimiter: dict[str, list[str]] = {}
+    for path in files:
+        delimiter = "\t" if path.lower().removesuffix(".gz").endswith(".tsv") else ","
+        by_delimiter.setdefault(delimiter, []).append(path)
+    parts, malformed = [], []
+    for i, (delimiter, group) in enumerate(by_delimiter.items()):
+        part = f"{table}_{i}"
+        try:
+            _csv_table(con, group, delimiter, text_columns, part)
+        except Exception:  # duckdb raises several types; the careful pass says which row
+            cleaned = []
+            for path in group:
+                found = scan_csv(path, delimiter, workdir, stop_at_first=on_invalid == "raise",
+                                 shown=names.get(path, path))
+                if found.malformed and on_invalid == "raise":
+                    raise malformed_csv_error(found.malformed[0]) from None
+                malformed.extend(found.malformed)
+                if found.clean is not None:
+                    cleaned.append(found.clean)
+            if not cleaned:
+                _empty_json_table(con, part, 0, text_columns)
+            else:
+                try:
+                    _csv_table(con, cleaned, ",", text_columns, part)
+                except Exception as exc:
+                    raise InputError(
+                        f"cannot read the CSV in {group}: DuckDB refused it ({exc}), though "
+                        "every row passed sessionize's own checks.\nHint: please report this "
+                        "with a sample of the file.") from exc
+        parts.append(part)
+    if len(parts) == 1:
+        return parts[0], malformed
+    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {p}" for p in parts)
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS {union}")
+    return table, malformed
 
 
 def _empty_json_table(con: Any, table: str, rows: int, text_columns: Iterable[str]) -> str:
@@ -506,7 +560,9 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
             elif fmt == "parquet":
                 relation = f"read_parquet({_sql_list(files)}, union_by_name=true)"
             else:
-                relation = _csv_relation(con, files, text_columns)
+                relation, bad_lines = _read_csv_files(con, files, on_invalid, workdir,
+                                                      text_columns, names)
+                malformed.extend(bad_lines)
             relations.append(relation)
         description = names.get(paths[0], paths[0]) if len(paths) == 1 else f"{len(paths)} files"
         parquet_only = list(by_format) == ["parquet"]
@@ -521,8 +577,8 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
                     f"(list_position({_sql_list(files)}, {ROW}_file) - 1) * {1 << 40} "
                     f"+ file_row_number AS {ROW} FROM read_parquet({_sql_list(files)}, "
                     f"union_by_name=true, file_row_number=true, filename='{ROW}_file'))")
-        elif list(by_format) in (["json"], ["ndjson"]):
-            # JSON is parsed once into a table; its rowid is the input order.
+        elif list(by_format) in (["json"], ["ndjson"], ["csv"]):
+            # JSON and CSV are parsed once into a table; its rowid is the input order.
             base = f"(SELECT *, rowid AS {ROW} FROM {relations[0]})"
         else:
             # Text formats are parsed once into a table; its rowid is the input order.

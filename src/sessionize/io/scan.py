@@ -17,8 +17,11 @@ without lone surrogates, whose numbers are finite, and which nests at most
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import gzip
+import io
 import json
 import os
 import re
@@ -29,7 +32,8 @@ from typing import Any
 
 from ..errors import InputError, MalformedJSONError
 
-__all__ = ["MAX_DEPTH", "MalformedLine", "ScannedFile", "malformed_error", "scan_json"]
+__all__ = ["MAX_DEPTH", "MalformedLine", "ScannedFile", "malformed_csv_error", "malformed_error",
+           "scan_csv", "scan_json"]
 
 #: The deepest nesting the careful pass follows (objects and arrays, the object itself
 #: level 1; Python's parser stops near 1,000); deeper objects are malformed there.
@@ -47,6 +51,7 @@ class MalformedLine:
     line: int
     text: str
     error: str
+    reason: str = "malformed_json"  # the quarantine reason: malformed_json or malformed_csv
 
 
 @dataclasses.dataclass
@@ -305,3 +310,83 @@ def malformed_error(bad: MalformedLine, *, array: bool = False) -> MalformedJSON
         path=bad.path,
         line=bad.line,
     )
+
+
+# --- CSV --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _any_field_size() -> Iterator[None]:
+    """Python's csv module refuses fields over 128 KiB; a CSV field may be any size."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def scan_csv(path: str, delimiter: str, workdir: str, *, stop_at_first: bool = False,
+             shown: str | None = None) -> ScannedFile:
+    """The careful pass over one CSV file (RFC 4180: ``"`` quotes, ``""`` escapes one).
+
+    The first record is the header. A record with another number of fields than the header,
+    or with text that is not UTF-8, is a :class:`MalformedLine` (reason ``malformed_csv``);
+    the others are written to a clean CSV (``clean``, with the header) that DuckDB reads.
+    Blank lines are skipped. A quote that never closes cannot be split into records: that
+    is an :class:`~sessionize.InputError` naming its line, whatever the mode.
+    """
+    shown = shown or path
+    data = b"".join(_read_bytes(path)).removeprefix(b"\xef\xbb\xbf")
+    text = data.decode("utf-8", "surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    good: list[tuple[int, list[str]]] = []
+    bad: list[MalformedLine] = []
+    header: list[str] | None = None
+    with _any_field_size():
+        last = 0
+        while True:
+            start = last + 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise InputError(
+                    f"cannot read {shown!r} as CSV from line {start}: {exc}.\n"
+                    "Hint: a quote that never closes cannot be split into rows; fix the file "
+                    "(RFC 4180: fields with quotes, delimiters or line breaks are quoted, and a "
+                    'quote inside one is written twice: "")') from None
+            last = reader.line_num
+            if not record:  # a blank line
+                continue
+            if header is None:
+                header = record
+                continue
+            reason = None
+            if any(_SURROGATE.search(field) for field in record):
+                reason = "not valid UTF-8 text"
+            elif len(record) != len(header):
+                reason = f"expected {len(header)} fields (as the header has), found {len(record)}"
+            if reason is None:
+                good.append((start, record))
+                continue
+            raw = delimiter.join(record).encode("utf-8", "replace").decode("utf-8")
+            bad.append(MalformedLine(shown, start, raw, reason, "malformed_csv"))
+            if stop_at_first:
+                break
+    if header is None:
+        return ScannedFile(path, None, [], bad)
+    fd, clean = tempfile.mkstemp(suffix=".csv", dir=workdir)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as dst:
+        writer = csv.writer(dst, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(record for _, record in good)
+    return ScannedFile(path, clean, [number for number, _ in good], bad)
+
+
+def malformed_csv_error(bad: MalformedLine) -> InputError:
+    snippet = bad.text if len(bad.text) <= 80 else bad.text[:77] + "..."
+    return InputError(
+        f"malformed CSV in {bad.path!r} at line {bad.line}: {bad.error}: {snippet!r}\n"
+        "Hint: every row of a CSV file needs as many fields as its header; use "
+        "on_invalid='quarantine' (--on-invalid quarantine) to set such rows aside and "
+        "process the rest.")
