@@ -17,7 +17,7 @@ from sessionize.sql import compiler
 def test_exported_members_are_locked():
     assert sorted(sessionize.__all__) == sorted([
         "Columns", "DataError", "DuckDB", "InputError", "InvalidEventsError",
-        "MalformedJSONError", "OptionError", "Result", "Rules", "SessionizeError", "Spark",
+        "MalformedJSONError", "OptionError", "OutputError", "Result", "Rules", "SessionizeError", "Spark",
         "Table", "__version__", "parse_duration", "report", "run", "sample_path", "thresholds",
     ])
     for name in sessionize.__all__:
@@ -28,6 +28,7 @@ def test_errors_subclass_builtins():
     assert issubclass(sessionize.OptionError, ValueError)
     assert issubclass(sessionize.InvalidEventsError, sessionize.DataError)
     assert issubclass(sessionize.DataError, ValueError)
+    assert issubclass(sessionize.OutputError, OSError)
 
 
 def test_options_are_keyword_only():

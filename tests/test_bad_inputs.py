@@ -7,7 +7,9 @@ fails with a :class:`~sessionize.DataError` whose message names the problem.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 import sessionize
 from sessionize import DataError, InputError, MalformedJSONError
 from sessionize.cli.main import main
+from sessionize.io import outputs
 
 CASES = Path(__file__).parent / "bad_inputs"
 
@@ -264,3 +267,93 @@ def test_2_a_field_over_2_mb_is_read(tmp_path):
     with sessionize.run(str(path)) as result:
         assert sorted(map(len, result.events.to_arrow().column("event").to_pylist())) == \
             [1, 3_000_000]
+
+
+# --- 14, 15, 16: the output directory holds one run's set ------------------------------
+def _bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_14_a_directory_where_a_table_goes_fails_before_anything_changes(tmp_path):
+    out = tmp_path / "o"
+    assert cli("run", "--sample", "--out", str(out), "-q")[0] == 0
+    (out / "sessions.parquet").unlink()
+    (out / "sessions.parquet" / "x").mkdir(parents=True)
+    before = _bytes(out)
+    status, err = cli("run", str(CASES / "09-dollar-keys.ndjson"), "--out", str(out), "-q")
+    assert status == 1 and "is a directory" in err and "Traceback" not in err
+    assert _bytes(out) == before
+
+
+class FailingRename(outputs.LocalFileSystem):
+    """The local disk, whose ``fail_at``-th rename fails (as a full or read-only disk's)."""
+
+    def __init__(self, fail_at: int):
+        self.renames, self.fail_at = 0, fail_at
+
+    def replace(self, tmp: str, final: str) -> None:
+        self.renames += 1
+        if self.renames == self.fail_at:
+            raise OSError(28, "No space left on device")
+        super().replace(tmp, final)
+
+
+@pytest.mark.parametrize("fail_at", [1, 3, 5, 6])
+def test_14_a_failed_rename_puts_the_previous_set_back(tmp_path, fail_at):
+    out = tmp_path / "o"
+    with sessionize.run(str(CASES / "09-refused-lines.ndjson"), on_invalid="quarantine") as old:
+        old.write(out)  # events, sessions, users, quarantine
+    before = _bytes(out)
+    with sessionize.run(sessionize.sample_path()) as new:
+        tables = [new.events, new.sessions, new.users]
+        with pytest.raises(sessionize.OutputError, match="No space left on device"):
+            outputs.write_staged(tables, str(out), format="parquet", fs=FailingRename(fail_at),
+                                 write_one=outputs._write_one)
+    assert _bytes(out) == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_15_a_run_without_quarantine_rows_removes_the_previous_quarantine(tmp_path):
+    out = tmp_path / "o"
+    for source in (CASES / "09-refused-lines.ndjson", sessionize.sample_path()):
+        status, err = cli("run", str(source), "--out", str(out), "--on-invalid",
+                          "quarantine", "-q")
+        assert status == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "events.parquet", "sessions.parquet", "users.parquet"]
+
+
+def test_15_other_formats_are_left_alone(tmp_path):
+    out = tmp_path / "o"
+    with sessionize.run(sessionize.sample_path()) as result:
+        result.write(out, format="parquet")
+        result.write(out, format="csv")
+    assert len(list(out.glob("*.parquet"))) == len(list(out.glob("*.csv"))) == 3
+
+
+def test_16_stale_staging_is_cleaned_and_hidden_directories_are_not_input(tmp_path):
+    out = tmp_path / "o"
+    assert cli("run", "--sample", "--out", str(out), "-q")[0] == 0
+    # what a run killed while writing leaves: a staging directory with partial tables, of
+    # an older naming and of a process that is gone
+    dead = f".sessionize-tmp-{socket.gethostname()}-999999999-xyz"
+    for name in (".sessionize-tmp-abc123", dead):
+        (out / name).mkdir()
+        shutil.copy(out / "events.parquet", out / name / "events.parquet")
+    folder = tmp_path / "in"  # a folder of event files holding such a staging directory
+    folder.mkdir()
+    shutil.copy(out / "events.parquet", folder / "events.parquet")
+    shutil.copytree(out / ".sessionize-tmp-abc123", folder / ".sessionize-tmp-abc123")
+    with sessionize.run(str(folder)) as again:
+        assert len(again.events) == 6
+    assert cli("run", "--sample", "--out", str(out), "-q")[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "events.parquet", "sessions.parquet", "users.parquet"]
+
+
+def test_16_a_live_runs_staging_is_left_alone(tmp_path):
+    out = tmp_path / "o"
+    live = out / f".sessionize-tmp-{socket.gethostname()}-{os.getpid()}-abc"
+    live.mkdir(parents=True)
+    assert cli("run", "--sample", "--out", str(out), "-q")[0] == 0
+    assert live.is_dir()

@@ -39,6 +39,7 @@ from .errors import (
     InvalidEventsError,
     MalformedJSONError,
     OptionError,
+    OutputError,
     SessionizeError,
 )
 from .reporting import report
@@ -54,6 +55,7 @@ __all__ = [
     "InvalidEventsError",
     "MalformedJSONError",
     "OptionError",
+    "OutputError",
     "Result",
     "Rules",
     "SessionizeError",

@@ -83,9 +83,12 @@ def expand_paths(sources: Iterable[str | os.PathLike]) -> list[str]:
     for source in sources:
         text = os.fspath(source)
         if os.path.isdir(text):
+            # names starting with "." or "_" are skipped, files and directories alike
+            # (staging directories, _SUCCESS markers, .DS_Store)
             found = sorted(
                 str(p) for p in Path(text).rglob("*")
-                if p.is_file() and not p.name.startswith((".", "_"))
+                if p.is_file() and not any(part.startswith((".", "_"))
+                                           for part in p.relative_to(text).parts)
             )
             if not found:
                 raise InputError(f"directory {text!r} holds no files")
