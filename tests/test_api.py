@@ -17,8 +17,9 @@ from sessionize.sql import compiler
 def test_exported_members_are_locked():
     assert sorted(sessionize.__all__) == sorted([
         "Columns", "DataError", "DuckDB", "InputError", "InvalidEventsError",
-        "MalformedJSONError", "OptionError", "OutputError", "Result", "Rules", "SessionizeError", "Spark",
-        "Table", "__version__", "parse_duration", "report", "run", "sample_path", "thresholds",
+        "MalformedJSONError", "OptionError", "OutputError", "Result", "Rules", "SessionizeError",
+        "Spark", "Table", "__version__", "parse_duration", "report", "run", "sample_path",
+        "thresholds",
     ])
     for name in sessionize.__all__:
         assert hasattr(sessionize, name)

@@ -166,7 +166,7 @@ def test_10_objects_without_keys_are_rows_missing_every_field(text, tmp_path):
     path = tmp_path / "e.json"
     path.write_text(text)
     rows = text.count("{")
-    assert run_both(path) == (0, [("missing_timestamp", None)] * rows)
+    assert run_both(path) == (0, [("missing_timestamp", 1)] * rows)
     with pytest.raises(DataError, match="the timestamp is missing"):
         sessionize.run(str(path))
 
@@ -357,3 +357,68 @@ def test_16_a_live_runs_staging_is_left_alone(tmp_path):
     live.mkdir(parents=True)
     assert cli("run", "--sample", "--out", str(out), "-q")[0] == 0
     assert live.is_dir()
+
+
+# --- 17, 18: data frames and records ------------------------------------------------------
+def test_17_a_pandas_period_column_is_refused_not_read_as_epoch():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"userId": ["u"], "timestamp": pd.period_range("2024-01", periods=1,
+                                                                          freq="M")})
+    with pytest.raises(InputError, match=r"(?s)'timestamp' holds pandas Periods.*to_timestamp"):
+        sessionize.run(frame)
+
+
+def test_18_duplicate_column_names_are_an_input_error():
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    frame = pd.DataFrame([["u", "2024-01-01T00:00:00Z", "x"]],
+                         columns=["userId", "timestamp", "userId"])
+    with pytest.raises(InputError, match="'userId' twice"):
+        sessionize.run(frame)
+    with pytest.raises(InputError, match="as 'timestamp' and 'Timestamp'"):
+        sessionize.run(frame.set_axis(["userId", "timestamp", "Timestamp"], axis=1))
+    with pytest.raises(InputError, match="'userId' twice"):
+        sessionize.run(pa.table([["u"], ["2024-01-01T00:00:00Z"], ["u"]],
+                                names=["userId", "timestamp", "userId"]))
+
+
+@pytest.mark.parametrize("odd", [None, "a.json", 5])
+def test_18_records_name_the_element_that_is_not_a_dict(odd):
+    records = [{"userId": "u", "timestamp": "2024-01-01T00:00:00Z"}, odd]
+    with pytest.raises(InputError, match=f"record 2 of 2 is a {type(odd).__name__}"):
+        sessionize.run(records)
+
+
+# --- 19: errors and the quarantine name the input line ------------------------------------
+@pytest.mark.parametrize("name, lines", [("19-blank-lines.ndjson", [4, 5]),
+                                         ("19-array.json", [4]), ("19-lines.csv", [5])])
+def test_19_invalid_rows_name_their_line(name, lines):
+    path = CASES / name
+    with pytest.raises(sessionize.InvalidEventsError) as info:
+        sessionize.run(str(path))
+    assert [p["line"] for p in info.value.problems] == lines
+    assert f"line {lines[0]}, row 2" in str(info.value)
+    with sessionize.run(str(path), on_invalid="quarantine") as result:
+        quarantine = result.quarantine.to_arrow().to_pylist()
+    assert [(q["source_file"], q["source_line"]) for q in quarantine] == \
+        [(str(path), line) for line in lines]
+
+
+def test_19_several_files_and_parquet_name_the_file(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"userId": ["u", "u"], "timestamp": ["2024-01-01T00:00:00Z", "soon"]})
+    for name in ("a.parquet", "b.parquet"):
+        pq.write_table(table, tmp_path / name)
+    with pytest.raises(sessionize.InvalidEventsError) as info:
+        sessionize.run([str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
+    assert [(p["file"], p["row"], p["line"]) for p in info.value.problems] == [
+        (str(tmp_path / "a.parquet"), 2, None), (str(tmp_path / "b.parquet"), 2, None)]
+    assert f"{str(tmp_path / 'b.parquet')!r} row 2:" in str(info.value)
+    second = CASES / "19-blank-lines.ndjson"
+    with sessionize.run([str(CASES / "09-dollar-keys.ndjson"), str(second)],
+                        on_invalid="quarantine") as result:
+        quarantine = result.quarantine.to_arrow().to_pylist()
+    assert [(q["source_file"], q["source_line"], q["source_row"]) for q in quarantine] == [
+        (str(second), 4, 2), (str(second), 5, 3)]

@@ -54,7 +54,9 @@ class InvalidEventsError(DataError):
     """Rows whose timestamp does not parse or that carry neither user id.
 
     ``problems`` lists one dict per offending row (at most a few are kept):
-    ``{"row": ..., "message_id": ..., "field": ..., "value": ..., "reason": ...}``;
+    ``{"row": ..., "file": ..., "line": ..., "message_id": ..., "field": ..., "value": ...,
+    "reason": ...}`` (``row`` is 1-based, in input order; ``file`` and ``line`` say where
+    a row of a file input came from, ``line`` is ``None`` for Parquet);
     ``count`` is how many rows are invalid in total.
     """
 

@@ -54,6 +54,69 @@ class LoadedInput:
     schema: dict[str, str]
     description: str
     malformed: list[MalformedLine]
+    #: The files behind the rows, in row order (empty for data frames): see :meth:`locate`.
+    parts: list[Part] = dataclasses.field(default_factory=list)
+    workdir: str | None = None
+
+    def locate(self, rows: Iterable[int]) -> dict[int, tuple[str, int | None, int]]:
+        """Where rows (``__sz_row`` values) came from: ``(file, line, row in the file)``,
+        1-based; ``line`` is ``None`` for Parquet. Empty for data frames.
+
+        Counting lines costs a pass over the files (the careful pass already knows them),
+        so it is done only for the rows an error or the quarantine names."""
+        wanted = sorted(set(rows))
+        if not wanted or not self.parts:
+            return {}
+        if [part.fmt for part in self.parts] == ["parquet"]:  # numbered (file, row in file)
+            files = self.parts[0].files
+            return {row: (files[row >> 40][1], None, (row & ((1 << 40) - 1)) + 1)
+                    for row in wanted if row >> 40 < len(files)}
+        found: dict[int, tuple[str, int | None, int]] = {}
+        start = 0
+        pending = iter(wanted)
+        row = next(pending, None)
+        for part in self.parts:
+            for path, shown in part.files:
+                if row is None:
+                    return found
+                lines = part.lines.get(path)
+                if lines is None:
+                    lines = _row_lines(path, part.fmt, self.workdir)
+                count = len(lines) if lines is not None else _parquet_rows(path)
+                while row is not None and row < start + count:
+                    within = row - start
+                    found[row] = (shown, lines[within] if lines is not None else None,
+                                  within + 1)
+                    row = next(pending, None)
+                start += count
+        return found
+
+
+@dataclasses.dataclass
+class Part:
+    """Files of one format, in the order their rows come in the input table, with the
+    input line of each row where a careful pass already counted them."""
+
+    fmt: str
+    files: list[tuple[str, str]]  # (the path read, the name shown)
+    lines: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+
+def _row_lines(path: str, fmt: str, workdir: str | None) -> list[int] | None:
+    """The input line of each row of a file, as DuckDB reads it (None for Parquet)."""
+    if fmt == "parquet":
+        return None
+    if fmt == "csv":
+        delimiter = "\t" if path.lower().removesuffix(".gz").endswith(".tsv") else ","
+        return scan_csv(path, delimiter, workdir or tempfile.gettempdir(),
+                        lines_only=True).lines
+    return scan_json(path, fmt, workdir or tempfile.gettempdir(), {}, lines_only=True).lines
+
+
+def _parquet_rows(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def file_format(path: str) -> str:
@@ -303,7 +366,8 @@ def _csv_table(con: Any, files: list[str], delimiter: str, text_columns: list[st
 
 def _read_csv_files(con: Any, files: list[str], on_invalid: str, workdir: str,
                     text_columns: Iterable[str], names: dict[str, str],
-                    table: str = "sz_input_csv") -> tuple[str, list[MalformedLine]]:
+                    table: str = "sz_input_csv"
+                    ) -> tuple[str, list[MalformedLine], list[Part]]:
     """Parse CSV (``.tsv``: tab-separated) files into ``table``: with DuckDB, the dialect
     given (RFC 4180) rather than sniffed; when DuckDB refuses a file, after the careful
     pass of :func:`sessionize.io.scan.scan_csv`, which sets malformed rows aside."""
@@ -312,9 +376,11 @@ def _read_csv_files(con: Any, files: list[str], on_invalid: str, workdir: str,
     for path in files:
         delimiter = "\t" if path.lower().removesuffix(".gz").endswith(".tsv") else ","
         by_delimiter.setdefault(delimiter, []).append(path)
-    parts, malformed = [], []
+    parts, malformed, origins = [], [], []
     for i, (delimiter, group) in enumerate(by_delimiter.items()):
         part = f"{table}_{i}"
+        origin = Part("csv", [(p, names.get(p, p)) for p in group])
+        origins.append(origin)
         try:
             _csv_table(con, group, delimiter, text_columns, part)
         except Exception:  # duckdb raises several types; the careful pass says which row
@@ -325,6 +391,7 @@ def _read_csv_files(con: Any, files: list[str], on_invalid: str, workdir: str,
                 if found.malformed and on_invalid == "raise":
                     raise malformed_csv_error(found.malformed[0]) from None
                 malformed.extend(found.malformed)
+                origin.lines[path] = found.lines
                 if found.clean is not None:
                     cleaned.append(found.clean)
             if not cleaned:
@@ -339,10 +406,10 @@ def _read_csv_files(con: Any, files: list[str], on_invalid: str, workdir: str,
                         "with a sample of the file.") from exc
         parts.append(part)
     if len(parts) == 1:
-        return parts[0], malformed
+        return parts[0], malformed, origins
     union = " UNION ALL BY NAME ".join(f"SELECT * FROM {p}" for p in parts)
     con.execute(f"CREATE OR REPLACE TABLE {table} AS {union}")
-    return table, malformed
+    return table, malformed, origins
 
 
 def _empty_json_table(con: Any, table: str, rows: int, text_columns: Iterable[str]) -> str:
@@ -357,7 +424,7 @@ def _empty_json_table(con: Any, table: str, rows: int, text_columns: Iterable[st
 def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
                      workdir: str, text_columns: Iterable[str],
                      names: dict[str, str] | None = None, table: str = "sz_input_json",
-                     id_columns: Iterable[str] = ()) -> tuple[str, list[MalformedLine]]:
+                     id_columns: Iterable[str] = ()) -> tuple[str, list[MalformedLine], Part]:
     """Parse JSON files into ``table``: with DuckDB straight away, or, when DuckDB refuses
     the input, after the careful pass of :mod:`sessionize.io.scan` (which sets aside the
     objects DuckDB refuses, and in raise mode names the first)."""
@@ -366,9 +433,11 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
     names = names or {}
     text_columns = list(text_columns)
     nonempty = [p for p in files if not _is_empty_file(p)]
+    part = Part(fmt, [(p, names.get(p, p)) for p in files],
+                {p: [] for p in files if p not in nonempty})
     if nonempty:
         try:
-            return _json_table(con, nonempty, fmt, text_columns, table, id_columns), []
+            return _json_table(con, nonempty, fmt, text_columns, table, id_columns), [], part
         except Exception:  # duckdb raises several types; the careful pass says which line
             pass
     spellings: dict[str, str] = {}
@@ -382,11 +451,12 @@ def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
     malformed = [bad for found in scanned for bad in found.malformed]
     cleaned = [found.clean for found in scanned if found.clean is not None]
     rows = sum(len(found.lines) for found in scanned)
+    part.lines.update({found.path: found.lines for found in scanned})
     if not spellings:  # no object has a key: every field of every row is missing
-        return _empty_json_table(con, table, rows, text_columns), malformed
+        return _empty_json_table(con, table, rows, text_columns), malformed, part
     try:
         return (_json_table(con, cleaned, "ndjson", text_columns, table, id_columns),
-                malformed)
+                malformed, part)
     except Exception as exc:
         named = files[0] if len(files) == 1 else files
         raise InputError(
@@ -407,15 +477,30 @@ def _frame_to_arrow(source: Any) -> Any | None:
     """An Arrow-compatible object for DataFrame-like sources, or None for paths."""
     module = type(source).__module__.split(".")[0]
     if module == "pandas":
+        import pandas as pd
         import pyarrow as pa
 
+        _check_names([str(c) for c in source.columns])
+        periods = [str(c) for c, kind in source.dtypes.items()
+                   if isinstance(kind, pd.PeriodDtype)]
+        if periods:
+            raise InputError(
+                f"column {periods[0]!r} holds pandas Periods (spans of time, such as a "
+                "month), which are not instants; sessionize would read their ordinals as "
+                "numbers.\nHint: convert it, e.g. frame[col].dt.to_timestamp() for the "
+                "start of each period, or .astype(str) to keep it as text.")
         try:
             return pa.Table.from_pandas(source, preserve_index=False)
         except (pa.ArrowTypeError, pa.ArrowInvalid):
             # An object column mixing types (ISO text and epoch numbers in one timestamp
             # column, as records from JSON give) has no single Arrow type; read such columns
             # as text, as the JSON reader does, instead of failing with an Arrow error.
-            return pa.Table.from_pandas(_mixed_columns_as_text(source), preserve_index=False)
+            try:
+                return pa.Table.from_pandas(_mixed_columns_as_text(source),
+                                            preserve_index=False)
+            except (pa.ArrowTypeError, pa.ArrowInvalid, ValueError) as exc:
+                raise InputError(f"cannot read the pandas DataFrame: {exc}.\nHint: give "
+                                 "each column one type (text, numbers or times).") from exc
     if module == "polars":
         if type(source).__name__ == "LazyFrame":
             source = source.collect()
@@ -433,12 +518,25 @@ def _with_row_numbers(table: Any) -> Any:
 
     if isinstance(table, pa.RecordBatchReader):  # a stream can be scanned only once
         table = table.read_all()
+    _check_names(table.column_names)
     _check_reserved(table.column_names)
     return table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
 
 
 #: Column names starting with this are sessionize's own, in every stage of a run.
 RESERVED_PREFIX = "__sz_"
+
+
+def _check_names(columns: list[str]) -> None:
+    """Column names must be distinct, ignoring case (DuckDB's names ignore case)."""
+    seen: dict[str, str] = {}
+    for i, name in enumerate(columns):
+        first = seen.setdefault(name.lower(), name)
+        if len(seen) <= i:  # a name seen before, perhaps spelled otherwise
+            same = "twice" if first == name else f"as {first!r} and {name!r}"
+            raise InputError(
+                f"the input has the column {name!r} {same}; column names must be distinct "
+                "(ignoring case).\nHint: rename or drop one of them.")
 
 
 def _check_reserved(columns: Iterable[str]) -> None:
@@ -519,6 +617,7 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
     them, so that the rules can tell such values (missing) from text."""
     frame = _frame_to_arrow(source)
     malformed: list[MalformedLine] = []
+    parts: list[Part] = []
     if frame is not None:
         con.register("sz_source_frame", _with_row_numbers(frame))
         relations = ["sz_source_frame"]
@@ -528,9 +627,15 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
         if not sources:
             raise OptionError("no input given (got an empty list)")
         names: dict[str, str] = {}
-        if all(isinstance(s, Mapping) for s in sources):
+        if any(isinstance(s, Mapping) for s in sources):
             # Records in memory (dicts, as json.load gives) are read exactly like a JSON file.
             count = len(sources)
+            bad = next((i for i, s in enumerate(sources) if not isinstance(s, Mapping)), None)
+            if bad is not None:
+                raise InputError(
+                    f"record {bad + 1} of {count} is a {type(sources[bad]).__name__} "
+                    f"({sources[bad]!r:.60}), not an event dict.\nHint: a list source holds "
+                    "either paths or event dicts (one per event), not a mixture.")
             sources = [_records_to_file(sources, workdir)]
             names[sources[0]] = f"{count} event records"
         if any(not isinstance(s, (str, os.PathLike)) for s in sources):
@@ -556,17 +661,24 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
         relations = []
         for fmt, files in by_format.items():
             if fmt in ("json", "ndjson"):
-                relation, bad_lines = _read_json_files(con, files, fmt, on_invalid, workdir,
-                                                       text_columns, names, f"sz_input_{fmt}",
-                                                       id_columns)
+                relation, bad_lines, part = _read_json_files(
+                    con, files, fmt, on_invalid, workdir, text_columns, names,
+                    f"sz_input_{fmt}", id_columns)
                 malformed.extend(bad_lines)
+                parts.append(part)
             elif fmt == "parquet":
                 relation = f"read_parquet({_sql_list(files)}, union_by_name=true)"
+                parts.append(Part("parquet", [(p, p) for p in files]))
             else:
-                relation, bad_lines = _read_csv_files(con, files, on_invalid, workdir,
-                                                      text_columns, names)
+                relation, bad_lines, csv_parts = _read_csv_files(con, files, on_invalid,
+                                                                 workdir, text_columns, names)
                 malformed.extend(bad_lines)
+                parts.extend(csv_parts)
             relations.append(relation)
+        # zero-byte files hold no rows: their place in the row order is empty
+        for path in paths:
+            if _is_empty_file(path) and not any(path in part.lines for part in parts):
+                parts.append(Part("ndjson", [(path, names.get(path, path))], {path: []}))
         description = names.get(paths[0], paths[0]) if len(paths) == 1 else f"{len(paths)} files"
         parquet_only = list(by_format) == ["parquet"]
     try:
@@ -602,4 +714,4 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
     replace = f" REPLACE ({', '.join(replaced)})" if replaced else ""
     con.execute(f"CREATE OR REPLACE VIEW {INPUT_TABLE} AS SELECT *{replace} FROM {base}")
     schema = {name: _NS_TYPES.get(kind.upper(), kind) for name, kind in schema.items()}
-    return LoadedInput(INPUT_TABLE, schema, description, malformed)
+    return LoadedInput(INPUT_TABLE, schema, description, malformed, parts, workdir)

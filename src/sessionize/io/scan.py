@@ -145,7 +145,8 @@ def _snippet(text: str) -> str:
 
 
 def scan_json(path: str, fmt: str, workdir: str, spellings: dict[str, str], *,
-              stop_at_first: bool = False, shown: str | None = None) -> ScannedFile:
+              stop_at_first: bool = False, shown: str | None = None,
+              lines_only: bool = False) -> ScannedFile:
     """The careful pass over one file (``fmt``: ``json`` or ``ndjson``).
 
     ``spellings`` (lower-case key -> the first spelling seen) is shared by every file of
@@ -153,6 +154,9 @@ def scan_json(path: str, fmt: str, workdir: str, spellings: dict[str, str], *,
     the first malformed object (raise mode). ``shown`` is the name errors use.
     A JSON array whose syntax breaks cannot be split into objects: that is a
     :class:`MalformedJSONError` whatever the mode.
+
+    ``lines_only``: only the line of each object, as DuckDB read them (nothing is checked
+    or written): for naming the lines of rows in an input DuckDB read at once.
     """
     shown = shown or path
     if fmt == "json":
@@ -160,7 +164,7 @@ def scan_json(path: str, fmt: str, workdir: str, spellings: dict[str, str], *,
         text = data.decode("utf-8", "surrogateescape").lstrip("\ufeff")
         body = text.lstrip(" \t\r\n")
         if body.startswith("["):
-            return _scan_array(path, text, workdir, spellings, stop_at_first, shown)
+            return _scan_array(path, text, workdir, spellings, stop_at_first, shown, lines_only)
         if body.startswith("{"):
             try:  # one object, perhaps over several lines (a pretty-printed file)
                 value = _parse(body, spellings)
@@ -170,7 +174,8 @@ def scan_json(path: str, fmt: str, workdir: str, spellings: dict[str, str], *,
                 _register(value, spellings)
                 line = text.count("\n", 0, len(text) - len(body)) + 1
                 return _write_clean(path, workdir, [(line, body.replace("\n", " ")
-                                                     .replace("\r", " ").encode())], [])
+                                                     .replace("\r", " ").encode())], [],
+                                    lines_only)
         lines: Iterator[bytes] = iter(data.splitlines(keepends=True))
     else:
         lines = _read_bytes(path)
@@ -181,6 +186,9 @@ def scan_json(path: str, fmt: str, workdir: str, spellings: dict[str, str], *,
         if number == 1:
             stripped = stripped.removeprefix(b"\xef\xbb\xbf")
         if not stripped:
+            continue
+        if lines_only:
+            good.append((number, b""))
             continue
         try:
             try:
@@ -197,11 +205,11 @@ def scan_json(path: str, fmt: str, workdir: str, spellings: dict[str, str], *,
             continue
         _register(value, spellings)
         good.append((number, stripped))
-    return _write_clean(path, workdir, good, bad)
+    return _write_clean(path, workdir, good, bad, lines_only)
 
 
 def _scan_array(path: str, text: str, workdir: str, spellings: dict[str, str],
-                stop_at_first: bool, shown: str) -> ScannedFile:
+                stop_at_first: bool, shown: str, lines_only: bool = False) -> ScannedFile:
     decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant)
     good: list[tuple[int, bytes]] = []
     bad: list[MalformedLine] = []
@@ -242,7 +250,9 @@ def _scan_array(path: str, text: str, workdir: str, spellings: dict[str, str],
                 except _Refused as exc:
                     reason = str(exc)
             raw = text[start:pos]
-            if reason is None:
+            if lines_only:
+                good.append((line_at(start), b""))
+            elif reason is None:
                 _register(value, spellings)
                 good.append((line_at(start), raw.replace("\n", " ").replace("\r", " ")
                              .encode("utf-8")))
@@ -250,7 +260,7 @@ def _scan_array(path: str, text: str, workdir: str, spellings: dict[str, str],
                 bad.append(MalformedLine(shown, line_at(start),
                                          raw.encode("utf-8", "replace").decode("utf-8"), reason))
                 if stop_at_first:
-                    return _write_clean(path, workdir, good, bad)
+                    return _write_clean(path, workdir, good, bad, lines_only)
             pos = ws.match(text, pos).end()
             if text.startswith(",", pos):
                 pos = ws.match(text, pos + 1).end()
@@ -261,7 +271,7 @@ def _scan_array(path: str, text: str, workdir: str, spellings: dict[str, str],
                 raise broken(pos, "expecting ',' or ']' between the array's values")
     if text[pos:].strip(" \t\r\n"):
         raise broken(pos, "extra data after the array")
-    return _write_clean(path, workdir, good, bad)
+    return _write_clean(path, workdir, good, bad, lines_only)
 
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
@@ -285,7 +295,9 @@ def _skip_value(text: str, start: int) -> int:
 
 
 def _write_clean(path: str, workdir: str, good: list[tuple[int, bytes]],
-                 bad: list[MalformedLine]) -> ScannedFile:
+                 bad: list[MalformedLine], lines_only: bool = False) -> ScannedFile:
+    if lines_only:
+        return ScannedFile(path, None, [number for number, _ in good], bad)
     if not good:
         return ScannedFile(path, None, [], bad)
     fd, clean = tempfile.mkstemp(suffix=".ndjson", dir=workdir)
@@ -325,7 +337,7 @@ def _any_field_size() -> Iterator[None]:
 
 
 def scan_csv(path: str, delimiter: str, workdir: str, *, stop_at_first: bool = False,
-             shown: str | None = None) -> ScannedFile:
+             shown: str | None = None, lines_only: bool = False) -> ScannedFile:
     """The careful pass over one CSV file (RFC 4180: ``"`` quotes, ``""`` escapes one).
 
     The first record is the header. A record with another number of fields than the header,
@@ -333,6 +345,7 @@ def scan_csv(path: str, delimiter: str, workdir: str, *, stop_at_first: bool = F
     the others are written to a clean CSV (``clean``, with the header) that DuckDB reads.
     Blank lines are skipped. A quote that never closes cannot be split into records: that
     is an :class:`~sessionize.InputError` naming its line, whatever the mode.
+    ``lines_only``: only the line where each record starts (nothing checked or written).
     """
     shown = shown or path
     data = b"".join(_read_bytes(path)).removeprefix(b"\xef\xbb\xbf")
@@ -361,6 +374,9 @@ def scan_csv(path: str, delimiter: str, workdir: str, *, stop_at_first: bool = F
             if header is None:
                 header = record
                 continue
+            if lines_only:
+                good.append((start, []))
+                continue
             reason = None
             if any(_SURROGATE.search(field) for field in record):
                 reason = "not valid UTF-8 text"
@@ -373,8 +389,8 @@ def scan_csv(path: str, delimiter: str, workdir: str, *, stop_at_first: bool = F
             bad.append(MalformedLine(shown, start, raw, reason, "malformed_csv"))
             if stop_at_first:
                 break
-    if header is None:
-        return ScannedFile(path, None, [], bad)
+    if header is None or lines_only:
+        return ScannedFile(path, None, [number for number, _ in good], bad)
     fd, clean = tempfile.mkstemp(suffix=".csv", dir=workdir)
     with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as dst:
         writer = csv.writer(dst, lineterminator="\n")
