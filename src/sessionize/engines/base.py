@@ -196,7 +196,7 @@ def invalid_events_error(count: int, problems: list[dict], description: str,
     return InvalidEventsError(
         f"{count} invalid event{'s' if count != 1 else ''} in {description}:\n  "
         + "\n  ".join(p["message"] for p in problems) + more
-        + "\nAccepted timestamps: ISO-8601 text YYYY-MM-DD[THH:MM[:SS[.ffffff]]][Z|+HH:MM] "
+        + "\nAccepted timestamps: ISO-8601 text YYYY-MM-DD[THH:MM:SS[.ffffff][Z|+HH:MM]] "
           "(no offset means UTC), epoch seconds or milliseconds (numbers or numeric text), "
           "or a timestamp column, from 0001-01-01 to 9999-12-31 UTC; every event needs a "
           f"non-empty {user_columns[0]} or {user_columns[1]} (white space, true/false, "

@@ -61,7 +61,9 @@ def _write(spark: Any, frame: Any, path: str, fmt: str) -> None:
             else:
                 spark.conf.set(key, before)
     elif fmt == "csv":
-        writer.option("header", "true").csv(path)
+        # RFC 4180, as the DuckDB engine writes: a quote inside a field is doubled (Spark's
+        # default escapes it with a backslash, which pandas and DuckDB misread)
+        writer.option("header", "true").option("escape", '"').csv(path)
     else:
         writer.option("ignoreNullFields", "false").json(path)
 

@@ -117,11 +117,12 @@ def _epoch_to_timestamp(number: str, unit: str) -> str:
 
 
 #: The timestamp text sessionize accepts (docs/guide.md, "Timestamps"): an ISO-8601 date,
-#: optionally a time (``T`` or a space between; seconds and a fraction optional) and an
-#: offset (``Z``, ``+HH:MM``, ``+HHMM`` or ``+HH``, at most 14 hours). Anything else that
-#: is text is a number (epoch, :data:`EPOCH_TEXT`) or invalid.
-ISO_TEXT = ("[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9]"
-            "(:[0-5][0-9](\\.[0-9]+)?)?(Z|[+-](0[0-9]|1[0-4])(:?[0-5][0-9])?)?)?")
+#: optionally an RFC 3339 time (``T`` or a space between; seconds required, a fraction
+#: optional) and offset (``Z`` or ``+HH:MM``, at most 14 hours). Spark's cast refuses the
+#: compact forms (``+0530``, ``+05``, ``09:00Z``), so no engine takes them. Anything else
+#: that is text is a number (epoch, :data:`EPOCH_TEXT`) or invalid.
+ISO_TEXT = ("[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+            "(\\.[0-9]+)?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])?)?")
 #: Epoch numbers as text: digits, an optional fraction and an optional exponent.
 EPOCH_TEXT = "[+-]?[0-9]+(\\.[0-9]+)?([eE][+-]?[0-9]+)?"
 #: The instants sessionize accepts, in UTC microseconds since 1970: 0001-01-01T00:00:00Z to
