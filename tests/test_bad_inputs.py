@@ -423,3 +423,20 @@ def test_19_several_files_and_parquet_name_the_file(tmp_path):
     assert [(q["source_file"], q["source_line"], q["source_row"]) for q in quarantine] == [
         (str(second), 4, 2), (str(second), 5, 3)]
 
+
+def test_10_an_input_without_rows_needs_no_columns(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("a,b\n")
+    with sessionize.run(str(path), gap_by="context.device.type", gaps={"mobile": "5m"}) as result:
+        assert (len(result.events), len(result.sessions)) == (0, 0)
+    every_row_bad = tmp_path / "bad.tsv"  # the header is "   "; no record has one field
+    every_row_bad.write_text("   \nuserId\ttimestamp\nu\t2024-01-01T00:00:00Z\n")
+    assert run_both(every_row_bad) == (0, [("malformed_csv", 2), ("malformed_csv", 3)])
+
+
+def test_2_a_blank_first_line_is_skipped_not_read_as_a_row():
+    path = CASES / "02-blank-first-line.csv"
+    with sessionize.run(str(path)) as result:
+        assert result.events.to_arrow().select(["userId", "event"]).to_pylist() == [
+            {"userId": "u", "event": "E"}]
+        assert len(result.quarantine) == 0

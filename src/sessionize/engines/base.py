@@ -114,6 +114,12 @@ class Engine:
             name: self.resolve(loaded, getattr(columns, name))
             for name in ("user_id", "anonymous_id", "timestamp", "message_id", "event", "type",
                          "received_at", "sent_at", "original_timestamp", "previous_id")}
+        if (fields["timestamp"] is None or fields["user_id"] is fields["anonymous_id"] is None) \
+                and self._empty(loaded):
+            # An input without rows has no columns to speak of (an empty file, a CSV whose
+            # every record was malformed): it is zero events, whatever it lacks.
+            nothing = Field("CAST(NULL AS VARCHAR)", "VARCHAR")
+            fields = {name: field or nothing for name, field in fields.items()}
         if fields["user_id"] is None and fields["anonymous_id"] is None:
             raise InputError(
                 f"the input has neither a {columns.user_id!r} nor an "
@@ -144,12 +150,16 @@ class Engine:
             wanted[f"enrich:{path}"] = (path, True)
         for name, (path, required) in wanted.items():
             fields[name] = self.resolve(loaded, path)
-            if fields[name] is None and required:
+            if fields[name] is None and required and not self._empty(loaded):
                 rule = name.split("_")[0].split(":")[0]
                 raise InputError(
                     f"the input has no column {path!r}, which the {rule} rule reads.\n"
                     f"Hint: the input has: {', '.join(loaded.schema)}")
         return fields
+
+    def _empty(self, loaded: Input) -> bool:
+        """Whether the input has no rows (asked only when a column is missing)."""
+        return self.rows(f"SELECT count(*) FROM {loaded.table}")[0][0] == 0
 
     def check(self, loaded: Input, fields: dict[str, Field | None], on_invalid: str) -> int:
         """Count the invalid rows of ``sz_prepared``; unless they are to be quarantined,

@@ -353,7 +353,7 @@ def _csv_read(files: list[str], delimiter: str, types: dict[str, str]) -> str:
     extra = f", types={types_sql}" if types else ""
     delim = "\\t" if delimiter == "\t" else delimiter
     return (f"read_csv({_sql_list(files)}, union_by_name=true, header=true, delim='{delim}', "
-            f"quote='\"', escape='\"', max_line_size={CSV_MAX_LINE_BYTES}{extra})")
+            f"quote='\"', escape='\"', skip=0, max_line_size={CSV_MAX_LINE_BYTES}{extra})")
 
 
 def _csv_table(con: Any, files: list[str], delimiter: str, text_columns: list[str],
@@ -362,6 +362,17 @@ def _csv_table(con: Any, files: list[str], delimiter: str, text_columns: list[st
     types = {name: "VARCHAR" for name in text_columns if name in header}
     con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM "
                 f"{_csv_read(files, delimiter, types)}")
+
+
+def _starts_blank(path: str) -> bool:
+    """Whether a CSV file starts with a blank line (its header comes after it)."""
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(8).removeprefix(b"\xef\xbb\xbf")
+    except (OSError, EOFError):
+        return False  # the careful pass reports an unreadable file
+    return head[:1] in (b"\n", b"\r")
 
 
 def _read_csv_files(con: Any, files: list[str], on_invalid: str, workdir: str,
@@ -382,6 +393,8 @@ def _read_csv_files(con: Any, files: list[str], on_invalid: str, workdir: str,
         origin = Part("csv", [(p, names.get(p, p)) for p in group])
         origins.append(origin)
         try:
+            if any(map(_starts_blank, group)):  # DuckDB reads the header after a blank line
+                raise ValueError("a blank first line")  # as a row as well: read carefully
             _csv_table(con, group, delimiter, text_columns, part)
         except Exception:  # duckdb raises several types; the careful pass says which row
             cleaned = []
