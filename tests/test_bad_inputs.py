@@ -55,6 +55,13 @@ def test_6_whitespace_only_json_is_an_empty_input():
         assert len(result.events) == len(result.sessions) == 0
 
 
+@pytest.mark.parametrize("command", ["thresholds", "report"])
+def test_6_whitespace_only_json_in_the_other_commands(command, tmp_path):
+    target = ["-o", str(tmp_path / "r.html")] if command == "report" else []
+    status, err = cli(command, str(CASES / "06-whitespace.json"), *target)
+    assert status == 0, err
+
+
 def test_7_json_array_with_invalid_utf8_sets_the_element_aside():
     path = CASES / "07-invalid-utf8.json"
     assert run_both(path) == (1, [("malformed_json", 2)])
