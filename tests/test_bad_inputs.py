@@ -293,14 +293,14 @@ def test_14_a_directory_where_a_table_goes_fails_before_anything_changes(tmp_pat
 
 
 class FailingRename(outputs.LocalFileSystem):
-    """The local disk, whose ``fail_at``-th rename fails (as a full or read-only disk's)."""
+    """The local disk, whose ``fail_at``-th renames fail (as a full or read-only disk's)."""
 
-    def __init__(self, fail_at: int):
+    def __init__(self, *fail_at: int):
         self.renames, self.fail_at = 0, fail_at
 
     def replace(self, tmp: str, final: str) -> None:
         self.renames += 1
-        if self.renames == self.fail_at:
+        if self.renames in self.fail_at:
             raise OSError(28, "No space left on device")
         super().replace(tmp, final)
 
@@ -318,6 +318,22 @@ def test_14_a_failed_rename_puts_the_previous_set_back(tmp_path, fail_at):
                                  write_one=outputs._write_one)
     assert _bytes(out) == before
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_14_previous_tables_that_cannot_be_moved_back_are_kept_and_named(tmp_path):
+    out = tmp_path / "o"
+    with sessionize.run(sessionize.sample_path()) as old:
+        old.write(out)
+    before = _bytes(out)
+    with sessionize.run(sessionize.sample_path()) as new:
+        tables = [new.events, new.sessions, new.users]
+        # renames 1-3 move the old set aside, 4 fails; the undo's first move back (6) fails
+        with pytest.raises(sessionize.OutputError, match="could not all be moved back") as info:
+            outputs.write_staged(tables, str(out), format="parquet", fs=FailingRename(4, 6),
+                                 write_one=outputs._write_one)
+    (kept,) = out.glob(".sessionize-previous-*")
+    assert str(kept) in str(info.value)
+    assert {**_bytes(out), **_bytes(kept)} == before
 
 
 def test_15_a_run_without_quarantine_rows_removes_the_previous_quarantine(tmp_path):

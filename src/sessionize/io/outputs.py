@@ -160,8 +160,14 @@ def _publish(fs: FileSystem, staged: list[tuple[str, str]], previous: list[str],
                 fs.replace(now, where)
             except OSError:
                 undone = False
-        state = ("the previous tables are back in place" if undone else
-                 f"the previous tables could not all be moved back; they are in {aside!r}")
+        state = "the previous tables are back in place"
+        if not undone:  # keep them out of the staging directory, which is removed
+            kept = f"{out}/.sessionize-previous-{os.getpid()}-{int(time.time())}"
+            try:
+                fs.replace(aside, kept)
+            except OSError:
+                kept = aside
+            state = f"the previous tables could not all be moved back; they are in {kept!r}"
         raise OutputError(
             f"cannot publish the tables in {out!r}: {exc}; {state}.\n"
             "Hint: check that the output directory is writable and that no directory sits "
