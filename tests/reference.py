@@ -97,12 +97,18 @@ def start_reason(prev: Event | None, event: Event, gap_us: int, options: Options
     return None
 
 
+#: Unicode's White_Space characters and the BOM: an id made only of these is missing.
+BLANK = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+         "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
+
+
 def _blank(value: str | None) -> str | None:
-    return None if value is None or value.strip(" ") == "" else value
+    return None if value is None or value.strip(BLANK) == "" else value
 
 
 def resolve(event: Event) -> str | None:
-    """userId if set, else anonymousId; empty or all-space strings count as missing."""
+    """userId if set, else anonymousId; empty or blank strings (only white space) count
+    as missing."""
     return _blank(event.user_id) or _blank(event.anonymous_id)
 
 

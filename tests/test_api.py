@@ -17,10 +17,9 @@ from sessionize.sql import compiler
 def test_exported_members_are_locked():
     assert sorted(sessionize.__all__) == sorted([
         "Columns", "DataError", "DuckDB", "InputError", "InvalidEventsError",
-        "MalformedJSONError", "OptionError", "Postgres", "Result", "Rules", "SessionizeError",
-        "Spark",
-        "Table", "__version__", "parse_duration", "report", "run", "sample_path", "thresholds",
-        "to_sql",
+        "MalformedJSONError", "OptionError", "OutputError", "Postgres", "Result", "Rules",
+        "SessionizeError", "Spark", "Table", "__version__", "parse_duration", "report", "run",
+        "sample_path", "thresholds", "to_sql",
     ])
     for name in sessionize.__all__:
         assert hasattr(sessionize, name)
@@ -30,6 +29,7 @@ def test_errors_subclass_builtins():
     assert issubclass(sessionize.OptionError, ValueError)
     assert issubclass(sessionize.InvalidEventsError, sessionize.DataError)
     assert issubclass(sessionize.DataError, ValueError)
+    assert issubclass(sessionize.OutputError, OSError)
 
 
 def test_options_are_keyword_only():

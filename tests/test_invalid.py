@@ -56,8 +56,10 @@ def test_bad_timestamp_names_row_message_id_field_value_and_accepted_forms(tmp_p
     assert isinstance(error, DataError) and isinstance(error, ValueError)
     assert error.count == 1
     assert error.problems == [{
-        "row": 2, "message_id": "m2", "field": "timestamp", "value": "next tuesday",
-        "reason": "invalid_timestamp", "message": error.problems[0]["message"]}]
+        "row": 2, "file": error.problems[0]["file"], "line": 2, "message_id": "m2",
+        "field": "timestamp", "value": "next tuesday", "reason": "invalid_timestamp",
+        "message": error.problems[0]["message"]}]
+    assert error.problems[0]["file"].endswith(".ndjson")
 
 
 @pytest.mark.parametrize("row", [NO_TS, NULL_TS], ids=["absent", "null"])

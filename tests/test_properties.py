@@ -21,7 +21,7 @@ from sessionize.rules import Rules
 
 BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
 GAPS_US = [1, 1_000_000, 60_000_000, 1_800_000_000]
-USERS = ["u1", "u2", "u3", "user|4", "ü5", "", " ", "  ", " u6", "\t"]
+USERS = ["u1", "u2", "u3", "user|4", "ü5", "", " ", "  ", " u6", "\t", "\u3000", "\xa0u7"]
 
 
 @st.composite

@@ -43,6 +43,7 @@ from .errors import (
     InvalidEventsError,
     MalformedJSONError,
     OptionError,
+    OutputError,
     SessionizeError,
 )
 from .reporting import report
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidEventsError",
     "MalformedJSONError",
     "OptionError",
+    "OutputError",
     "Postgres",
     "Result",
     "Rules",

@@ -5,10 +5,11 @@ subclasses the matching builtin so ``except ValueError`` keeps working::
 
     SessionizeError
     ├── OptionError (ValueError)          a keyword option or CLI flag is wrong   -> exit 2
-    └── DataError (ValueError)            the events themselves are wrong         -> exit 1
-        ├── InputError                    a source cannot be read or lacks a column
-        ├── MalformedJSONError            a line of JSON does not parse
-        └── InvalidEventsError            rows with a bad timestamp or no user id
+    ├── DataError (ValueError)            the events themselves are wrong         -> exit 1
+    │   ├── InputError                    a source cannot be read or lacks a column
+    │   ├── MalformedJSONError            a line of JSON does not parse
+    │   └── InvalidEventsError            rows with a bad timestamp or no user id
+    └── OutputError (OSError)             the output files cannot be written      -> exit 1
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "InvalidEventsError",
     "MalformedJSONError",
     "OptionError",
+    "OutputError",
     "SessionizeError",
 ]
 
@@ -52,7 +54,9 @@ class InvalidEventsError(DataError):
     """Rows whose timestamp does not parse or that carry neither user id.
 
     ``problems`` lists one dict per offending row (at most a few are kept):
-    ``{"row": ..., "message_id": ..., "field": ..., "value": ..., "reason": ...}``;
+    ``{"row": ..., "file": ..., "line": ..., "message_id": ..., "field": ..., "value": ...,
+    "reason": ...}`` (``row`` is 1-based, in input order; ``file`` and ``line`` say where
+    a row of a file input came from, ``line`` is ``None`` for Parquet);
     ``count`` is how many rows are invalid in total.
     """
 
@@ -60,3 +64,7 @@ class InvalidEventsError(DataError):
         super().__init__(message)
         self.problems = problems
         self.count = count
+
+
+class OutputError(SessionizeError, OSError):
+    """The tables cannot be written where asked; the output directory is left as it was."""

@@ -1,7 +1,7 @@
 """The command line: a thin layer over :func:`sessionize.run`.
 
-Exit codes: 0 success, 1 bad data (unreadable input, invalid events), 2 bad
-usage (unknown flag, bad option value) or an unexpected crash.
+Exit codes: 0 success, 1 bad data (unreadable input, invalid events) or outputs that
+cannot be written, 2 bad usage (unknown flag, bad option value) or an unexpected crash.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..api import execute, make_rules, to_sql
 from ..engines.duckdb import DuckDB
 from ..engines.postgres import Postgres
 from ..engines.spark import Spark, require_pyspark, spark_session
-from ..errors import DataError, OptionError
+from ..errors import DataError, OptionError, OutputError
 from ..io.dbt import write_project
 from ..reporting import report
 from ..sample import sample_path
@@ -434,6 +434,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
         return EXIT_USAGE
     except DataError as exc:
         stderr.write(f"sessionize {args.command}: bad data: {exc}\n")
+        return EXIT_DATA
+    except OutputError as exc:
+        stderr.write(f"sessionize {args.command}: cannot write: {exc}\n")
         return EXIT_DATA
     except KeyboardInterrupt:
         stderr.write("interrupted\n")

@@ -109,6 +109,12 @@ class Engine:
         columns = rules.columns
         paths = field_paths(rules)
         fields = {name: self.resolve(loaded, paths[name][0]) for name in COLUMN_FIELDS}
+        if (fields["timestamp"] is None or fields["user_id"] is fields["anonymous_id"] is None) \
+                and self._empty(loaded):
+            # An input without rows has no columns to speak of (an empty file, a CSV whose
+            # every record was malformed): it is zero events, whatever it lacks.
+            nothing = Field("CAST(NULL AS VARCHAR)", "VARCHAR")
+            fields = {name: field or nothing for name, field in fields.items()}
         if fields["user_id"] is None and fields["anonymous_id"] is None:
             raise InputError(
                 f"the input has neither a {columns.user_id!r} nor an "
@@ -124,12 +130,16 @@ class Engine:
             if name in fields:
                 continue
             fields[name] = self.resolve(loaded, path)
-            if fields[name] is None and required:
+            if fields[name] is None and required and not self._empty(loaded):
                 rule = name.split("_")[0].split(":")[0]
                 raise InputError(
                     f"the input has no column {path!r}, which the {rule} rule reads.\n"
                     f"Hint: the input has: {', '.join(loaded.schema)}")
         return fields
+
+    def _empty(self, loaded: Input) -> bool:
+        """Whether the input has no rows (asked only when a column is missing)."""
+        return self.rows(f"SELECT count(*) FROM {loaded.table}")[0][0] == 0
 
     def check(self, loaded: Input, fields: dict[str, Field | None], on_invalid: str) -> int:
         """Count the invalid rows of ``sz_prepared``; unless they are to be quarantined,
@@ -149,7 +159,9 @@ class Engine:
             f"AND __sz_invalid <> 'duplicate_message_id' ORDER BY __sz_row "
             f"LIMIT {MAX_REPORTED}")
         names = (self.rules.columns.user_id, self.rules.columns.anonymous_id)
-        problems = [_problem(*row, names) for row in found]
+        origins = loaded.locate(row[0] - 1 for row in found)
+        several = sum(len(part.files) for part in loaded.parts) > 1
+        problems = [_problem(*row, names, origins.get(row[0] - 1), several) for row in found]
         raise invalid_events_error(count, problems, loaded.description, names)
 
     @staticmethod
@@ -174,17 +186,33 @@ def invalid_events_error(count: int, problems: list[dict], description: str,
     return InvalidEventsError(
         f"{count} invalid event{'s' if count != 1 else ''} in {description}:\n  "
         + "\n  ".join(p["message"] for p in problems) + more
-        + "\nAccepted timestamps: ISO-8601 text with any offset or Z (no offset means UTC), "
-          "epoch seconds or milliseconds, or a timestamp column; every event needs a "
-          f"non-empty {user_columns[0]} or {user_columns[1]}."
+        + "\nAccepted timestamps: ISO-8601 text YYYY-MM-DD[THH:MM:SS[.ffffff][Z|+HH:MM]] "
+          "(no offset means UTC), epoch seconds or milliseconds (numbers or numeric text), "
+          "or a timestamp column, from 0001-01-01 to 9999-12-31 UTC; every event needs a "
+          f"non-empty {user_columns[0]} or {user_columns[1]} (white space, true/false, "
+          "lists and objects are missing)."
           "\nHint: on_invalid='quarantine' (--on-invalid quarantine) sets these rows aside "
           "in a quarantine table with a reason each and processes the rest.",
         problems=problems, count=count)
 
 
 def _problem(row: int, msg: str | None, reason: str, raw: str | None,
-             user_columns: tuple[str, str]) -> dict:
-    where = f"row {row}" + (f" (messageId {msg!r})" if msg else "")
+             user_columns: tuple[str, str],
+             origin: tuple[str, int | None, int] | None = None, several: bool = False) -> dict:
+    """One invalid row: ``row`` is its 1-based place in the input (in its file, for
+    Parquet); ``origin`` (file, line, row in the file) where the input is files."""
+    file = line = None
+    where = f"row {row}"
+    if origin is not None:
+        file, line, within = origin
+        if line is None:  # Parquet: rows, no lines
+            row = within
+            where = f"row {row}"
+        elif line != row or several:
+            where = f"line {line}, row {row}"
+        if several:
+            where = f"{file!r} {where}"
+    where += f" (messageId {msg!r})" if msg else ""
     if reason == "missing_timestamp":
         text = f"{where}: the timestamp is missing"
         field, value = "timestamp", None
@@ -198,5 +226,5 @@ def _problem(row: int, msg: str | None, reason: str, raw: str | None,
     else:
         text = f"{where}: neither {user_columns[0]} nor {user_columns[1]} is set"
         field, value = "/".join(user_columns), None
-    return {"row": row, "message_id": msg, "field": field, "value": value, "reason": reason,
-            "message": text}
+    return {"row": row, "file": file, "line": line, "message_id": msg, "field": field,
+            "value": value, "reason": reason, "message": text}

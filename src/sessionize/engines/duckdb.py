@@ -253,7 +253,8 @@ class DuckDBEngine(Engine):
              stdin: IO[bytes] | None = None) -> LoadedInput:
         with self._stage("reading"):
             return load(self.con, source, text_columns=self._text_columns(rules),
-                        on_invalid=on_invalid, workdir=self._workdir, stdin=stdin)
+                        on_invalid=on_invalid, workdir=self._workdir, stdin=stdin,
+                        id_columns=(rules.columns.user_id, rules.columns.anonymous_id))
 
     def assign(self, compiled: Any, loaded: LoadedInput, fields: dict[str, Field | None],
                on_invalid: str) -> int:
@@ -297,11 +298,27 @@ class DuckDBEngine(Engine):
 
     def create_quarantine(self, sql: str, loaded: LoadedInput) -> None:
         self.con.execute(f"CREATE OR REPLACE TABLE sz_quarantine AS {sql}")
+        if loaded.parts:  # name the file and line of every row set aside
+            rows = [r[0] - 1 for r in self.con.execute(
+                "SELECT source_row FROM sz_quarantine").fetchall()]
+            origins = loaded.locate(rows)
+            if origins:
+                import pyarrow as pa
+
+                self.con.register("sz_origins", pa.table({
+                    "r": list(origins), "f": [o[0] for o in origins.values()],
+                    "l": pa.array([o[1] for o in origins.values()], pa.int64()),
+                    "n": [o[2] for o in origins.values()]}))
+                self.con.execute(
+                    "UPDATE sz_quarantine SET source_file = o.f, source_line = o.l, "
+                    "source_row = o.n FROM sz_origins AS o "
+                    "WHERE sz_quarantine.source_row = o.r + 1")
+                self.con.unregister("sz_origins")
         if loaded.malformed:
             self.con.executemany(
                 "INSERT INTO sz_quarantine (quarantine_reason, source_file, source_line, raw_line) "
-                "VALUES ('malformed_json', ?, ?, ?)",
-                [(bad.path, bad.line, bad.text) for bad in loaded.malformed])
+                "VALUES (?, ?, ?, ?)",
+                [(bad.reason, bad.path, bad.line, bad.text) for bad in loaded.malformed])
 
     def _build_identities(self, compiled: Any) -> None:
         if compiled.identities is not None:  # the graph's rounds run first (sql/identity.py)

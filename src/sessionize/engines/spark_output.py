@@ -61,7 +61,9 @@ def _write(spark: Any, frame: Any, path: str, fmt: str) -> None:
             else:
                 spark.conf.set(key, before)
     elif fmt == "csv":
-        writer.option("header", "true").csv(path)
+        # RFC 4180, as the DuckDB engine writes: a quote inside a field is doubled (Spark's
+        # default escapes it with a backslash, which pandas and DuckDB misread)
+        writer.option("header", "true").option("escape", '"').csv(path)
     else:
         writer.option("ignoreNullFields", "false").json(path)
 
@@ -82,8 +84,21 @@ class HadoopFileSystem:
         return self.fs.exists(self.make(path)) and \
             not self.fs.getFileStatus(self.make(path)).isDirectory()
 
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(self.make(path)))
+
+    def check_target(self, path: str) -> None:
+        """Spark writes each table as a directory, so any existing one is replaceable."""
+
     def staging(self, out: str) -> str:
         return f"{out}/.sessionize-tmp-{uuid.uuid4().hex[:12]}"
+
+    def clean_stale(self, out: str) -> None:
+        """Left alone: on shared storage a staging directory's owner cannot be told
+        (readers skip hidden directories)."""
+
+    def make_dir(self, path: str) -> None:
+        self.fs.mkdirs(self.make(path))
 
     def replace(self, tmp: str, final: str) -> None:
         if self.fs.exists(self.make(final)):

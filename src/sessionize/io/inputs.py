@@ -22,12 +22,14 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import InputError, MalformedJSONError, OptionError
+from ..errors import InputError, OptionError
+from ..sql.compiler import quote
+from .scan import MalformedLine, malformed_csv_error, malformed_error, scan_csv, scan_json
 
 __all__ = ["LoadedInput", "MalformedLine", "load"]
 
@@ -46,22 +48,75 @@ _FORMATS = {
 _ACCEPTED = "JSON array (.json), NDJSON (.ndjson, .jsonl, .gz), Parquet (.parquet) or CSV (.csv)"
 
 
-@dataclasses.dataclass(frozen=True)
-class MalformedLine:
-    """A JSON line that did not parse (kept for the quarantine table)."""
-
-    path: str
-    line: int
-    text: str
-    error: str
-
-
 @dataclasses.dataclass
 class LoadedInput:
     table: str
     schema: dict[str, str]
     description: str
     malformed: list[MalformedLine]
+    #: The files behind the rows, in row order (empty for data frames): see :meth:`locate`.
+    parts: list[Part] = dataclasses.field(default_factory=list)
+    workdir: str | None = None
+
+    def locate(self, rows: Iterable[int]) -> dict[int, tuple[str, int | None, int]]:
+        """Where rows (``__sz_row`` values) came from: ``(file, line, row in the file)``,
+        1-based; ``line`` is ``None`` for Parquet. Empty for data frames.
+
+        Counting lines costs a pass over the files (the careful pass already knows them),
+        so it is done only for the rows an error or the quarantine names."""
+        wanted = sorted(set(rows))
+        if not wanted or not self.parts:
+            return {}
+        if [part.fmt for part in self.parts] == ["parquet"]:  # numbered (file, row in file)
+            files = self.parts[0].files
+            return {row: (files[row >> 40][1], None, (row & ((1 << 40) - 1)) + 1)
+                    for row in wanted if row >> 40 < len(files)}
+        found: dict[int, tuple[str, int | None, int]] = {}
+        start = 0
+        pending = iter(wanted)
+        row = next(pending, None)
+        for part in self.parts:
+            for path, shown in part.files:
+                if row is None:
+                    return found
+                lines = part.lines.get(path)
+                if lines is None:
+                    lines = _row_lines(path, part.fmt, self.workdir)
+                count = len(lines) if lines is not None else _parquet_rows(path)
+                while row is not None and row < start + count:
+                    within = row - start
+                    found[row] = (shown, lines[within] if lines is not None else None,
+                                  within + 1)
+                    row = next(pending, None)
+                start += count
+        return found
+
+
+@dataclasses.dataclass
+class Part:
+    """Files of one format, in the order their rows come in the input table, with the
+    input line of each row where a careful pass already counted them."""
+
+    fmt: str
+    files: list[tuple[str, str]]  # (the path read, the name shown)
+    lines: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+
+def _row_lines(path: str, fmt: str, workdir: str | None) -> list[int] | None:
+    """The input line of each row of a file, as DuckDB reads it (None for Parquet)."""
+    if fmt == "parquet":
+        return None
+    if fmt == "csv":
+        delimiter = "\t" if path.lower().removesuffix(".gz").endswith(".tsv") else ","
+        return scan_csv(path, delimiter, workdir or tempfile.gettempdir(),
+                        lines_only=True).lines
+    return scan_json(path, fmt, workdir or tempfile.gettempdir(), {}, lines_only=True).lines
+
+
+def _parquet_rows(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def file_format(path: str) -> str:
@@ -91,9 +146,12 @@ def expand_paths(sources: Iterable[str | os.PathLike]) -> list[str]:
     for source in sources:
         text = os.fspath(source)
         if os.path.isdir(text):
+            # names starting with "." or "_" are skipped, files and directories alike
+            # (staging directories, _SUCCESS markers, .DS_Store)
             found = sorted(
                 str(p) for p in Path(text).rglob("*")
-                if p.is_file() and not p.name.startswith((".", "_"))
+                if p.is_file() and not any(part.startswith((".", "_"))
+                                           for part in p.relative_to(text).parts)
             )
             if not found:
                 raise InputError(f"directory {text!r} holds no files")
@@ -125,7 +183,7 @@ _SCALAR_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "UBIGINT", "HUGEINT")
 
 
 def _json_table(con: Any, files: list[str], fmt: str, text_columns: Iterable[str],
-                table: str) -> str:
+                table: str, id_columns: Iterable[str] = ()) -> str:
     """Parse JSON files into ``table`` with every top-level key of every object as a
     column; returns ``table``.
 
@@ -141,13 +199,13 @@ def _json_table(con: Any, files: list[str], fmt: str, text_columns: Iterable[str
     with it.
     """
     try:
-        return _json_table_sized(con, files, fmt, text_columns, table, "")
+        return _json_table_sized(con, files, fmt, text_columns, table, "", id_columns)
     except Exception as exc:  # duckdb raises several types
         if "maximum_object_size" not in str(exc):
             raise
     # DuckDB's default buffer holds objects up to 16-32 MiB, and is faster for it
     return _json_table_sized(con, files, fmt, text_columns, table,
-                             f", maximum_object_size={LARGE_OBJECT_BYTES}")
+                             f", maximum_object_size={LARGE_OBJECT_BYTES}", id_columns)
 
 
 #: Objects too large for DuckDB's default buffer are read again with one this large.
@@ -155,14 +213,21 @@ LARGE_OBJECT_BYTES = 1 << 28
 
 
 def _json_table_sized(con: Any, files: list[str], fmt: str, text_columns: Iterable[str],
-                      table: str, size: str) -> str:
+                      table: str, size: str, id_columns: Iterable[str] = ()) -> str:
     json_format = "newline_delimited" if fmt == "ndjson" else _json_layout(files)
     listed = _sql_list(files)
     text = _SEGMENT_TEXT | set(text_columns)
+    # An id holding true, [...] or {...} is missing (never a user), which only its JSON type
+    # tells: the pass over every key also notes ids holding anything but text and numbers.
+    marks = "".join(
+        f"CASE WHEN json_type(json -> {_key_path(key)}) IN ('BOOLEAN', 'ARRAY', 'OBJECT') "
+        f"THEN [{_sql_text(_NOT_TEXT + key)}] ELSE [] END, "
+        for key in dict.fromkeys(id_columns))
+    every = f"list_concat({marks}json_keys(json))" if marks else "json_keys(json)"
     cursor = con.cursor()
     with cursor, ThreadPoolExecutor(1) as pool:
         every_key = pool.submit(lambda: [row[0] for row in cursor.execute(
-            f"SELECT DISTINCT unnest(json_keys(json)) FROM read_json_objects({listed}, "
+            f"SELECT DISTINCT unnest({every}) FROM read_json_objects({listed}, "
             f"format='{json_format}'{size})").fetchall()])
         try:
             kinds = _sampled_types(con, listed, json_format, size)
@@ -171,11 +236,17 @@ def _json_table_sized(con: Any, files: list[str], fmt: str, text_columns: Iterab
             every_key.exception()  # both passes end before the error is handled
             raise
         keys = every_key.result()
-    missing = sorted(k for k in keys if k not in kinds)
-    if missing:
+    mixed = {k[len(_NOT_TEXT):] for k in keys if k.startswith(_NOT_TEXT)}
+    missing = sorted(k for k in keys if k not in kinds and not k.startswith(_NOT_TEXT))
+    if missing or mixed:
         _create_json_table(con, listed, json_format,
-                           {**kinds, **{k: "JSON" for k in missing}}, text, table, size)
+                           {**kinds, **{k: "JSON" for k in [*missing, *mixed]}}, text - mixed,
+                           table, size)
     return table
+
+
+#: Marks an id key holding values other than text and numbers in the pass over every key.
+_NOT_TEXT = "\x00not text:"
 
 
 def _create_json_table(con: Any, listed: str, json_format: str, kinds: dict[str, str],
@@ -215,7 +286,7 @@ def _sampled_types(con: Any, listed: str, json_format: str, size: str = "") -> d
         pairs AS (
             SELECT n, json, unnest(json_keys(json)) AS k,
                    generate_subscripts(json_keys(json), 1) AS i FROM sample)
-        SELECT k, list(DISTINCT json_type(json -> k)) FROM pairs
+        SELECT k, list(DISTINCT json_type(json -> {_key_path_sql("k")})) FROM pairs
         GROUP BY k ORDER BY min(n * 1000000 + i)""").fetchall()
     return {key: _kind({t for t in (types or []) if t not in (None, "NULL")})
             for key, types in rows}
@@ -251,9 +322,21 @@ def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _key_path(key: str) -> str:
+    """A JSON path literal naming one top-level key, whatever it holds (a bare key that
+    starts with ``$`` or holds ``.`` would be read as a path)."""
+    return _sql_text('$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"')
+
+
+def _key_path_sql(column: str) -> str:
+    """:func:`_key_path` for keys in a SQL column."""
+    return (f"('$.\"' || replace(replace({column}, '\\', '\\\\'), '\"', '\\\"') "
+            "|| '\"')")
+
+
 def _fits(con: Any, listed: str, json_format: str, key: str, kind: str, size: str = "") -> bool:
     """Whether every value of a scalar key casts to the type the sample suggested."""
-    value = f"(json -> {_sql_text(key)})"
+    value = f"(json -> {_key_path(key)})"
     bad = con.execute(
         f"SELECT count(*) FROM read_json_objects({listed}, format='{json_format}'{size}) "
         f"WHERE json_type({value}) <> 'NULL' "
@@ -261,122 +344,176 @@ def _fits(con: Any, listed: str, json_format: str, key: str, kind: str, size: st
     return bad == 0
 
 
-def _csv_relation(con: Any, files: list[str], text_columns: Iterable[str]) -> str:
-    header = con.sql(
-        f"SELECT * FROM read_csv({_sql_list(files)}, union_by_name=true) LIMIT 0"
-    ).columns
-    types = {name: "VARCHAR" for name in text_columns if name in header}
-    types_sql = "{" + ", ".join(f"'{k}': 'VARCHAR'" for k in types) + "}"
+#: The longest CSV line DuckDB is asked to read (its default, 2 MB, refused longer fields).
+CSV_MAX_LINE_BYTES = 1 << 30
+
+
+def _csv_read(files: list[str], delimiter: str, types: dict[str, str]) -> str:
+    types_sql = "{" + ", ".join(f"{_sql_text(k)}: 'VARCHAR'" for k in types) + "}"
     extra = f", types={types_sql}" if types else ""
-    return f"read_csv({_sql_list(files)}, union_by_name=true, header=true{extra})"
+    delim = "\\t" if delimiter == "\t" else delimiter
+    return (f"read_csv({_sql_list(files)}, union_by_name=true, header=true, delim='{delim}', "
+            f"quote='\"', escape='\"', skip=0, max_line_size={CSV_MAX_LINE_BYTES}{extra})")
 
 
-def _iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
+def _csv_table(con: Any, files: list[str], delimiter: str, text_columns: list[str],
+               table: str) -> None:
+    header = con.sql(f"SELECT * FROM {_csv_read(files, delimiter, {})} LIMIT 0").columns
+    types = {name: "VARCHAR" for name in text_columns if name in header}
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM "
+                f"{_csv_read(files, delimiter, types)}")
+
+
+def _starts_blank(path: str) -> bool:
+    """Whether a CSV file starts with a blank line (its header comes after it)."""
     opener = gzip.open if path.lower().endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        yield from enumerate(fh, start=1)
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(8).removeprefix(b"\xef\xbb\xbf")
+    except (OSError, EOFError):
+        return False  # the careful pass reports an unreadable file
+    return head[:1] in (b"\n", b"\r")
 
 
-def find_malformed_json(path: str, fmt: str, *, limit: int | None = None) -> list[MalformedLine]:
-    """Locate lines that do not parse, with 1-based line numbers."""
-    bad: list[MalformedLine] = []
-    if fmt == "json":
-        opener = gzip.open if path.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            text = fh.read()
+def _read_csv_files(con: Any, files: list[str], on_invalid: str, workdir: str,
+                    text_columns: Iterable[str], names: dict[str, str],
+                    table: str = "sz_input_csv"
+                    ) -> tuple[str, list[MalformedLine], list[Part]]:
+    """Parse CSV (``.tsv``: tab-separated) files into ``table``: with DuckDB, the dialect
+    given (RFC 4180) rather than sniffed; when DuckDB refuses a file, after the careful
+    pass of :func:`sessionize.io.scan.scan_csv`, which sets malformed rows aside."""
+    text_columns = list(text_columns)
+    by_delimiter: dict[str, list[str]] = {}
+    for path in files:
+        delimiter = "\t" if path.lower().removesuffix(".gz").endswith(".tsv") else ","
+        by_delimiter.setdefault(delimiter, []).append(path)
+    parts, malformed, origins = [], [], []
+    for i, (delimiter, group) in enumerate(by_delimiter.items()):
+        part = f"{table}_{i}"
+        origin = Part("csv", [(p, names.get(p, p)) for p in group])
+        origins.append(origin)
         try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            line_text = text.splitlines()[exc.lineno - 1] if text else ""
-            bad.append(MalformedLine(path, exc.lineno, line_text, exc.msg))
-        return bad
-    for number, raw in _iter_lines(path):
-        if not raw.strip():
-            continue
-        try:
-            value = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            error = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-            bad.append(MalformedLine(path, number, raw.decode("utf-8", "replace").rstrip(), error))
-        else:
-            if not isinstance(value, dict):
-                text = raw.decode("utf-8", "replace").rstrip()
-                bad.append(MalformedLine(path, number, text, "not a JSON object"))
-        if limit is not None and len(bad) >= limit:
-            break
-    return bad
+            if any(map(_starts_blank, group)):  # DuckDB reads the header after a blank line
+                raise ValueError("a blank first line")  # as a row as well: read carefully
+            _csv_table(con, group, delimiter, text_columns, part)
+        except Exception:  # duckdb raises several types; the careful pass says which row
+            cleaned = []
+            for path in group:
+                found = scan_csv(path, delimiter, workdir, stop_at_first=on_invalid == "raise",
+                                 shown=names.get(path, path))
+                if found.malformed and on_invalid == "raise":
+                    raise malformed_csv_error(found.malformed[0]) from None
+                malformed.extend(found.malformed)
+                origin.lines[path] = found.lines
+                if found.clean is not None:
+                    cleaned.append(found.clean)
+            if not cleaned:
+                _empty_json_table(con, part, 0, text_columns)
+            else:
+                try:
+                    _csv_table(con, cleaned, ",", text_columns, part)
+                except Exception as exc:
+                    raise InputError(
+                        f"cannot read the CSV in {group}: DuckDB refused it ({exc}), though "
+                        "every row passed sessionize's own checks.\nHint: please report this "
+                        "with a sample of the file.") from exc
+        parts.append(part)
+    if len(parts) == 1:
+        return parts[0], malformed, origins
+    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {p}" for p in parts)
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS {union}")
+    return table, malformed, origins
 
 
-def _without_lines(path: str, bad: set[int], workdir: str) -> str:
-    """A copy of an NDJSON file without the given lines (for quarantine mode)."""
-    fd, out = tempfile.mkstemp(suffix=".ndjson", dir=workdir)
-    with os.fdopen(fd, "wb") as dst:
-        for number, raw in _iter_lines(path):
-            if number not in bad:
-                dst.write(raw if raw.endswith(b"\n") else raw + b"\n")
-    return out
-
-
-def _malformed_error(bad: MalformedLine) -> MalformedJSONError:
-    snippet = bad.text if len(bad.text) <= 80 else bad.text[:77] + "..."
-    return MalformedJSONError(
-        f"malformed JSON in {bad.path!r} at line {bad.line}: {bad.error}: {snippet!r}\n"
-        "Hint: every line of NDJSON must be one JSON object; use on_invalid='quarantine' "
-        "(--on-invalid quarantine) to set such lines aside and process the rest.",
-        path=bad.path,
-        line=bad.line,
-    )
+def _empty_json_table(con: Any, table: str, rows: int, text_columns: Iterable[str]) -> str:
+    """The table of a JSON input whose objects have no keys at all (no objects, ``{}``):
+    ``rows`` rows of the text columns the rules read, every value missing."""
+    names = list(dict.fromkeys([*text_columns]))
+    columns = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote(n)}" for n in names)
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT {columns} FROM range({rows})")
+    return table
 
 
 def _read_json_files(con: Any, files: list[str], fmt: str, on_invalid: str,
                      workdir: str, text_columns: Iterable[str],
-                     names: dict[str, str] | None = None, table: str = "sz_input_json"
-                     ) -> tuple[str, list[MalformedLine]]:
+                     names: dict[str, str] | None = None, table: str = "sz_input_json",
+                     id_columns: Iterable[str] = ()) -> tuple[str, list[MalformedLine], Part]:
+    """Parse JSON files into ``table``: with DuckDB straight away, or, when DuckDB refuses
+    the input, after the careful pass of :mod:`sessionize.io.scan` (which sets aside the
+    objects DuckDB refuses, and in raise mode names the first)."""
     # ``names`` maps temporary files (stdin's copy) to what the user knows them by, so that
     # errors and the quarantine table say "<stdin>" rather than a deleted temporary path.
     names = names or {}
-
-    def shown(bad: MalformedLine) -> MalformedLine:
-        return dataclasses.replace(bad, path=names.get(bad.path, bad.path))
-
+    text_columns = list(text_columns)
+    nonempty = [p for p in files if not _is_empty_file(p)]
+    part = Part(fmt, [(p, names.get(p, p)) for p in files],
+                {p: [] for p in files if p not in nonempty})
+    if nonempty:
+        try:
+            return _json_table(con, nonempty, fmt, text_columns, table, id_columns), [], part
+        except Exception:  # duckdb raises several types; the careful pass says which line
+            pass
+    spellings: dict[str, str] = {}
+    scanned = []
+    for path in nonempty:
+        found = scan_json(path, fmt, workdir, spellings, stop_at_first=on_invalid == "raise",
+                          shown=names.get(path, path))
+        if found.malformed and on_invalid == "raise":
+            raise malformed_error(found.malformed[0])
+        scanned.append(found)
+    malformed = [bad for found in scanned for bad in found.malformed]
+    cleaned = [found.clean for found in scanned if found.clean is not None]
+    rows = sum(len(found.lines) for found in scanned)
+    part.lines.update({found.path: found.lines for found in scanned})
+    if not spellings:  # no object has a key: every field of every row is missing
+        return _empty_json_table(con, table, rows, text_columns), malformed, part
     try:
-        # Both passes read every object, so malformed JSON surfaces here.
-        return _json_table(con, files, fmt, text_columns, table), []
-    except Exception as exc:  # duckdb raises several types for malformed input
-        if "json" not in str(exc).lower():
-            named = files[0] if len(files) == 1 else files
-            raise InputError(f"cannot read {named}: {exc}") from exc
-    malformed: list[MalformedLine] = []
-    for path in files:
-        malformed.extend(find_malformed_json(path, fmt, limit=1 if on_invalid == "raise" else None))
-        if malformed and on_invalid == "raise":
-            raise _malformed_error(shown(malformed[0]))
-    if not malformed:
-        raise InputError(f"DuckDB could not read the JSON in {files}, but every line parses "
-                         "on its own; please report this with a sample of the file")
-    if fmt == "json":  # an array cannot be split into good and bad rows
-        raise _malformed_error(shown(malformed[0]))
-    by_file: dict[str, set[int]] = {}
-    for bad in malformed:
-        by_file.setdefault(bad.path, set()).add(bad.line)
-    cleaned = [_without_lines(p, by_file[p], workdir) if p in by_file else p for p in files]
-    return (_json_table(con, cleaned, "ndjson", text_columns, table),
-            [shown(bad) for bad in malformed])
+        return (_json_table(con, cleaned, "ndjson", text_columns, table, id_columns),
+                malformed, part)
+    except Exception as exc:
+        named = files[0] if len(files) == 1 else files
+        raise InputError(
+            f"cannot read the JSON in {named}: DuckDB refused it ({exc}), though every object "
+            "passed sessionize's own checks.\nHint: please report this with a sample of the "
+            "file; splitting the file may show which object it is.") from exc
+
+
+def _is_empty_file(path: str) -> bool:
+    """A file of zero bytes holds no events, whatever its format says."""
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def _frame_to_arrow(source: Any) -> Any | None:
     """An Arrow-compatible object for DataFrame-like sources, or None for paths."""
     module = type(source).__module__.split(".")[0]
     if module == "pandas":
+        import pandas as pd
         import pyarrow as pa
 
+        _check_names([str(c) for c in source.columns])
+        periods = [str(c) for c, kind in source.dtypes.items()
+                   if isinstance(kind, pd.PeriodDtype)]
+        if periods:
+            raise InputError(
+                f"column {periods[0]!r} holds pandas Periods (spans of time, such as a "
+                "month), which are not instants; sessionize would read their ordinals as "
+                "numbers.\nHint: convert it, e.g. frame[col].dt.to_timestamp() for the "
+                "start of each period, or .astype(str) to keep it as text.")
         try:
             return pa.Table.from_pandas(source, preserve_index=False)
         except (pa.ArrowTypeError, pa.ArrowInvalid):
             # An object column mixing types (ISO text and epoch numbers in one timestamp
             # column, as records from JSON give) has no single Arrow type; read such columns
             # as text, as the JSON reader does, instead of failing with an Arrow error.
-            return pa.Table.from_pandas(_mixed_columns_as_text(source), preserve_index=False)
+            try:
+                return pa.Table.from_pandas(_mixed_columns_as_text(source),
+                                            preserve_index=False)
+            except (pa.ArrowTypeError, pa.ArrowInvalid, ValueError) as exc:
+                raise InputError(f"cannot read the pandas DataFrame: {exc}.\nHint: give "
+                                 "each column one type (text, numbers or times).") from exc
     if module == "polars":
         if type(source).__name__ == "LazyFrame":
             source = source.collect()
@@ -394,9 +531,34 @@ def _with_row_numbers(table: Any) -> Any:
 
     if isinstance(table, pa.RecordBatchReader):  # a stream can be scanned only once
         table = table.read_all()
-    if ROW in table.column_names:
-        raise InputError(f"the input has a column named {ROW!r}, which sessionize reserves")
+    _check_names(table.column_names)
+    _check_reserved(table.column_names)
     return table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
+
+
+#: Column names starting with this are sessionize's own, in every stage of a run.
+RESERVED_PREFIX = "__sz_"
+
+
+def _check_names(columns: list[str]) -> None:
+    """Column names must be distinct, ignoring case (DuckDB's names ignore case)."""
+    seen: dict[str, str] = {}
+    for i, name in enumerate(columns):
+        first = seen.setdefault(name.lower(), name)
+        if len(seen) <= i:  # a name seen before, perhaps spelled otherwise
+            same = "twice" if first == name else f"as {first!r} and {name!r}"
+            raise InputError(
+                f"the input has the column {name!r} {same}; column names must be distinct "
+                "(ignoring case).\nHint: rename or drop one of them.")
+
+
+def _check_reserved(columns: Iterable[str]) -> None:
+    reserved = [c for c in columns if c.lower().startswith(RESERVED_PREFIX)]
+    if reserved:
+        raise InputError(
+            f"the input has a column named {reserved[0]!r}; names starting with "
+            f"{RESERVED_PREFIX!r} are reserved for sessionize's own columns.\n"
+            "Hint: rename the column (or key) in the input.")
 
 
 def _mixed_columns_as_text(frame: Any) -> Any:
@@ -459,10 +621,16 @@ def _stdin_to_file(stream: IO[bytes], workdir: str) -> str:
 
 
 def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
-         workdir: str, stdin: IO[bytes] | None = None) -> LoadedInput:
-    """Read ``source`` into the table ``sz_input`` of connection ``con``."""
+         workdir: str, stdin: IO[bytes] | None = None,
+         id_columns: Iterable[str] = ()) -> LoadedInput:
+    """Read ``source`` into the table ``sz_input`` of connection ``con``.
+
+    ``text_columns`` are read as text whatever they look like; of them, ``id_columns``
+    (the user ids) are read as JSON when a JSON input holds booleans, lists or objects in
+    them, so that the rules can tell such values (missing) from text."""
     frame = _frame_to_arrow(source)
     malformed: list[MalformedLine] = []
+    parts: list[Part] = []
     if frame is not None:
         con.register("sz_source_frame", _with_row_numbers(frame))
         relations = ["sz_source_frame"]
@@ -472,9 +640,15 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
         if not sources:
             raise OptionError("no input given (got an empty list)")
         names: dict[str, str] = {}
-        if all(isinstance(s, Mapping) for s in sources):
+        if any(isinstance(s, Mapping) for s in sources):
             # Records in memory (dicts, as json.load gives) are read exactly like a JSON file.
             count = len(sources)
+            bad = next((i for i, s in enumerate(sources) if not isinstance(s, Mapping)), None)
+            if bad is not None:
+                raise InputError(
+                    f"record {bad + 1} of {count} is a {type(sources[bad]).__name__} "
+                    f"({sources[bad]!r:.60}), not an event dict.\nHint: a list source holds "
+                    "either paths or event dicts (one per event), not a mixture.")
             sources = [_records_to_file(sources, workdir)]
             names[sources[0]] = f"{count} event records"
         if any(not isinstance(s, (str, os.PathLike)) for s in sources):
@@ -492,18 +666,32 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
                 paths.extend(expand_paths([s]))
         by_format: dict[str, list[str]] = {}
         for path in paths:
-            by_format.setdefault(file_format(path), []).append(path)
+            fmt = file_format(path)
+            if not _is_empty_file(path):  # zero bytes hold no events, whatever the format
+                by_format.setdefault(fmt, []).append(path)
+        if not by_format:  # only empty files: an empty input, read as an empty JSON file
+            by_format["json"] = []
         relations = []
         for fmt, files in by_format.items():
             if fmt in ("json", "ndjson"):
-                relation, bad_lines = _read_json_files(con, files, fmt, on_invalid, workdir,
-                                                       text_columns, names, f"sz_input_{fmt}")
+                relation, bad_lines, part = _read_json_files(
+                    con, files, fmt, on_invalid, workdir, text_columns, names,
+                    f"sz_input_{fmt}", id_columns)
                 malformed.extend(bad_lines)
+                parts.append(part)
             elif fmt == "parquet":
                 relation = f"read_parquet({_sql_list(files)}, union_by_name=true)"
+                parts.append(Part("parquet", [(p, p) for p in files]))
             else:
-                relation = _csv_relation(con, files, text_columns)
+                relation, bad_lines, csv_parts = _read_csv_files(con, files, on_invalid,
+                                                                 workdir, text_columns, names)
+                malformed.extend(bad_lines)
+                parts.extend(csv_parts)
             relations.append(relation)
+        # zero-byte files hold no rows: their place in the row order is empty
+        for path in paths:
+            if _is_empty_file(path) and not any(path in part.lines for part in parts):
+                parts.append(Part("ndjson", [(path, names.get(path, path))], {path: []}))
         description = names.get(paths[0], paths[0]) if len(paths) == 1 else f"{len(paths)} files"
         parquet_only = list(by_format) == ["parquet"]
     try:
@@ -517,15 +705,20 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
                     f"(list_position({_sql_list(files)}, {ROW}_file) - 1) * {1 << 40} "
                     f"+ file_row_number AS {ROW} FROM read_parquet({_sql_list(files)}, "
                     f"union_by_name=true, file_row_number=true, filename='{ROW}_file'))")
-        elif list(by_format) in (["json"], ["ndjson"]):
-            # JSON is parsed once into a table; its rowid is the input order.
+        elif list(by_format) in (["json"], ["ndjson"], ["csv"]):
+            # JSON and CSV are parsed once into a table; its rowid is the input order.
             base = f"(SELECT *, rowid AS {ROW} FROM {relations[0]})"
         else:
             # Text formats are parsed once into a table; its rowid is the input order.
             union = " UNION ALL BY NAME ".join(f"SELECT * FROM {r}" for r in relations)
             con.execute(f"CREATE OR REPLACE TABLE sz_input_data AS {union}")
             base = f"(SELECT *, rowid AS {ROW} FROM sz_input_data)"
+        if frame is None:
+            for relation in relations:
+                _check_reserved(con.sql(f"SELECT * FROM {relation} LIMIT 0").columns)
         probe = con.sql(f"SELECT * FROM {base} LIMIT 0")
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"cannot read {description}: {exc}") from exc
     schema = {name: str(kind) for name, kind in zip(probe.columns, probe.types)
@@ -534,4 +727,4 @@ def load(con: Any, source: Any, *, text_columns: Iterable[str], on_invalid: str,
     replace = f" REPLACE ({', '.join(replaced)})" if replaced else ""
     con.execute(f"CREATE OR REPLACE VIEW {INPUT_TABLE} AS SELECT *{replace} FROM {base}")
     schema = {name: _NS_TYPES.get(kind.upper(), kind) for name, kind in schema.items()}
-    return LoadedInput(INPUT_TABLE, schema, description, malformed)
+    return LoadedInput(INPUT_TABLE, schema, description, malformed, parts, workdir)

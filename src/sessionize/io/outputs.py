@@ -2,7 +2,8 @@
 
 Every file is first written under a temporary name in the output directory and
 renamed into place only when all tables are complete, so a crash never leaves a
-half-written file where a finished one is expected.
+half-written file where a finished one is expected; the previous run's tables of the
+format are replaced as a set (:func:`write_staged`).
 
 Representations: Parquet keeps types (UTC timestamps, ``duration[us]`` gaps,
 nested structs). CSV and NDJSON write timestamps as ISO-8601 text in UTC with a
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import OptionError
+from ..errors import OptionError, OutputError
 from ..sql.compiler import quote
 
 if TYPE_CHECKING:
@@ -62,13 +65,28 @@ def _write_one(table: Table, path: str, fmt: str) -> None:
     table._engine.con.execute(f"COPY ({_text_select(table, fmt)}) TO '{target}' ({options})")
 
 
+#: Every table a run can write: a write replaces all of them in its format, so that the
+#: directory never mixes this run's tables with an earlier run's (a stale quarantine, say).
+OUTPUT_TABLES = ("events", "sessions", "users", "quarantine", "identities")
+#: Staging directories inside the output directory start with this.
+STAGING_PREFIX = ".sessionize-tmp-"
+
+
 class FileSystem(Protocol):
     """Where a set of tables is published: the local disk here, a cluster's storage for
     Spark (engines/spark_output.py)."""
 
     def is_file(self, path: str) -> bool: ...   # exists and is not a directory
 
+    def exists(self, path: str) -> bool: ...
+
+    def check_target(self, path: str) -> None: ...  # raise OutputError if it cannot be replaced
+
     def staging(self, out: str) -> str: ...      # a fresh directory inside ``out``
+
+    def clean_stale(self, out: str) -> None: ...  # staging left by runs that died
+
+    def make_dir(self, path: str) -> None: ...
 
     def replace(self, tmp: str, final: str) -> None: ...
 
@@ -78,27 +96,82 @@ class FileSystem(Protocol):
 def write_staged(tables: Sequence[Any], out: str, *, format: str, fs: FileSystem,
                  write_one: Callable[[Any, str, str], None],
                  on_file: Callable[[str], None] | None = None) -> list[str]:
-    """Write each table to a staging directory inside ``out``, then move them all into
-    place as ``out/<name>.<format>``: a crash while writing leaves the old files (or none),
-    never a half-written one. Returns the final paths. Every engine writes through this."""
+    """Write each table to a staging directory inside ``out``, then publish them together
+    as ``out/<name>.<format>``; returns the final paths. Every engine writes through this.
+
+    Publishing moves the previous run's tables of this format (every name in
+    :data:`OUTPUT_TABLES`, also those this run does not write) into the staging directory,
+    then the new ones into place; when a move fails, the moves made are undone and an
+    :class:`~sessionize.OutputError` says why. A crash while writing leaves the old set;
+    only a kill during the renames themselves (milliseconds) can leave a mixed set, and the
+    next write replaces it. Staging directories left by runs that died are removed first.
+    """
     if format not in FORMATS:
         raise OptionError(f"'format' must be one of {', '.join(FORMATS)} (got {format!r})")
     if fs.is_file(out):
         raise OptionError(f"output {out!r} exists and is not a directory")
-    staging = fs.staging(out)
+    ext = FORMATS[format]
+    try:
+        fs.clean_stale(out)
+        for name in OUTPUT_TABLES:
+            fs.check_target(f"{out}/{name}.{ext}")
+        staging = fs.staging(out)
+    except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write into {out!r}: {exc}") from exc
     try:
         staged = []
         for table in tables:
-            name = f"{table.name}.{FORMATS[format]}"
+            name = f"{table.name}.{ext}"
             if on_file:
                 on_file(name)
             write_one(table, f"{staging}/{name}", format)
             staged.append((f"{staging}/{name}", f"{out}/{name}"))
-        for tmp, final in staged:
-            fs.replace(tmp, final)
+        _publish(fs, staged, [f"{out}/{name}.{ext}" for name in OUTPUT_TABLES], staging, out)
         return [final for _, final in staged]
+    except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write into {out!r}: {exc}") from exc
     finally:
         fs.remove(staging)
+
+
+def _publish(fs: FileSystem, staged: list[tuple[str, str]], previous: list[str], staging: str,
+             out: str) -> None:
+    """Swap the previous set for the staged one, undoing every move made if one fails."""
+    aside = f"{staging}/previous"
+    moved: list[tuple[str, str]] = []   # (where it was, where it is now)
+    try:
+        for i, final in enumerate(p for p in previous if fs.exists(p)):
+            if i == 0:
+                fs.make_dir(aside)
+            kept = f"{aside}/{final.rsplit('/', 1)[-1]}"
+            fs.replace(final, kept)
+            moved.append((final, kept))
+        for tmp, final in staged:
+            fs.replace(tmp, final)
+            moved.append((tmp, final))
+    except OSError as exc:
+        undone = True
+        for where, now in reversed(moved):
+            try:
+                fs.replace(now, where)
+            except OSError:
+                undone = False
+        state = "the previous tables are back in place"
+        if not undone:  # keep them out of the staging directory, which is removed
+            kept = f"{out}/.sessionize-previous-{os.getpid()}-{int(time.time())}"
+            try:
+                fs.replace(aside, kept)
+            except OSError:
+                kept = aside
+            state = f"the previous tables could not all be moved back; they are in {kept!r}"
+        raise OutputError(
+            f"cannot publish the tables in {out!r}: {exc}; {state}.\n"
+            "Hint: check that the output directory is writable and that no directory sits "
+            "where a table file goes.") from exc
 
 
 class LocalFileSystem:
@@ -107,15 +180,56 @@ class LocalFileSystem:
     def is_file(self, path: str) -> bool:
         return os.path.exists(path) and not os.path.isdir(path)
 
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def check_target(self, path: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise OutputError(
+                f"{path!r} is a directory, where sessionize writes a table file; nothing was "
+                "written.\nHint: remove or rename it, or write to another directory.")
+
     def staging(self, out: str) -> str:
         os.makedirs(out, exist_ok=True)
-        return tempfile.mkdtemp(prefix=".sessionize-tmp-", dir=out)
+        return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-",
+                                dir=out)
+
+    def make_dir(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def clean_stale(self, out: str) -> None:
+        """Remove staging directories of runs that died (a kill -9): those of this host
+        whose process is gone, and any older than a day."""
+        if not os.path.isdir(out):
+            return
+        host = socket.gethostname()
+        for entry in os.scandir(out):
+            if not entry.name.startswith(STAGING_PREFIX) or not entry.is_dir():
+                continue
+            owner = entry.name[len(STAGING_PREFIX):].rsplit("-", 2)
+            alive = True
+            if len(owner) == 3 and owner[0] == host and owner[1].isdigit():
+                alive = _process_alive(int(owner[1]))
+            elif len(owner) != 3 or not owner[1].isdigit():
+                alive = False  # an older naming, without an owner
+            if not alive or time.time() - entry.stat().st_mtime > 86_400:
+                shutil.rmtree(entry.path, ignore_errors=True)
 
     def replace(self, tmp: str, final: str) -> None:
         os.replace(tmp, final)
 
     def remove(self, path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def write_tables(tables: Sequence[Table], out_dir: str | os.PathLike, *, format: str = "parquet",
