@@ -45,3 +45,21 @@ def test_case(path: Path, plan: str, tmp_path: Path):
 
 def test_there_are_cases():
     assert len(CASES) >= 5
+
+
+#: Two sessions of one user starting at one instant share a session_key (it hashes the user
+#: and the first event's time only; the first event's tie order is missing from it).
+REPEATED_KEYS = {"rule_start_and_end_events"}
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, id=p.stem, marks=pytest.mark.xfail(
+        strict=True, reason="session_key repeats when two sessions start at one instant"))
+    if p.stem in REPEATED_KEYS else pytest.param(p, id=p.stem) for p in CASES])
+def test_session_keys_are_unique(path: Path, tmp_path: Path):
+    case = json.loads(path.read_text())
+    source = tmp_path / "events.json"
+    source.write_text(json.dumps(case["events"]))
+    with sessionize.run(str(source), **case.get("options", {})) as result:
+        keys = result.sessions.to_arrow().column("session_key").to_pylist()
+    assert len(set(keys)) == len(keys)

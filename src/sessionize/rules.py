@@ -83,8 +83,9 @@ class Option:
     """One option, declared once: its keyword, flag, rules-file key and doc line.
 
     ``kind`` says how the command line reads it: ``text``, ``duration``, ``flag``
-    (a switch), ``choice`` (one of ``choices``), ``names`` (a repeatable flag, singular
-    ``flag`` name), ``count`` (a whole number) or ``pairs`` (``VALUE=DURATION`` ...).
+    (a switch), ``flag_or_names`` (a switch, or the names that follow it), ``choice``
+    (one of ``choices``), ``names`` (a repeatable flag, singular ``flag`` name),
+    ``count`` (a whole number) or ``pairs`` (``VALUE=DURATION`` ...).
     """
 
     name: str
@@ -114,8 +115,8 @@ RULE_OPTIONS: tuple[Option, ...] = (
            "own zone", None, metavar="ZONE"),
     Option("timezone_column", "the events' own zone, read by midnight='event'",
            "context.timezone", metavar="COL"),
-    Option("campaign", "split when the UTM campaign changes (or a list of columns whose change "
-           "splits)", False, "flag"),
+    Option("campaign", "split when the UTM campaign changes (or when any of the columns "
+           "given changes)", False, "flag_or_names", metavar="COL"),
     Option("start_events", "events that start a session", (), "names", metavar="NAME",
            flag="--start-event"),
     Option("end_events", "events after which the next event starts a session", (), "names",

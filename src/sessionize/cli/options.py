@@ -65,6 +65,9 @@ def _add(group: Any, option: Option) -> None:
     if option.kind == "flag":
         group.add_argument(option.cli_flag, dest=option.name, action="store_true",
                            default=None, help=help)
+    elif option.kind == "flag_or_names":
+        group.add_argument(option.cli_flag, dest=option.name, nargs="*",
+                           metavar=option.metavar, help=help)
     elif option.kind == "names":
         group.add_argument(option.cli_flag, dest=option.name, action="append",
                            metavar=option.metavar, help=help + " (repeatable)")
@@ -100,5 +103,7 @@ def rule_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, option.name, None)
         if value is None:
             continue
+        if option.kind == "flag_or_names":
+            value = value or True  # the switch alone, or the names given after it
         options[option.name] = dict(value) if option.kind == "pairs" else value
     return options
