@@ -82,7 +82,11 @@ def load_case(path: Path) -> Case:
             assert current not in blocks, f"{path.name}: {current} appears twice"
             blocks[current] = (notes, sql)
 
-    for line in path.read_text().splitlines():
+    # split on "\n" alone, read and written without newline translation: the SQL holds
+    # string literals with other line-breaking characters (\r, \x0b, \x85, \u2028, ...)
+    with open(path, encoding="utf-8", newline="") as fh:
+        text = fh.read()
+    for line in text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"):
         found = BLOCK.match(line)
         if found:
             close()
@@ -179,8 +183,8 @@ def differences(case: Case, got: dict[tuple[str, str], tuple[list[str], str]]) -
         elif got[key] != case.blocks[key]:
             want_notes, want_sql = case.blocks[key]
             got_notes, got_sql = got[key]
-            want = [UNSUPPORTED + n for n in want_notes] + want_sql.splitlines()
-            have = [UNSUPPORTED + n for n in got_notes] + got_sql.splitlines()
+            want = [UNSUPPORTED + n for n in want_notes] + want_sql.split("\n")
+            have = [UNSUPPORTED + n for n in got_notes] + got_sql.split("\n")
             yield "\n".join(difflib.unified_diff(want, have, f"{case.path.name} ({label})",
                                                  "compiled", lineterm=""))
 
@@ -193,7 +197,8 @@ def write_case(case: Case, blocks: dict[tuple[str, str], tuple[list[str], str]])
                 notes, sql = blocks[(dialect, stage)]
                 lines = [f"-- {dialect}: {stage}", *(UNSUPPORTED + n for n in notes), sql]
                 parts.append("\n".join(lines))
-    case.path.write_text("\n\n".join(parts) + "\n")
+    with open(case.path, "w", encoding="utf-8", newline="") as fh:
+        fh.write("\n\n".join(parts) + "\n")
 
 
 # -- the cases ---------------------------------------------------------------------------------
