@@ -19,22 +19,6 @@ __all__ = ["TS", "arrow", "numpy", "rows", "strings", "take", "to_numpy"]
 TS = pa.timestamp("us", tz="UTC")
 
 
-def _pool() -> pa.MemoryPool:
-    """The pool the gathers allocate from, passed to each call (pyarrow's default pool,
-    which the process owns, is left alone): jemalloc where pyarrow has it. The gathers
-    make large, short-lived buffers; jemalloc keeps freed pages for the next one, where
-    the default (mimalloc) hands them back to the OS and the next buffer is faulted in
-    again. 10M events, CLI, 3 interleaved pairs under load: median 78.4 s against
-    97.3 s, system time 9.7 s against 12.8 s (bench/ab.py)."""
-    try:
-        return pa.jemalloc_memory_pool()
-    except (NotImplementedError, pa.ArrowNotImplementedError):
-        return pa.default_memory_pool()
-
-
-POOL = _pool()
-
-
 def arrow(values: np.ndarray, type: pa.DataType | None = None,
           mask: np.ndarray | None = None) -> pa.Array:
     """A numpy array as Arrow (fixed-width types without a copy), ``mask`` marking nulls."""
@@ -95,12 +79,11 @@ def _numpy_dtype(type: pa.DataType) -> np.dtype:
 def take(values: pa.Array | pa.ChunkedArray, indices: np.ndarray) -> pa.Array | pa.ChunkedArray:
     """``values`` at ``indices`` (int64 numpy), by Arrow's take. A chunked column is
     joined into one array first where its offsets allow (strings over 2 GiB do not fit
-    one ``string`` array): a take from one array is several times faster. Both allocate
-    from :data:`POOL`."""
+    one ``string`` array): a take from one array is several times faster."""
     if isinstance(values, pa.ChunkedArray):
         with contextlib.suppress(pa.ArrowInvalid, pa.ArrowCapacityError):
-            values = values.combine_chunks(memory_pool=POOL)
-    return pc.take(values, arrow(indices), memory_pool=POOL)
+            values = values.combine_chunks()
+    return pc.take(values, arrow(indices))
 
 
 def rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
