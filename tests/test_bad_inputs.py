@@ -336,6 +336,52 @@ def test_14_previous_tables_that_cannot_be_moved_back_are_kept_and_named(tmp_pat
     assert {**_bytes(out), **_bytes(kept)} == before
 
 
+_KILLED_WRITER = """
+import os, signal, sys
+import sessionize
+
+out, kill_at = sys.argv[1], int(sys.argv[2])
+with sessionize.run(sessionize.sample_path()) as new:
+    renames, rename = [0], os.replace
+
+    def replace(source, target):  # a real SIGKILL of this process, at the chosen rename
+        if renames[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        renames[0] += 1
+        rename(source, target)
+
+    os.replace = replace
+    new.write(out)
+"""
+
+
+@pytest.mark.parametrize("kill_at", range(9))
+def test_14_a_run_killed_during_the_renames_leaves_a_set_the_next_write_makes_whole(
+        tmp_path, kill_at):
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    with sessionize.run(str(CASES / "09-refused-lines.ndjson"), on_invalid="quarantine") as old:
+        old.write(out)  # events, sessions, users, quarantine
+    before = _bytes(out)
+    script = tmp_path / "writer.py"
+    script.write_text(_KILLED_WRITER)
+    # renames: the journal (0), four old tables aside (1-4), three new ones in (5-7)
+    done = subprocess.run([sys.executable, str(script), str(out), str(kill_at)],
+                          capture_output=True, text=True)
+    assert done.returncode == (-9 if kill_at < 8 else 0), done.stderr
+    with sessionize.run(sessionize.sample_path()) as new:
+        new.write(tmp_path / "new")
+    after = _bytes(tmp_path / "new")
+    assert set(_bytes(out).items()) <= set(before.items()) | set(after.items())
+    with sessionize.run(sessionize.sample_path()) as other:  # the next write, another format
+        other.write(out, format="csv")
+    parquet = {name: data for name, data in _bytes(out).items() if name.endswith(".parquet")}
+    assert parquet == (before if kill_at == 0 else after)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
 def test_15_a_run_without_quarantine_rows_removes_the_previous_quarantine(tmp_path):
     out = tmp_path / "o"
     for source in (CASES / "09-refused-lines.ndjson", sessionize.sample_path()):

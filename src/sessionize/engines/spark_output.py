@@ -93,9 +93,23 @@ class HadoopFileSystem:
     def staging(self, out: str) -> str:
         return f"{out}/.sessionize-tmp-{uuid.uuid4().hex[:12]}"
 
-    def clean_stale(self, out: str) -> None:
-        """Left alone: on shared storage a staging directory's owner cannot be told
-        (readers skip hidden directories)."""
+    def stale(self, out: str) -> list[str]:
+        """None: on shared storage a staging directory's owner cannot be told, so a live
+        run's cannot be told from a dead one's (readers skip hidden directories)."""
+        return []
+
+    def write_text(self, path: str, text: str) -> None:
+        part = self.make(f"{path}.part")
+        stream = self.fs.create(part, True)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+        if not self.fs.rename(part, self.make(path)):
+            raise OSError(f"could not move {path}.part to {path!r}")
+
+    def read_text(self, path: str) -> str:
+        raise OSError("publish journals are not read on Hadoop file systems (see stale)")
 
     def make_dir(self, path: str) -> None:
         self.fs.mkdirs(self.make(path))

@@ -13,6 +13,7 @@ text.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -70,6 +71,8 @@ def _write_one(table: Table, path: str, fmt: str) -> None:
 OUTPUT_TABLES = ("events", "sessions", "users", "quarantine", "identities")
 #: Staging directories inside the output directory start with this.
 STAGING_PREFIX = ".sessionize-tmp-"
+#: The list of renames a publish is about to make, inside its staging directory.
+JOURNAL = "publish.json"
 
 
 class FileSystem(Protocol):
@@ -84,7 +87,11 @@ class FileSystem(Protocol):
 
     def staging(self, out: str) -> str: ...      # a fresh directory inside ``out``
 
-    def clean_stale(self, out: str) -> None: ...  # staging left by runs that died
+    def stale(self, out: str) -> list[str]: ...  # staging directories of runs that died
+
+    def write_text(self, path: str, text: str) -> None: ...  # whole or not at all
+
+    def read_text(self, path: str) -> str: ...
 
     def make_dir(self, path: str) -> None: ...
 
@@ -99,12 +106,16 @@ def write_staged(tables: Sequence[Any], out: str, *, format: str, fs: FileSystem
     """Write each table to a staging directory inside ``out``, then publish them together
     as ``out/<name>.<format>``; returns the final paths. Every engine writes through this.
 
-    Publishing moves the previous run's tables of this format (every name in
-    :data:`OUTPUT_TABLES`, also those this run does not write) into the staging directory,
-    then the new ones into place; when a move fails, the moves made are undone and an
-    :class:`~sessionize.OutputError` says why. A crash while writing leaves the old set;
-    only a kill during the renames themselves (milliseconds) can leave a mixed set, and the
-    next write replaces it. Staging directories left by runs that died are removed first.
+    Publishing first records every move it will make in a journal
+    (``<staging>/publish.json``, written whole or not at all), then moves the previous
+    run's tables of this format (every name in :data:`OUTPUT_TABLES`, also those this run
+    does not write) into the staging directory and the new ones into place; when a move
+    fails, the moves made are undone and an :class:`~sessionize.OutputError` says why.
+    A crash before the journal is written leaves the old set. A kill during the renames
+    (milliseconds) leaves the journal behind; the next write into ``out`` finds it, finishes
+    those renames (:func:`_roll_forward`) and only then writes its own set, so every table
+    of the set ends up from the same run. Staging directories of runs that died are then
+    removed.
     """
     if format not in FORMATS:
         raise OptionError(f"'format' must be one of {', '.join(FORMATS)} (got {format!r})")
@@ -112,7 +123,10 @@ def write_staged(tables: Sequence[Any], out: str, *, format: str, fs: FileSystem
         raise OptionError(f"output {out!r} exists and is not a directory")
     ext = FORMATS[format]
     try:
-        fs.clean_stale(out)
+        for dead in fs.stale(out):
+            if fs.exists(f"{dead}/{JOURNAL}"):
+                _roll_forward(fs, dead)
+            fs.remove(dead)
         for name in OUTPUT_TABLES:
             fs.check_target(f"{out}/{name}.{ext}")
         staging = fs.staging(out)
@@ -142,17 +156,17 @@ def _publish(fs: FileSystem, staged: list[tuple[str, str]], previous: list[str],
              out: str) -> None:
     """Swap the previous set for the staged one, undoing every move made if one fails."""
     aside = f"{staging}/previous"
+    set_aside = [(final, f"{aside}/{final.rsplit('/', 1)[-1]}") for final in previous
+                 if fs.exists(final)]
+    moves = set_aside + list(staged)
     moved: list[tuple[str, str]] = []   # (where it was, where it is now)
     try:
-        for i, final in enumerate(p for p in previous if fs.exists(p)):
-            if i == 0:
-                fs.make_dir(aside)
-            kept = f"{aside}/{final.rsplit('/', 1)[-1]}"
-            fs.replace(final, kept)
-            moved.append((final, kept))
-        for tmp, final in staged:
-            fs.replace(tmp, final)
-            moved.append((tmp, final))
+        if set_aside:
+            fs.make_dir(aside)
+        fs.write_text(f"{staging}/{JOURNAL}", json.dumps({"moves": moves}))
+        for source, target in moves:
+            fs.replace(source, target)
+            moved.append((source, target))
     except OSError as exc:
         undone = True
         for where, now in reversed(moved):
@@ -172,6 +186,24 @@ def _publish(fs: FileSystem, staged: list[tuple[str, str]], previous: list[str],
             f"cannot publish the tables in {out!r}: {exc}; {state}.\n"
             "Hint: check that the output directory is writable and that no directory sits "
             "where a table file goes.") from exc
+
+
+def _roll_forward(fs: FileSystem, staging: str) -> None:
+    """Finish the publish a killed run began: make each journalled move not yet made.
+
+    A move was made exactly when its target exists (each is one atomic rename, the tables
+    go aside before any new one comes in, and only tables that existed are journalled to
+    go aside), so this is safe to repeat if it is itself interrupted."""
+    try:
+        moves = json.loads(fs.read_text(f"{staging}/{JOURNAL}"))["moves"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"the publish journal in {staging!r} cannot be read ({exc}); "
+                          "nothing was written.\nHint: look at the tables in that directory, "
+                          "keep the set you want and delete the directory.") from exc
+    for source, target in moves:
+        if fs.exists(source) and not fs.exists(target):
+            fs.make_dir(target.rsplit("/", 1)[0])
+            fs.replace(source, target)
 
 
 class LocalFileSystem:
@@ -197,11 +229,12 @@ class LocalFileSystem:
     def make_dir(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
-    def clean_stale(self, out: str) -> None:
-        """Remove staging directories of runs that died (a kill -9): those of this host
-        whose process is gone, and any older than a day."""
+    def stale(self, out: str) -> list[str]:
+        """Staging directories of runs that died (a kill -9): those of this host whose
+        process is gone, and any older than a day."""
+        found: list[str] = []
         if not os.path.isdir(out):
-            return
+            return found
         host = socket.gethostname()
         for entry in os.scandir(out):
             if not entry.name.startswith(STAGING_PREFIX) or not entry.is_dir():
@@ -213,7 +246,17 @@ class LocalFileSystem:
             elif len(owner) != 3 or not owner[1].isdigit():
                 alive = False  # an older naming, without an owner
             if not alive or time.time() - entry.stat().st_mtime > 86_400:
-                shutil.rmtree(entry.path, ignore_errors=True)
+                found.append(f"{out}/{entry.name}")
+        return found
+
+    def write_text(self, path: str, text: str) -> None:
+        with open(f"{path}.part", "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(f"{path}.part", path)
+
+    def read_text(self, path: str) -> str:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
 
     def replace(self, tmp: str, final: str) -> None:
         os.replace(tmp, final)
