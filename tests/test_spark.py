@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import random
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -109,9 +110,36 @@ class TestSparkSmoke:
             on_spark(spark, "-")
 
 
+BAD_INPUTS = sorted((Path(__file__).parent / "bad_inputs").iterdir())
+
+
+def _outcome(run, path, mode):
+    """What a run of a bad input gives: the error (type, first line), or the events' message
+    ids and the quarantine's (reason, file, line) rows."""
+    try:
+        with run(str(path), on_invalid=mode) as result:
+            events = sorted(map(str, result.events.to_arrow().column("messageId").to_pylist())
+                            ) if len(result.events) and "messageId" in result.events.columns \
+                else len(result.events)
+            quarantine = sorted(
+                (q["quarantine_reason"], q["source_file"], q["source_line"])
+                for q in result.quarantine.to_arrow().to_pylist())
+            return events, quarantine
+    except sessionize.SessionizeError as exc:
+        return type(exc).__name__, str(exc).splitlines()[0]
+
+
 @pytest.mark.usefixtures("spark")
 class TestSpark:
     pytestmark = [*SPARK_TESTS, pytest.mark.slow]
+
+    @pytest.mark.parametrize("path", BAD_INPUTS, ids=[p.name for p in BAD_INPUTS])
+    def test_bad_input_is_placed_as_the_duckdb_engine_places_it(self, spark, path):
+        """Issue 22's cases on Spark: the same events, quarantine rows (with the same
+        input lines) and errors as DuckDB, through the same careful pass for local files."""
+        for mode in ("raise", "quarantine"):
+            expected = _outcome(sessionize.run, path, mode)
+            assert _outcome(lambda *a, **k: on_spark(spark, *a, **k), path, mode) == expected
 
     @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
     def test_fixture_case(self, spark, path, tmp_path):
@@ -183,11 +211,9 @@ class TestSpark:
                 sessionize.run(path, **options)
             errors.append(info.value)
         assert str(errors[1]) == str(errors[0])
-        # the DuckDB engine also names each row's file and line; Spark's cluster files are
-        # not read on the driver, so it names rows only (docs/spark.md)
-        located = [{**p, "file": None, "line": None} for p in errors[0].problems]
+        # local files: both engines name each row's file and line (docs/spark.md)
         assert errors[0].problems[0]["line"] == 2
-        assert errors[1].problems == located and errors[1].count == 5
+        assert errors[1].problems == errors[0].problems and errors[1].count == 5
 
     def test_invalid_rows_are_quarantined_alike(self, spark, tmp_path):
         path = write_ndjson(tmp_path / "events.ndjson", ROWS)
@@ -202,7 +228,7 @@ class TestSpark:
     def test_malformed_json_raises_or_is_quarantined(self, spark, tmp_path):
         path = tmp_path / "events.ndjson"
         path.write_text(json.dumps(ROWS[0]) + "\n{not json\n" + json.dumps(ROWS[-1]) + "\n")
-        with pytest.raises(MalformedJSONError, match="record 2.*not json.*\n.*Hint"):
+        with pytest.raises(MalformedJSONError, match="line 2.*not json.*\n.*Hint"):
             on_spark(spark, str(path))
         with on_spark(spark, str(path), on_invalid="quarantine") as result:
             bad = result.quarantine.to_arrow().to_pylist()

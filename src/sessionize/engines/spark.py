@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,12 +37,15 @@ from ..errors import InputError, MalformedJSONError, OptionError
 from ..io.inputs import (
     ROW,
     LoadedInput,
+    Part,
+    _check_reserved,
     _frame_to_arrow,
     _json_layout,
     _with_row_numbers,
     expand_paths,
     file_format,
 )
+from ..io.scan import MalformedLine, malformed_csv_error, malformed_error, scan_csv, scan_json
 from ..result import Table
 from ..rules import Rules
 from ..sql.compiler import Field, quote
@@ -164,6 +169,12 @@ class SparkEngine(Engine):
         self._zone_before = spark.conf.get("spark.sql.session.timeZone", None)
         spark.conf.set("spark.sql.session.timeZone", "UTC")
         self.frames: dict[str, Any] = {}
+        self._workdir: str | None = None  # clean copies of local JSON (the careful pass)
+        self._ids: tuple[str, ...] = ()  # the id columns, read as variants from JSON
+        self._names: dict[str, str] = {}  # local files' absolute paths -> as the user named them
+        # Local files by format group, in row order: LoadedInput.locate names the file and
+        # line of a row from them, as for the DuckDB engine (empty for cluster storage).
+        self._parts: list[Part] = []
 
     # -- SQL ------------------------------------------------------------------------------
     def view(self, stage: str) -> str:
@@ -203,11 +214,12 @@ class SparkEngine(Engine):
     # -- running --------------------------------------------------------------------------
     def read(self, source: Any, rules: Rules, *, on_invalid: str, stdin: Any = None
              ) -> LoadedInput:
+        self._parts = []
         frame, description, malformed = self._read(source, rules, on_invalid)
         schema = {f.name: _duckdb_type(f.dataType) for f in frame.schema.fields if f.name != ROW}
         self._register("input", frame)
         return LoadedInput(table="sz_input", schema=schema, description=description,
-                           malformed=malformed)
+                           malformed=malformed, parts=self._parts, workdir=self._workdir)
 
     def assign(self, compiled: Any, loaded: LoadedInput, fields: dict[str, Field | None],
                on_invalid: str) -> int:
@@ -225,7 +237,7 @@ class SparkEngine(Engine):
         return invalid
 
     def create_quarantine(self, sql: str, loaded: LoadedInput) -> None:
-        self._register("quarantine", self._quarantine(sql, loaded.malformed))
+        self._register("quarantine", self._quarantine(sql, loaded))
 
     def tables(self, compiled: Any) -> dict[str, Table | None]:
         return {name: SparkTable(self, name) for name in ("events", "sessions", "users",
@@ -254,9 +266,7 @@ class SparkEngine(Engine):
             "timestamp", "user_id", "anonymous_id", "message_id", "received_at", "sent_at",
             "original_timestamp")} | _TEXT_FIELDS
         if isinstance(source, DataFrame):
-            if ROW in source.columns:
-                raise InputError(f"the input has a column named {ROW!r}, which sessionize "
-                                 "reserves")
+            _check_reserved(source.columns)
             marked = source.selectExpr("*", "0 AS __sz_group", "0 AS __sz_file",
                                        "spark_partition_id() AS __sz_block")
             return self._number(marked, parquet_only=False), "a Spark DataFrame", None
@@ -287,15 +297,30 @@ class SparkEngine(Engine):
             else:
                 local = expand_paths([s])
                 shown.extend(local)
+                self._names.update((os.path.abspath(p), p) for p in local)
                 paths.extend("file://" + os.path.abspath(p) for p in local)
         groups: dict[str, list[str]] = {}
         for path in paths:
             fmt = file_format(path)
+            if fmt == "csv" and path.lower().removesuffix(".gz").endswith(".tsv"):
+                fmt = "tsv"
             if fmt == "json" and path.startswith("file://"):  # sniffed as the DuckDB engine does
                 fmt = "ndjson" if _json_layout([path[7:]]) == "newline_delimited" else "json"
             groups.setdefault(fmt, []).append(path)
-        frames = [self._mark(self._read_files(fmt, files, text), index, files)
-                  for index, (fmt, files) in enumerate(groups.items())]
+        careful: list[MalformedLine] = []
+        frames = []
+        ids = self._ids = (c.user_id, c.anonymous_id)
+        everywhere_local = all(p.startswith("file://") for p in paths)
+        for index, (fmt, files) in enumerate(groups.items()):
+            if everywhere_local:
+                self._parts.append(Part("csv" if fmt == "tsv" else fmt, [
+                    (_local_key(f), self._names.get(_local_key(f), _local_key(f)))
+                    for f in files]))
+            frame, origin = self._read_group(fmt, files, text, on_invalid, careful)
+            frame = self._mark(frame, index, files if origin is None else list(origin), origin)
+            frames.append(_ids_as_text(frame, ids) if fmt in ("json", "ndjson") else frame)
+        _check_reserved(c for frame in frames for c in frame.columns
+                        if c not in (*_HELPERS, "__sz_path", CORRUPT))
         union = frames[0]
         for other in frames[1:]:
             union = union.unionByName(other, allowMissingColumns=True)
@@ -303,25 +328,92 @@ class SparkEngine(Engine):
         description = shown[0] if len(shown) == 1 else f"{len(shown)} files"
         malformed = None
         if CORRUPT in numbered.columns:
-            bad = numbered.filter(f"{CORRUPT} IS NOT NULL")
+            from pyspark.sql import functions as F
+
+            bad = numbered.filter(f"{CORRUPT} IS NOT NULL").withColumn(
+                "__sz_reason", F.when(F.lower(F.col("__sz_path")).rlike(r"\.[ct]sv(\.gz)?$"),
+                                      F.lit("malformed_csv")).otherwise(F.lit("malformed_json")))
             if bad.take(1):
                 if on_invalid == "raise" or "json" in groups:  # an array cannot be split
                     raise self._malformed_error(bad)
                 malformed = bad
             numbered = numbered.filter(f"{CORRUPT} IS NULL").drop(CORRUPT)
+        if careful:
+            import pyarrow as pa
+
+            lines = self.spark.createDataFrame(pa.table({
+                ROW: pa.array(range(len(careful)), pa.int64()),
+                "__sz_path": [bad.path for bad in careful],
+                "__sz_line": pa.array([bad.line for bad in careful], pa.int64()),
+                CORRUPT: [bad.text for bad in careful],
+                "__sz_reason": [bad.reason for bad in careful]}))
+            malformed = lines if malformed is None else malformed.select(
+                ROW, "__sz_path", "__sz_line", CORRUPT, "__sz_reason").unionByName(lines)
         return numbered.drop("__sz_path", "__sz_line"), description, malformed
+
+    def _read_group(self, fmt: str, files: list[str], text: set[str], on_invalid: str,
+                    careful: list[MalformedLine]) -> tuple[Any, dict[str, str] | None]:
+        """One format's files as a DataFrame. Local JSON that Spark cannot read whole (a
+        line that does not parse, keys differing only in case, no object at all, invalid
+        UTF-8) takes the DuckDB engine's careful pass (:func:`sessionize.io.scan.scan_json`):
+        each object it refuses is set aside with its line (added to ``careful``), the others
+        are written unchanged to clean NDJSON files Spark reads. Returns the frame and, for
+        the careful pass, {clean file: input file} in input order."""
+        local = all(f.startswith("file:") for f in files) and \
+            self.spark.sparkContext.master.startswith("local")
+        if fmt == "parquet" or not local:
+            return self._read_files(fmt, files, text), None
+        try:
+            frame = self._read_files(fmt, files, text)
+        except InputError:
+            frame = None
+        if frame is not None and CORRUPT not in frame.columns:
+            return frame, None
+        if self._workdir is None:
+            self._workdir = tempfile.mkdtemp(prefix="sessionize-spark-")
+        spellings: dict[str, str] = {}
+        origin: dict[str, str] = {}
+        for uri in files:
+            path = _local_key(uri)
+            path = self._names.get(path, path)
+            if fmt in ("csv", "tsv"):
+                found = scan_csv(path, "\t" if fmt == "tsv" else ",", self._workdir,
+                                 stop_at_first=on_invalid == "raise", shown=path)
+                if found.malformed and on_invalid == "raise":
+                    raise malformed_csv_error(found.malformed[0])
+            else:
+                found = scan_json(path, fmt, self._workdir, spellings,
+                                  stop_at_first=on_invalid == "raise", shown=path)
+                if found.malformed and on_invalid == "raise":
+                    raise malformed_error(found.malformed[0])
+            careful.extend(found.malformed)
+            if self._parts:
+                self._parts[-1].lines[_local_key(uri)] = found.lines
+            if found.clean is not None:
+                origin["file://" + found.clean] = path
+        clean = "csv" if fmt in ("csv", "tsv") else "ndjson"
+        if not origin:  # every record refused: zero events from these files
+            empty = os.path.join(self._workdir, f"empty-{uuid.uuid4().hex[:8]}.{clean}")
+            open(empty, "wb").close()
+            origin["file://" + empty] = self._names.get(_local_key(files[0]),
+                                                        _local_key(files[0]))
+        return self._read_files(clean, list(origin), text), origin
 
     def _read_files(self, fmt: str, files: list[str], text: set[str]) -> Any:
         reader = self.spark.read
         try:
             if fmt == "parquet":
                 return reader.option("mergeSchema", "true").parquet(*files)
-            if fmt == "csv":
-                inferred = reader.csv(files, header=True, inferSchema=True).schema
-                return reader.csv(files, header=True, schema=_as_text(inferred, text))
+            if fmt in ("csv", "tsv"):  # RFC 4180, as the DuckDB engine reads it
+                reader = reader.options(header=True, multiLine=True, escape='"',
+                                        sep="\t" if fmt == "tsv" else ",")
+                inferred = reader.csv(files, inferSchema=True).schema
+                return reader.csv(files, schema=_as_text(inferred, text, corrupt=True),
+                                  columnNameOfCorruptRecord=CORRUPT)
             multiline = fmt == "json"
             inferred = reader.json(files, multiLine=multiline).schema
-            return reader.json(files, multiLine=multiline, schema=_as_text(inferred, text),
+            return reader.json(files, multiLine=multiline,
+                               schema=_as_text(inferred, text, ids=self._ids),
                                columnNameOfCorruptRecord=CORRUPT)
         except Exception as exc:  # Spark raises its own types for missing/unreadable files
             if type(exc).__module__.startswith(("pyspark", "py4j")):
@@ -329,9 +421,11 @@ class SparkEngine(Engine):
                                  f"{str(exc).splitlines()[0]}") from exc
             raise
 
-    def _mark(self, frame: Any, group: int, files: list[str]) -> Any:
-        """Add (format group, file index, split start) and the file's name: the coarse
-        input order. Files are matched by Spark's own (URL-encoded) names."""
+    def _mark(self, frame: Any, group: int, files: list[str],
+              origin: dict[str, str] | None = None) -> Any:
+        """Add (format group, file index, split start) and the file's name (the input file
+        a clean copy was made from, by ``origin``): the coarse input order. Files are
+        matched by Spark's own (URL-encoded) names."""
         from pyspark.sql import functions as F
 
         given = {_local_key(p): i for i, p in enumerate(files)}
@@ -340,7 +434,10 @@ class SparkEngine(Engine):
         index = F.create_map(*[x for i, f in enumerate(found)
                                for x in (F.lit(_SCHEME.sub("", f)), F.lit(i))])
         file = index[F.regexp_replace(F.col("_metadata.file_path"), _SCHEME.pattern, "")]
-        names = F.array(*[F.lit(_local_key(f)) for f in found])
+        renamed = {_local_key(clean): path for clean, path in (origin or {}).items()}
+        names = F.array(*[F.lit(renamed.get(_local_key(f), self._names.get(_local_key(f),
+                                                                            _local_key(f))))
+                          for f in found])
         return frame.select(
             "*", F.lit(group).alias("__sz_group"), file.alias("__sz_file"),
             F.col("_metadata.file_block_start").alias("__sz_block"),
@@ -389,10 +486,17 @@ class SparkEngine(Engine):
         return numbered.drop(*_HELPERS, "__sz_shift", "__sz_lshift")
 
     @staticmethod
-    def _malformed_error(bad: Any) -> MalformedJSONError:
-        path, line, text = bad.select("__sz_path", "__sz_line", CORRUPT).orderBy(ROW).first()
+    def _malformed_error(bad: Any) -> InputError:
+        path, line, text, reason = bad.select("__sz_path", "__sz_line", CORRUPT,
+                                              "__sz_reason").orderBy(ROW).first()
         snippet = (text or "").rstrip()
         snippet = snippet if len(snippet) <= 80 else snippet[:77] + "..."
+        if reason == "malformed_csv":
+            return InputError(
+                f"malformed CSV in {path!r} at record {line}: {snippet!r}\n"
+                "Hint: every row of a CSV file needs as many fields as its header; use "
+                "on_invalid='quarantine' (--on-invalid quarantine) to set such rows aside "
+                "and process the rest.")
         return MalformedJSONError(
             f"malformed JSON in {path!r} at record {line} (blank lines not counted): "
             f"{snippet!r}\n"
@@ -424,14 +528,33 @@ class SparkEngine(Engine):
             sql += "['" + part.replace("'", "''") + "']"
         return Field(sql, _duckdb_type(kind))
 
-    def _quarantine(self, sql: str, malformed: Any) -> Any:
-        invalid = self.sql(sql)
-        if malformed is None:
-            return invalid
+    def _quarantine(self, sql: str, loaded: LoadedInput) -> Any:
         from pyspark.sql import functions as F
 
+        invalid, malformed = self.sql(sql), loaded.malformed
+        if loaded.parts:  # name the file and line of every row set aside, as DuckDB does
+            import pyarrow as pa
+
+            rows = [r[0] - 1 for r in invalid.select("source_row").collect()]
+            origins = loaded.locate(rows)
+            if origins:
+                where = self.spark.createDataFrame(pa.table({
+                    "__sz_at": pa.array([row + 1 for row in origins], pa.int64()),
+                    "__sz_f": [o[0] for o in origins.values()],
+                    "__sz_l": pa.array([o[1] for o in origins.values()], pa.int64()),
+                    "__sz_n": pa.array([o[2] for o in origins.values()], pa.int64())}))
+                renamed = {"source_file": "__sz_f", "source_line": "__sz_l",
+                           "source_row": "__sz_n"}
+                joined = invalid.join(F.broadcast(where),
+                                      invalid["source_row"] == where["__sz_at"], "left")
+                invalid = joined.orderBy(invalid["source_row"]).select(*[
+                    F.coalesce(F.col(renamed[c]), invalid[c]).alias(c) if c in renamed
+                    else F.col(f"`{c.replace('`', '``')}`") for c in invalid.columns])
+        if malformed is None:
+            return invalid
+
         bad = malformed.orderBy(ROW).select(
-            F.lit("malformed_json").alias("quarantine_reason"),
+            F.col("__sz_reason").alias("quarantine_reason"),
             F.lit(None).cast("bigint").alias("source_row"),
             F.col("__sz_path").alias("source_file"),
             F.col("__sz_line").alias("source_line"),
@@ -446,23 +569,51 @@ class SparkEngine(Engine):
         for frame in self._persisted:
             frame.unpersist()
         self._views, self._persisted = [], []
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
         if self._owns:
             self.spark.stop()
         elif self._zone_before not in (None, "UTC"):
             self.spark.conf.set("spark.sql.session.timeZone", self._zone_before)
 
 
-def _as_text(schema: Any, text: set[str]) -> Any:
-    """The inferred schema with Segment's text fields (and the configured ones) as strings.
+def _as_text(schema: Any, text: set[str], *, corrupt: bool = False,
+             ids: Sequence[str] = ()) -> Any:
+    """The inferred schema with Segment's text fields (and the configured ones) as strings
+    (and, with ``corrupt``, the column for records that do not parse); the top-level
+    ``ids`` as variants, which :func:`_ids_as_text` turns into text.
 
     Spark's JSON reader keeps a number given for a string field as its JSON text, so an
     epoch timestamp arrives as ``'1704099600'``, which the compiler parses by magnitude.
     """
     from pyspark.sql import types as T
 
-    return T.StructType([
-        T.StructField(f.name, T.StringType(), True) if f.name in text else f
-        for f in schema.fields])
+    fields = [T.StructField(f.name, T.VariantType(), True) if f.name in ids else
+              T.StructField(f.name, T.StringType(), True) if f.name in text else f
+              for f in schema.fields]
+    if corrupt and CORRUPT not in schema.fieldNames() and fields:
+        fields.append(T.StructField(CORRUPT, T.StringType(), True))
+    return T.StructType(fields)
+
+
+def _ids_as_text(frame: Any, ids: Sequence[str]) -> Any:
+    """The id columns read as variants, as text: strings and numbers as the DuckDB engine
+    reads them; true/false, arrays and objects missing (an id that is not text is no user;
+    read as text, Spark would turn ``true`` into ``'true'``)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    kinds = {f.name: f.dataType for f in frame.schema.fields}
+    for name in dict.fromkeys(ids):
+        if not isinstance(kinds.get(name), T.VariantType):
+            continue
+        column = f"`{name.replace('`', '``')}`"
+        kind = f"schema_of_variant({column})"
+        frame = frame.withColumn(name, F.expr(
+            f"CASE WHEN {kind} = 'BOOLEAN' OR {kind} LIKE 'ARRAY%' OR {kind} LIKE 'OBJECT%' "
+            f"THEN NULL ELSE variant_get({column}, '$', 'string') END"))
+    return frame
 
 
 def _microsecond_times(table: pa.Table) -> pa.Table:
