@@ -67,6 +67,9 @@ DEFAULT_GRID = (
 BINS_PER_DECADE = 20
 LOW_BIN, HIGH_BIN = -1 * BINS_PER_DECADE, 7 * BINS_PER_DECADE
 ZERO_BIN = LOW_BIN - 1  # gaps of exactly 0 (ties) have no logarithm
+#: The mixture is fitted to the bins from here up (0.11 s): the bin below holds every
+#: shorter gap, a spike that is within-visit whatever the threshold.
+FIT_LOW = LOW_BIN + 1
 #: Round recommendations to a threshold people would write down (at most a factor 1.5
 #: apart, so rounding moves a threshold by at most 0.09 decade).
 NICE_SECONDS = (
@@ -570,25 +573,27 @@ def recommend(histogram: list[dict[str, Any]], platform: str, *, users: int = 0
             "to see where visits end. Keep the default or choose from product knowledge.",
             METHOD, gaps=total)
     counts = {_bin_of(r["low_seconds"]): r["gaps"] for r in histogram if r["low_seconds"] > 0}
-    bins = np.arange(0, HIGH_BIN + 1)  # 1 s .. 10^7 s; sub-second gaps are all within-visit
+    bins = np.arange(FIT_LOW, HIGH_BIN + 1)  # 0.11 s .. 10^7 s: shorter ones are within-visit
     raw = np.array([counts.get(int(b), 0) for b in bins], float)
     if raw.sum() < MIN_GAPS / 2:
         return Recommendation(
             platform, None, "none",
-            f"Only {int(raw.sum()):,} of {total:,} gaps are of a second or more; too few to see "
+            f"Only {int(raw.sum()):,} of {total:,} gaps are longer than 0.1 s; too few to see "
             "where visits end. Keep the default or choose from product knowledge.",
             METHOD, gaps=total)
     centres = (bins + 0.5) / BINS_PER_DECADE
     model, bics = mixture.select(centres, raw, width=1 / BINS_PER_DECADE)
     cut = mixture.split(model)
     crossing = cut.threshold_seconds
-    threshold = _nice(min(max(crossing, 1.0), MAX_THRESHOLD))
+    sub_second = total - raw.sum()
+    if cut.overlap <= IDENTIFIED_OVERLAP:
+        threshold = _best_threshold(model, cut.within, centres, raw, sub_second, users)
+    else:  # the groups' shares are not identified: the equal-likelihood point alone
+        threshold = _nice(min(max(crossing, 1.0), MAX_THRESHOLD))
     # sessions at every bin edge (gaps in a bin above its lower edge), from the histogram
     above = np.concatenate((np.cumsum(raw[::-1])[::-1], [0.0]))  # gaps >= edge i
-    sub_second = total - raw.sum()
     def sessions_at(seconds: float) -> float:
-        i = int(np.clip(math.floor(math.log10(seconds) * BINS_PER_DECADE + 1e-9), 0, len(raw)))
-        return users + above[i] if seconds >= 1 else users + raw.sum() + sub_second
+        return users + above[_edge(seconds, len(above))]
 
     flat_low, flat_high = _flat_stretch(above, users, threshold)
     width = math.log10(flat_high / flat_low)
@@ -629,6 +634,53 @@ def recommend(histogram: list[dict[str, Any]], platform: str, *, users: int = 0
             for i, c in enumerate(model.components)))
 
 
+def _best_threshold(model: mixture.Mixture, within: int, centres: np.ndarray,
+                    raw: np.ndarray, sub_second: float, users: int) -> float:
+    """The usual value (:data:`NICE_SECONDS`) that recovers the most visits exactly,
+    expected from the fitted groups and the observed gaps.
+
+    Each observed gap is within-visit with the fitted posterior probability of its bin.
+    At threshold T, ``a`` is the share of within-visit gaps above T (each splits a
+    visit) and ``b`` the share of between-visit gaps at or below T (each merges two);
+    a visit of L events is recovered exactly when neither of its two boundaries is
+    merged and none of its L - 1 inner gaps splits: ``(1 - b)^2 (1 - a)^(L - 1)``, with
+    L the mean events per visit the fit implies. Where the groups are apart the score
+    is flat over the empty stretch between them, and the value nearest its middle (log
+    scale) wins; where they overlap the score trades splits against merges, which the
+    equal-likelihood point alone does not (a visit has more inner gaps than
+    boundaries).
+    """
+    dens = model.densities(centres)
+    posterior = dens[:within].sum(axis=0) / np.maximum(dens.sum(axis=0), 1e-300)
+    within_counts = raw * posterior
+    between_counts = raw - within_counts
+    within_total = within_counts.sum() + sub_second
+    between_total = max(between_counts.sum(), 1e-12)
+    # at edge e (T = _edge_seconds(e)): inner gaps above, boundaries below
+    a = np.concatenate((np.cumsum(within_counts[::-1])[::-1], [0.0])) / max(within_total, 1e-12)
+    b = np.concatenate(([0.0], np.cumsum(between_counts))) / between_total
+    length = (within_total + between_total + users) / (between_total + users)
+    score = (1 - b) ** 2 * np.clip(1 - a, 0, 1) ** (length - 1)
+    best = score.max()
+    plateau = np.flatnonzero(score >= best * (1 - 1e-9))
+    # the stretch of edges around the first maximum (contiguous), its middle on the log scale
+    start = end = int(plateau[0])
+    while end + 1 < len(score) and score[end + 1] >= best * (1 - 1e-9):
+        end += 1
+    middle = math.log10(_edge_seconds(start) * _edge_seconds(end)) / 2
+    return float(max(NICE_SECONDS, key=lambda t: (
+        round(float(score[_edge(t, len(score))]) / best, 9), -abs(math.log10(t) - middle))))
+
+
+#: Above this overlap the fitted groups are two halves of one hump, and the shares of
+#: within- and between-visit gaps that :func:`_best_threshold` weighs are not identified.
+IDENTIFIED_OVERLAP = 0.5
+
+
+def _nice(seconds: float) -> float:
+    return min(NICE_SECONDS, key=lambda t: abs(math.log(t) - math.log(seconds)))
+
+
 #: Confidence rules (documented in docs/report.md): overlap of the fitted groups, width
 #: of the flat stretch of the sessions curve (decades), the threshold's distance from
 #: the nearer end of that stretch (decades).
@@ -653,7 +705,7 @@ def _flat_stretch(above: np.ndarray, users: int, threshold: float) -> tuple[floa
     """The bin edges around ``threshold`` between which sessions stay within 1 % of the
     sessions at ``threshold`` (at the histogram's resolution)."""
     edges = len(above)
-    at = int(np.clip(math.floor(math.log10(threshold) * BINS_PER_DECADE + 1e-9), 0, edges - 1))
+    at = _edge(threshold, edges)
     sessions = users + above
     ref = sessions[at]
     lo = at
@@ -662,14 +714,20 @@ def _flat_stretch(above: np.ndarray, users: int, threshold: float) -> tuple[floa
     hi = at
     while hi < edges - 1 and sessions[hi + 1] >= ref * (1 - FLAT_TOLERANCE):
         hi += 1
-    low = 10 ** (lo / BINS_PER_DECADE)
-    high = 10 ** (hi / BINS_PER_DECADE)
-    return min(low, threshold), max(high, threshold)
+    return min(_edge_seconds(lo), threshold), max(_edge_seconds(hi), threshold)
+
+
+def _edge(seconds: float, edges: int) -> int:
+    """Index of the fit's bin edge at or below ``seconds`` (edge i is the lower edge of
+    bin FIT_LOW + i), clipped to 0 .. edges - 1."""
+    i = math.floor(math.log10(max(seconds, 1e-9)) * BINS_PER_DECADE + 1e-9) - FIT_LOW
+    return int(min(max(i, 0), edges - 1))
+
+
+def _edge_seconds(i: int) -> float:
+    return 10 ** ((i + FIT_LOW) / BINS_PER_DECADE)
 
 
 def _bin_of(low_seconds: float) -> int:
     return round(math.log10(low_seconds) * BINS_PER_DECADE)
 
-
-def _nice(seconds: float) -> float:
-    return min(NICE_SECONDS, key=lambda t: abs(math.log(t) - math.log(seconds)))

@@ -350,14 +350,15 @@ def gap_histogram(analysis: Any, platform: str = "all", *, overlay_platforms: bo
 def component_curves(rows: Sequence[dict[str, Any]], rec: Any
                      ) -> dict[str, list[tuple[float, float, float]]]:
     """Each fitted component's expected share of gaps per histogram bin (1/20 decade),
-    on the same scale as :func:`shares` (the fit covers the gaps of 1 s or more)."""
+    on the same scale as :func:`shares` (the fit covers the bins from 10^(-19/20) s up,
+    as ``analysis.thresholds.FIT_LOW`` says)."""
     total = sum(r["gaps"] for r in rows) or 1
-    fitted = sum(r["gaps"] for r in rows if r["low_seconds"] >= 1 - 1e-9) / total
+    fitted = sum(r["gaps"] for r in rows if r["low_seconds"] >= 10 ** (-19 / 20) - 1e-9) / total
     out = {}
     for c in rec.components:
         mean, sd = math.log10(c["median_seconds"]), c["sd_decades"]
         line = []
-        for b in range(0, 140):
+        for b in range(-19, 141):
             low, high = 10 ** (b / 20), 10 ** ((b + 1) / 20)
             x = (b + 0.5) / 20
             density = math.exp(-0.5 * ((x - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
