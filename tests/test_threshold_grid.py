@@ -209,3 +209,41 @@ def test_movielens_ratings_compared_with_a_plain_two_component_fit():
     # Halfaker et al. found about an hour on MovieLens: both land between 10 min and 3 h
     assert 10 * 60 <= plain <= 3 * 3600 and 10 * 60 <= rec.crossing_seconds <= 3 * 3600
     assert 20 * 60 <= rec.threshold_seconds <= 2 * 3600
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                    reason="headless Chromium is not installed (apt-get install chromium)")
+def test_report_shows_the_fitted_components_in_headless_chromium(tmp_path):
+    import subprocess
+
+    table, _, _ = generate(STRUCTURES["sep-mix"], seed=0)
+    page = sessionize.report(table)
+    analysis = page.analysis
+    rec = analysis.recommendations["all"]
+    chart = page.charts["gap_histogram"]
+    assert chart.count('class="component"') == len(rec.components) >= 2
+    assert f"recommended: {rec.threshold}" in chart
+    import html
+
+    assert html.escape(analysis.rules_toml()) in page.html  # the rules to paste
+    assert "Confidence: high:" in page.html
+    # the section with the histogram, on its own, as a person sees it
+    section = page.html.split('<section id="q3-q4">', 1)[1].split("</section>", 1)[0]
+    head = page.html.split("<body", 1)[0]
+    path = tmp_path / "q3.html"
+    path.write_text(f'{head}<body><section id="q3-q4">{section}</section></body></html>')
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shot = artifacts / "report-thresholds.png"
+    shot.unlink(missing_ok=True)
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+         "--window-size=1100,1700", path.as_uri()],
+        capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.read_bytes().startswith(b"\x89PNG")

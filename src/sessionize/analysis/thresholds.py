@@ -211,9 +211,11 @@ class Recommendation:
 
 
 METHOD = ("a mixture of 2 to 4 log-normal components fitted to the gaps by EM, chosen by "
-          "BIC (Halfaker et al., WWW 2015); the threshold is where the fastest (within-visit) "
-          "components and the rest are equally likely, rounded to a usual value, "
-          "cross-checked with the flat stretch of the sessions-vs-threshold curve")
+          "BIC (Halfaker et al., WWW 2015), cut into the fastest (within-visit) components "
+          "and the rest; the threshold is the usual value that recovers the most visits "
+          "expected from that fit (where the groups are apart, the middle of the empty "
+          "stretch between them; where they are one hump, the point where both are equally "
+          "likely), cross-checked with the flat stretch of the sessions-vs-threshold curve")
 CONFIDENCE_MEASURE = (
     "high: the fitted groups overlap on at most 2 % of the smaller group, the sessions "
     "curve stays within 1 % over at least 1 decade around the threshold, which sits at "
@@ -610,7 +612,7 @@ def recommend(histogram: list[dict[str, Any]], platform: str, *, users: int = 0
         "medium": "Medium confidence: two groups of gaps are visible but overlap",
         "low": "Low confidence: the gaps do not split cleanly into within-visit and "
                "between-visit groups, so any threshold is a convention here; this one "
-               "misplaces the fewest boundaries under the fitted model",
+               "recovers the most visits expected under the fitted model",
     }[confidence]
     comps = "; ".join(
         f"{'within' if i < cut.within else 'between'} {c.weight:.0%} around "
