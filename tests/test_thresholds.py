@@ -57,7 +57,7 @@ def generated():
     return generate_events(30_000, seed=7)
 
 
-@pytest.mark.parametrize("gap", ["1m", "5m", "30m", "2h", "4h"])
+@pytest.mark.parametrize("gap", ["1s", "10s", "1m", "5m", "30m", "2h", "4h", "7d"])
 def test_one_pass_curve_equals_full_runs(generated, gap):
     analysis = sessionize.thresholds(generated)
     with sessionize.run(generated, gap=gap) as full:

@@ -60,7 +60,7 @@ __all__ = [
 MINUTE, HOUR, DAY = 60, 3600, 86400
 #: Thresholds (seconds) of the sensitivity curve: 1 second to 30 days, in readable steps.
 DEFAULT_GRID = (
-    1, 2, 5, 10, 15, 30, MINUTE, 2 * MINUTE, 3 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE,
+    1, 3, 10, 30, MINUTE, 2 * MINUTE, 3 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE,
     20 * MINUTE, 30 * MINUTE, 45 * MINUTE, HOUR, 90 * MINUTE, 2 * HOUR, 3 * HOUR, 4 * HOUR,
     6 * HOUR, 8 * HOUR, 12 * HOUR, DAY, 2 * DAY, 3 * DAY, 7 * DAY, 14 * DAY, 30 * DAY)
 #: Log-gap histogram: bins of 1/BINS_PER_DECADE decade, from 0.1 s to 10^7 s (116 days).
@@ -487,6 +487,32 @@ def _curve(con: Any, thresholds: list[float], *, by_platform: bool
            ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Sessions, median duration and one-event share at every threshold, exactly.
 
+    The thresholds run in groups spanning less than a factor ``gaps.GROUP_SPAN`` each
+    (:func:`.gaps.threshold_groups`): a group reads only the events that start a
+    session at its smallest threshold, so the thresholds of seconds, which nearly every
+    event passes, do not make every other threshold read every event.
+    """
+    micros = _micros(thresholds)
+    measures: dict[str, list[tuple]] = {}
+    users: dict[str, int] = {}
+    for group in gaps.threshold_groups(micros):
+        part, part_users = _curve_group(con, [thresholds[i] for i in group],
+                                        by_platform=by_platform)
+        users |= part_users
+        for name, points in part.items():
+            measures.setdefault(name, [])
+        for name in measures:
+            measures[name] += part.get(name, [(0, None, 0)] * len(group))
+    # a platform first seen in a later group has nothing at the earlier thresholds
+    measures = {name: [(0, None, 0)] * (len(micros) - len(points)) + points
+                for name, points in measures.items()}
+    return _curve_rows(measures, users, thresholds)
+
+
+def _curve_group(con: Any, thresholds: list[float], *, by_platform: bool
+                 ) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+    """:func:`_curve` for one group of thresholds.
+
     Only events that start a session at the smallest threshold are read (``starts``);
     each start's level is how many thresholds its gap exceeds (a first event exceeds
     all). At threshold k the session of a start with level >= k ends just before the
@@ -529,7 +555,7 @@ def _curve(con: Any, thresholds: list[float], *, by_platform: bool
     """).fetchall()
     measures = {row[0]: [tuple(row[2 + 3 * k: 5 + 3 * k]) for k in range(k_count)]
                 for row in rows}
-    return _curve_rows(measures, {row[0]: row[1] for row in rows}, thresholds)
+    return measures, {row[0]: row[1] for row in rows}
 
 
 def _micros(thresholds: list[float]) -> list[int]:

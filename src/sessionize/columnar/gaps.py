@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
     from .kernel import Columnar
 
-__all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "events_per_platform",
-           "sample_table"]
+__all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "threshold_groups",
+           "events_per_platform", "sample_table", "GROUP_SPAN"]
 
 #: More distinct platform texts than this are mapped with a join instead of a CASE.
 CASE_LIMIT = 64
@@ -123,12 +123,58 @@ def histogram(g: GapArrays, *, by_platform: bool, bins_per_decade: int, low_bin:
     return rows
 
 
+#: A group of thresholds spans less than this factor (see :func:`threshold_groups`).
+GROUP_SPAN = 60
+
+
+def threshold_groups(micros: list[int]) -> list[list[int]]:
+    """Indices of the (sorted) thresholds in groups spanning less than ``GROUP_SPAN``.
+
+    Each group reads only the events that start a session at its smallest threshold:
+    with thresholds from 1 s to 30 days, the thresholds of seconds (which nearly every
+    event passes) do not make the thresholds of hours read every event. Both plans
+    group alike.
+
+    >>> threshold_groups([1_000_000, 30_000_000, 60_000_000, 3_600_000_000])
+    [[0, 1], [2], [3]]
+    """
+    groups: list[list[int]] = []
+    for i, m in enumerate(micros):
+        if groups and m < GROUP_SPAN * micros[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 def curve(g: GapArrays, micros: list[int], *, by_platform: bool
           ) -> tuple[dict[str, list[tuple[int, float | None, int]]], dict[str, int]]:
     """Per platform (and ``"all"``): per threshold (sessions, median duration in
     microseconds or None, one-event sessions); and the users per platform (the platform
     of their first event). Platforms appear when one of their events starts a session
-    at the smallest threshold, as in the SQL."""
+    at the smallest threshold, as in the SQL; the thresholds run in
+    :func:`threshold_groups`, as in the SQL."""
+    out: dict[str, list[tuple[int, float | None, int]]] = {}
+    for group in threshold_groups(micros):
+        part = _curve_group(g, [micros[i] for i in group], by_platform=by_platform)
+        for name in part:
+            out.setdefault(name, [])
+        for name in out:
+            out[name] += part.get(name, [(0, None, 0)] * len(group))
+    out = {name: [(0, None, 0)] * (len(micros) - len(points)) + points
+           for name, points in out.items()}
+    firsts = g.platform[g.first]
+    users = {"all": int(g.first.sum())}
+    if by_platform:
+        counts = np.bincount(firsts.astype(np.int64), minlength=len(g.platforms))
+        users.update((g.platforms[i], int(counts[i])) for i in range(len(g.platforms))
+                     if g.platforms[i] in out)
+    return out, users
+
+
+def _curve_group(g: GapArrays, micros: list[int], *, by_platform: bool
+                 ) -> dict[str, list[tuple[int, float | None, int]]]:
+    """:func:`curve` for one group of thresholds: the starts at its smallest one."""
     n = len(g.ts)
     k_count = len(micros)
     starts = np.flatnonzero(g.first | (g.gap > micros[0]))
@@ -154,10 +200,17 @@ def curve(g: GapArrays, micros: list[int], *, by_platform: bool
         one = np.append(sel[1:], n) - 1 == sel
         measures = {"all": _measure(duration, one)}
         if by_platform:
-            on = platform[chosen]
+            # per platform: counts by bincount, medians over one stable sort by platform
+            on = platform[chosen].astype(np.intp)
+            counts = np.bincount(on, minlength=len(g.platforms))
+            ones = np.bincount(on, weights=one, minlength=len(g.platforms))
+            by_platform_order = duration[np.argsort(on, kind="stable")]
+            bounds = np.concatenate(([0], np.cumsum(counts)))
             for i in present:
-                mask = on == i
-                measures[g.platforms[i]] = _measure(duration[mask], one[mask])
+                part = by_platform_order[bounds[i]:bounds[i + 1]]
+                measures[g.platforms[i]] = (
+                    int(counts[i]), float(np.median(part)) if len(part) else None,
+                    int(ones[i]))
         return measures
 
     out: dict[str, list[tuple[int, float | None, int]]] = {name: [] for name in names}
@@ -166,12 +219,7 @@ def curve(g: GapArrays, micros: list[int], *, by_platform: bool
         for measures in pool.map(at_threshold, range(1, k_count + 1)):
             for name, value in measures.items():
                 out[name].append(value)
-    firsts = g.platform[g.first]
-    users = {"all": int(g.first.sum())}
-    if by_platform:
-        counts = np.bincount(firsts.astype(np.int64), minlength=len(g.platforms))
-        users.update((g.platforms[i], int(counts[i])) for i in present)
-    return out, users
+    return out
 
 
 def _measure(duration: np.ndarray, one: np.ndarray) -> tuple[int, float | None, int]:
