@@ -499,7 +499,7 @@ def _curve(con: Any, thresholds: list[float], *, by_platform: bool
         part, part_users = _curve_group(con, [thresholds[i] for i in group],
                                         by_platform=by_platform)
         users |= part_users
-        for name, points in part.items():
+        for name in part:
             measures.setdefault(name, [])
         for name in measures:
             measures[name] += part.get(name, [(0, None, 0)] * len(group))
