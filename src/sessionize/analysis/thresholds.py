@@ -363,8 +363,9 @@ def thresholds(source: Any, *, platform: str | None = "auto", grid: Sequence[Any
 
     >>> import sessionize
     >>> analysis = sessionize.thresholds(sessionize.sample_path())
-    >>> [r["sessions"] for r in analysis.curve if r["platform"] == "all"][:3]
-    [6, 4, 4]
+    >>> [(r["threshold_seconds"], r["sessions"]) for r in analysis.curve
+    ...  if r["platform"] == "all" and r["threshold_seconds"] in (60, 300, 1800)]
+    [(60, 6), (300, 4), (1800, 4)]
     """
     if isinstance(source, Result):
         if options:
