@@ -584,14 +584,18 @@ def recommend(histogram: list[dict[str, Any]], platform: str, *, users: int = 0
               ) -> Recommendation:
     """Recommend a threshold from a log-gap histogram (rows of one platform).
 
-    1. Fit mixtures of 2 .. 4 log-normal components to the counts of gaps of at least
-       1 s (EM on the bins, :mod:`.mixture`) and keep the one with the lowest BIC.
+    1. Fit mixtures of 1 .. 4 log-normal components to the counts of gaps over 0.1 s
+       (EM on the bins, :mod:`.mixture`) and keep the one of 2 or more with the lowest
+       BIC.
     2. Cut the components into the fastest ones (within a visit) and the rest where
-       they separate best; the threshold is where the two groups are equally likely,
-       rounded to a usual value (:data:`NICE_SECONDS`).
-    3. Cross-check with the data alone: the flat stretch of sessions(T) = users + gaps
+       they separate best; ``crossing_seconds`` is where the two groups are equally
+       likely.
+    3. The threshold is the usual value (:data:`NICE_SECONDS`) that recovers the most
+       visits expected from the fit (:func:`_best_threshold`); when the groups overlap
+       on more than half the smaller one, the usual value nearest the crossing.
+    4. Cross-check with the data alone: the flat stretch of sessions(T) = users + gaps
        above T around the threshold (sessions within 1 % of those at the threshold).
-    4. Confidence from the fit's overlap, the flat stretch's width and the threshold's
+    5. Confidence from the fit's overlap, the flat stretch's width and the threshold's
        distance from its ends, and the number of gaps (:func:`_confidence`).
     """
     total = sum(r["gaps"] for r in histogram)
