@@ -193,23 +193,35 @@ def _curve_group(g: GapArrays, micros: list[int], *, by_platform: bool
     last_ts = g.ts[-1] if n else 0
 
     def at_threshold(k: int) -> dict[str, tuple[int, float | None, int]]:
-        chosen = level >= k
-        sel = starts[chosen]
-        end_ts = np.append(before[chosen][1:], last_ts)
-        duration = end_ts - start_ts[chosen]
-        one = np.append(sel[1:], n) - 1 == sel
-        measures = {"all": _measure(duration, one)}
+        if k == 1:  # the group's smallest threshold: every start is chosen, no selection
+            sel, chosen_before, chosen_ts, on = starts, before, start_ts, platform
+        else:
+            chosen = level >= k
+            sel, chosen_before, chosen_ts = starts[chosen], before[chosen], start_ts[chosen]
+            on = platform[chosen] if by_platform else None
+        end_ts = np.empty(len(sel), np.int64)
+        end_ts[:-1] = chosen_before[1:]
+        end_ts[-1:] = last_ts
+        duration = end_ts - chosen_ts
+        one = np.empty(len(sel), bool)
+        np.equal(sel[1:] - 1, sel[:-1], out=one[:-1])
+        one[-1:] = sel[-1:] == n - 1
+        # at small thresholds most sessions last 0 s: the medians sort only the others
+        positive = duration > 0
+        rest = duration[positive]
+        measures = {"all": (len(sel), _median_with_zeros(rest, len(sel) - len(rest)),
+                            int(one.sum()))}
         if by_platform:
-            # per platform: counts by bincount, medians over one stable sort by platform
-            on = platform[chosen].astype(np.intp)
             counts = np.bincount(on, minlength=len(g.platforms))
-            ones = np.bincount(on, weights=one, minlength=len(g.platforms))
-            by_platform_order = duration[np.argsort(on, kind="stable")]
-            bounds = np.concatenate(([0], np.cumsum(counts)))
+            ones = np.bincount(on[one], minlength=len(g.platforms))
+            on_rest = on[positive]
+            rest_counts = np.bincount(on_rest, minlength=len(g.platforms))
+            rest = rest[np.argsort(on_rest, kind="stable")]  # grouped by platform
+            bounds = np.concatenate(([0], np.cumsum(rest_counts)))
             for i in present:
-                part = by_platform_order[bounds[i]:bounds[i + 1]]
                 measures[g.platforms[i]] = (
-                    int(counts[i]), float(np.median(part)) if len(part) else None,
+                    int(counts[i]), _median_with_zeros(
+                        rest[bounds[i]:bounds[i + 1]], int(counts[i] - rest_counts[i])),
                     int(ones[i]))
         return measures
 
@@ -222,10 +234,20 @@ def _curve_group(g: GapArrays, micros: list[int], *, by_platform: bool
     return out
 
 
-def _measure(duration: np.ndarray, one: np.ndarray) -> tuple[int, float | None, int]:
-    if not len(duration):
-        return 0, None, 0
-    return len(duration), float(np.median(duration)), int(one.sum())
+def _median_with_zeros(positive: np.ndarray, zeros: int) -> float | None:
+    """``np.median`` of ``positive`` together with ``zeros`` zeros, exactly (the same
+    float), partitioning only the positive values."""
+    n = len(positive) + zeros
+    if not n:
+        return None
+    middle = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    ranks = [r - zeros for r in middle if r >= zeros]
+    if ranks:
+        part = np.partition(positive, ranks)
+        values = [0] * (len(middle) - len(ranks)) + [part[r] for r in ranks]
+    else:
+        values = [0] * len(middle)
+    return float(np.median(np.array(values, np.int64)))
 
 
 def events_per_platform(g: GapArrays) -> dict[str, int]:
