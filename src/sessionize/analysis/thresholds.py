@@ -60,7 +60,7 @@ __all__ = [
 MINUTE, HOUR, DAY = 60, 3600, 86400
 #: Thresholds (seconds) of the sensitivity curve: 1 second to 30 days, in readable steps.
 DEFAULT_GRID = (
-    1, 3, 10, 30, MINUTE, 2 * MINUTE, 3 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE,
+    1, 10, 30, MINUTE, 2 * MINUTE, 3 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE,
     20 * MINUTE, 30 * MINUTE, 45 * MINUTE, HOUR, 90 * MINUTE, 2 * HOUR, 3 * HOUR, 4 * HOUR,
     6 * HOUR, 8 * HOUR, 12 * HOUR, DAY, 2 * DAY, 3 * DAY, 7 * DAY, 14 * DAY, 30 * DAY)
 #: Log-gap histogram: bins of 1/BINS_PER_DECADE decade, from 0.1 s to 10^7 s (116 days).

@@ -178,7 +178,10 @@ def _curve_group(g: GapArrays, micros: list[int], *, by_platform: bool
     n = len(g.ts)
     k_count = len(micros)
     starts = np.flatnonzero(g.first | (g.gap > micros[0]))
-    level = np.searchsorted(np.asarray(micros, np.int64), g.gap[starts], side="left")
+    # how many of the group's thresholds each start's gap exceeds (a first event: all);
+    # small integers, so the selection at each threshold reads a byte per start
+    level = np.searchsorted(np.asarray(micros, np.int64), g.gap[starts], side="left").astype(
+        np.int8 if k_count < 127 else np.int64)
     level[g.first[starts]] = k_count
     platform = g.platform[starts]
     names = ["all"]
