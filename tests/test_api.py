@@ -9,7 +9,9 @@ import pytest
 
 import sessionize
 from sessionize import durations, sample
-from sessionize.analysis import agreement
+from sessionize.analysis import agreement, mixture
+from sessionize.analysis import thresholds as threshold_analysis
+from sessionize.columnar import gaps
 from sessionize.io import inputs
 from sessionize.sql import compiler
 
@@ -53,7 +55,7 @@ def test_bad_durations_name_the_value_and_the_choices(bad):
 
 
 @pytest.mark.parametrize("module", [sessionize, durations, compiler, inputs, sample, agreement,
-                                    sessionize.api])
+                                    sessionize.api, mixture, threshold_analysis, gaps])
 def test_docstring_examples(module):
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert failures == 0

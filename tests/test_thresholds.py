@@ -57,7 +57,7 @@ def generated():
     return generate_events(30_000, seed=7)
 
 
-@pytest.mark.parametrize("gap", ["1m", "5m", "30m", "2h", "4h"])
+@pytest.mark.parametrize("gap", ["1s", "10s", "1m", "5m", "30m", "2h", "4h", "7d"])
 def test_one_pass_curve_equals_full_runs(generated, gap):
     analysis = sessionize.thresholds(generated)
     with sessionize.run(generated, gap=gap) as full:
@@ -112,7 +112,8 @@ def test_recommendation_recovers_known_visits_per_platform():
     for rows, truth, rec in ((web, web_visits, rec_web), (mobile, mobile_visits, rec_mobile)):
         with sessionize.run(pa.Table.from_pylist(rows), gap=rec.threshold) as result:
             assert abs(len(result.sessions) - truth) <= 0.02 * truth
-    assert "valley" in rec_web.statement and "High confidence" in rec_web.statement
+    assert "log-normal components" in rec_web.statement and "High confidence" in rec_web.statement
+    assert "overlap" in rec_web.statement and "decades" in rec_web.statement
 
 
 def test_recommendation_on_the_benchmark_generator_is_between_its_modes(generated):

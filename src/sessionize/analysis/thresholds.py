@@ -6,7 +6,7 @@ Three things, all computed from the gaps between a user's consecutive events
 
 ``histogram``  the distribution of gaps on a log scale (bins of 1/20 decade);
 ``curve``      sessions, median session duration and the share of one-event
-               sessions for thresholds from 1 minute to 4 hours;
+               sessions for thresholds from 1 second to 30 days;
 ``recommend``  a threshold per platform, with the method and how sure it is.
 
 Why one pass and not one run per threshold: a session boundary at threshold T is
@@ -18,12 +18,14 @@ T_k. So one sorted window over the (much smaller) set of starts finds, for every
 threshold at once, each session's end and whether it holds one event: exact values,
 at a fraction of a run's cost.
 
-Why the valley: gaps inside a visit (seconds to minutes) and gaps between visits
-(hours to days) form two humps on a log scale. The threshold that best separates
-visits sits in the trough between them, where few gaps fall, so moving it a little
-changes few sessions. The knee of the sessions-vs-threshold curve is an independent
-view of the same bend, and their agreement (plus the trough's depth and the number
-of gaps) is what the confidence statement rests on.
+Why a mixture: gaps inside a visit (seconds to minutes) and gaps between visits
+(hours to days) form humps on a log scale. Halfaker et al. (WWW 2015) model the
+log-gaps as a mixture of normal components and cut where the within-visit and
+between-visit components are equally likely (:mod:`.mixture`, fitted on the histogram,
+so both plans give the same numbers). The flat stretch of the sessions-vs-threshold
+curve around that cut is an independent view from the data alone; its width, the
+cut's distance from its ends and the fitted groups' overlap are what the confidence
+statement rests on.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..api import execute
 from ..charts.svg import threshold_chart
 from ..columnar import gaps
@@ -41,6 +45,7 @@ from ..durations import short as _short
 from ..errors import OptionError
 from ..io.inputs import LoadedInput
 from ..result import Result, require
+from . import mixture
 
 __all__ = [
     "DEFAULT_GRID",
@@ -52,17 +57,34 @@ __all__ = [
     "platform_sql",
 ]
 
-MINUTE = 60
-#: Thresholds (seconds) of the sensitivity curve: 1 minute to 4 hours, in readable steps.
-DEFAULT_GRID = tuple(m * MINUTE for m in (
-    1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240))
+MINUTE, HOUR, DAY = 60, 3600, 86400
+#: Thresholds (seconds) of the sensitivity curve: 1 second to 30 days, in readable steps.
+DEFAULT_GRID = (
+    1, 10, 30, MINUTE, 2 * MINUTE, 3 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE,
+    20 * MINUTE, 30 * MINUTE, 45 * MINUTE, HOUR, 90 * MINUTE, 2 * HOUR, 3 * HOUR, 4 * HOUR,
+    6 * HOUR, 8 * HOUR, 12 * HOUR, DAY, 2 * DAY, 3 * DAY, 7 * DAY, 14 * DAY, 30 * DAY)
 #: Log-gap histogram: bins of 1/BINS_PER_DECADE decade, from 0.1 s to 10^7 s (116 days).
 BINS_PER_DECADE = 20
 LOW_BIN, HIGH_BIN = -1 * BINS_PER_DECADE, 7 * BINS_PER_DECADE
 ZERO_BIN = LOW_BIN - 1  # gaps of exactly 0 (ties) have no logarithm
-#: Round recommendations to a threshold people would write down.
-NICE_MINUTES = (1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240)
+#: The mixture is fitted to the bins from here up (0.11 s): the bin below holds every
+#: shorter gap, a spike that is within-visit whatever the threshold.
+FIT_LOW = LOW_BIN + 1
+#: Round recommendations to a threshold people would write down (at most a factor 1.5
+#: apart, so rounding moves a threshold by at most 0.09 decade).
+NICE_SECONDS = (
+    1, 2, 3, 5, 10, 15, 20, 30, 45, MINUTE, 90, 2 * MINUTE, 3 * MINUTE, 5 * MINUTE,
+    7 * MINUTE, 10 * MINUTE, 15 * MINUTE, 20 * MINUTE, 30 * MINUTE, 45 * MINUTE, HOUR,
+    90 * MINUTE, 2 * HOUR, 3 * HOUR, 4 * HOUR, 6 * HOUR, 8 * HOUR, 12 * HOUR, 18 * HOUR,
+    DAY, 36 * HOUR, 2 * DAY, 3 * DAY, 5 * DAY, 7 * DAY, 10 * DAY, 14 * DAY, 21 * DAY, 30 * DAY)
+MAX_THRESHOLD = 30 * DAY
+#: The curve's points that summary() prints.
+SUMMARY_POINTS = (10, MINUTE, 5 * MINUTE, 10 * MINUTE, 30 * MINUTE, HOUR, 4 * HOUR, 12 * HOUR,
+                  DAY, 7 * DAY, 30 * DAY)
 MIN_GAPS = 200  # fewer gaps than this: no recommendation
+#: The flat stretch of the sessions curve: sessions within this share of those at the
+#: threshold.
+FLAT_TOLERANCE = 0.01
 
 PLATFORMS = ("web", "mobile", "server")
 # Segment and RudderStack library names (context.library.name), lower-cased.
@@ -162,11 +184,23 @@ class Recommendation:
     confidence: str  # "high" | "medium" | "low" | "none"
     statement: str  # plain words: what was found and how sure it is
     method: str
-    valley_seconds: float | None = None
-    knee_seconds: float | None = None
     within_visit_mode_seconds: float | None = None
     between_visit_mode_seconds: float | None = None
     gaps: int = 0
+    #: where the fitted within-visit and between-visit groups are equally likely
+    crossing_seconds: float | None = None
+    #: share of the smaller group that the fitted model puts on the wrong side (0 .. 1)
+    overlap: float | None = None
+    #: the flat stretch of the sessions curve around the threshold (within 1 %)
+    flat_low_seconds: float | None = None
+    flat_high_seconds: float | None = None
+    flat_decades: float | None = None
+    #: distance (decades) from the threshold to the nearer end of the flat stretch
+    margin_decades: float | None = None
+    #: share of gaps between half and twice the threshold
+    near_share: float | None = None
+    #: the fitted components, fastest first: weight, median_seconds, sd_decades, group
+    components: tuple[dict[str, Any], ...] = ()
 
     @property
     def threshold(self) -> str | None:
@@ -176,9 +210,18 @@ class Recommendation:
         return format_duration(round(self.threshold_seconds * 1_000_000))
 
 
-METHOD = ("the valley (lowest point) of the smoothed log-gap histogram between its "
-          "within-visit and between-visit modes, rounded to a usual value, cross-checked "
-          "with the knee of the sessions-vs-threshold curve")
+METHOD = ("a mixture of 2 to 4 log-normal components fitted to the gaps by EM, chosen by "
+          "BIC (Halfaker et al., WWW 2015), cut into the fastest (within-visit) components "
+          "and the rest; the threshold is the usual value that recovers the most visits "
+          "expected from that fit (where the groups are apart, the middle of the empty "
+          "stretch between them; where they are one hump, the point where both are equally "
+          "likely), cross-checked with the flat stretch of the sessions-vs-threshold curve")
+CONFIDENCE_MEASURE = (
+    "high: the fitted groups overlap on at most 2 % of the smaller group, the sessions "
+    "curve stays within 1 % over at least 1 decade around the threshold, which sits at "
+    "least 0.3 decade from either end, with 1,000 gaps or more; medium: overlap at most "
+    "10 %, a flat stretch of 0.3 decade and 0.1 decade of margin; low: otherwise, or when "
+    "one log-normal hump fits as well as two (BIC)")
 
 
 @dataclasses.dataclass
@@ -200,6 +243,9 @@ class ThresholdAnalysis:
     users: dict[str, int]
     #: events per platform (every platform with an event), and ``"all"``
     events: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: what the platforms were read from: "platform" (context.library.name), a column
+    #: or dotted path, or None (no split); the ``gap_by`` of :meth:`rules`
+    platform_column: str | None = None
     #: the columnar plan's gap arrays (gaps.GapArrays), kept for the report
     _gaps: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -231,20 +277,60 @@ class ThresholdAnalysis:
                 "users": self.users, "recommendations": self._rows("recommendations"),
                 "curve": self.curve, "histogram": self.histogram}
 
+    def rules(self) -> dict[str, Any]:
+        """The recommendations as options of :func:`sessionize.run` or a rules file:
+        ``gap`` (the recommendation over all events, or the gap in use without one) and,
+        with platforms, ``gap_by`` and ``gaps`` (one per platform with a recommendation).
+
+        >>> import sessionize
+        >>> sessionize.thresholds(sessionize.sample_path()).rules()
+        {'gap': '30m'}
+        """
+        overall = self.recommendations["all"].threshold or format_duration(
+            round(self.gap_seconds * 1_000_000))
+        out: dict[str, Any] = {"gap": overall}
+        per = {name: rec.threshold for name, rec in self.recommendations.items()
+               if name != "all" and rec.threshold}
+        if self.platform_column == "platform":  # gap_by="platform" knows these three
+            per = {name: gap for name, gap in per.items() if name in PLATFORMS}
+        if per and self.platform_column:
+            out |= {"gap_by": self.platform_column, "gaps": per}
+        return out
+
+    def rules_toml(self) -> str:
+        """:meth:`rules` as lines of a ``--config rules.toml`` file."""
+        options = self.rules()
+        lines = [f'gap = "{options["gap"]}"']
+        if "gaps" in options:
+            lines.append(f'gap_by = "{options["gap_by"]}"')
+            lines.append("gaps = { " + ", ".join(
+                f'"{k}" = "{v}"' for k, v in options["gaps"].items()) + " }")
+        return "\n".join(lines)
+
+    def rules_python(self) -> str:
+        """:meth:`rules` as keyword arguments of ``sessionize.run``."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.rules().items())
+
     def summary(self) -> str:
-        """Readable lines: one recommendation per platform, then the curve at a few points."""
+        """Readable lines: one recommendation per platform, the forms to paste, then the
+        curve at a few points."""
         lines = []
         for rec in self.recommendations.values():
             head = (f"{rec.platform}: recommended {rec.threshold} ({rec.confidence} confidence)"
                     if rec.threshold else f"{rec.platform}: no recommendation")
             lines += [head, "  " + rec.statement]
         lines.append(f"method: {METHOD}")
+        lines.append(f"confidence: {CONFIDENCE_MEASURE}")
+        lines.append("")
+        lines.append("as a rules file (--config rules.toml):")
+        lines += ["  " + line for line in self.rules_toml().splitlines()]
+        lines.append("in Python:")
+        lines.append(f"  sessionize.run(source, {self.rules_python()})")
         lines.append("")
         lines.append(f"{'threshold':>9}  {'sessions':>10}  {'median duration':>15}  "
                      f"{'one-event':>9}")
         for row in self.curve:
-            if row["platform"] == "all" and row["threshold_seconds"] in (
-                    60, 300, 600, 900, 1800, 3600, 7200, 14400):
+            if row["platform"] == "all" and row["threshold_seconds"] in SUMMARY_POINTS:
                 median = row["median_duration_seconds"]
                 lines.append(
                     f"{_short(row['threshold_seconds']):>9}  {row['sessions']:>10,}  "
@@ -272,13 +358,14 @@ def thresholds(source: Any, *, platform: str | None = "auto", grid: Sequence[Any
     ``user_id=``, go to it), or a finished :class:`~sessionize.Result`. ``platform``:
     ``"auto"`` reads Segment's ``context.library.name`` (web / mobile / server), a
     column name or dotted path chooses another, None analyses all events as one.
-    ``grid``: the thresholds of the curve (default 1 min to 4 h); the run's ``gap`` is
+    ``grid``: the thresholds of the curve (default 1 s to 30 days); the run's ``gap`` is
     always added.
 
     >>> import sessionize
     >>> analysis = sessionize.thresholds(sessionize.sample_path())
-    >>> [r["sessions"] for r in analysis.curve if r["platform"] == "all"][:3]
-    [6, 4, 4]
+    >>> [(r["threshold_seconds"], r["sessions"]) for r in analysis.curve
+    ...  if r["platform"] == "all" and r["threshold_seconds"] in (60, 300, 1800)]
+    [(60, 6), (300, 4), (1800, 4)]
     """
     if isinstance(source, Result):
         if options:
@@ -334,8 +421,10 @@ def analyze(result: Result, *, platform: str | None = "auto",
         name: recommend([r for r in histogram if r["platform"] == name], name,
                         users=users.get(name, 0))
         for name in ["all", *platforms]}
+    column = None if not platform_expr else (
+        "platform" if platform == "auto" else platform)
     return ThresholdAnalysis(result.rules.gap_us / 1e6, platforms, histogram, curve,
-                             recommendations, users, events, arrays)
+                             recommendations, users, events, column, arrays)
 
 
 def _grid(grid: Sequence[Any] | None) -> list[float]:
@@ -399,6 +488,32 @@ def _curve(con: Any, thresholds: list[float], *, by_platform: bool
            ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Sessions, median duration and one-event share at every threshold, exactly.
 
+    The thresholds run in groups spanning less than a factor ``gaps.GROUP_SPAN`` each
+    (:func:`.gaps.threshold_groups`): a group reads only the events that start a
+    session at its smallest threshold, so the thresholds of seconds, which nearly every
+    event passes, do not make every other threshold read every event.
+    """
+    micros = _micros(thresholds)
+    measures: dict[str, list[tuple]] = {}
+    users: dict[str, int] = {}
+    for group in gaps.threshold_groups(micros):
+        part, part_users = _curve_group(con, [thresholds[i] for i in group],
+                                        by_platform=by_platform)
+        users |= part_users
+        for name in part:
+            measures.setdefault(name, [])
+        for name in measures:
+            measures[name] += part.get(name, [(0, None, 0)] * len(group))
+    # a platform first seen in a later group has nothing at the earlier thresholds
+    measures = {name: [(0, None, 0)] * (len(micros) - len(points)) + points
+                for name, points in measures.items()}
+    return _curve_rows(measures, users, thresholds)
+
+
+def _curve_group(con: Any, thresholds: list[float], *, by_platform: bool
+                 ) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+    """:func:`_curve` for one group of thresholds.
+
     Only events that start a session at the smallest threshold are read (``starts``);
     each start's level is how many thresholds its gap exceeds (a first event exceeds
     all). At threshold k the session of a start with level >= k ends just before the
@@ -441,7 +556,7 @@ def _curve(con: Any, thresholds: list[float], *, by_platform: bool
     """).fetchall()
     measures = {row[0]: [tuple(row[2 + 3 * k: 5 + 3 * k]) for k in range(k_count)]
                 for row in rows}
-    return _curve_rows(measures, {row[0]: row[1] for row in rows}, thresholds)
+    return measures, {row[0]: row[1] for row in rows}
 
 
 def _micros(thresholds: list[float]) -> list[int]:
@@ -465,20 +580,24 @@ def _curve_rows(measures: dict[str, list[tuple]], users: dict[str, int],
 
 
 # -- the recommendation -----------------------------------------------------------------------
-def recommend(histogram: list[dict[str, Any]], platform: str, *, users: int = 0,
-              low: float = 60.0, high: float = 4 * 3600.0) -> Recommendation:
+def recommend(histogram: list[dict[str, Any]], platform: str, *, users: int = 0
+              ) -> Recommendation:
     """Recommend a threshold from a log-gap histogram (rows of one platform).
 
-    1. Smooth the histogram (Gaussian kernel, 0.15 decade) over 1 s .. 10^7 s.
-    2. Split it where the two sides are best separated on the log scale (Otsu's
-       method); the highest point on each side is a mode: within-visit, between-visit.
-    3. The valley is the lowest smoothed point between the modes; its depth relative
-       to the smaller mode says how clearly the data separates.
-    4. The knee of sessions(T) = users + gaps above T (log T, 1 min .. 4 h) is found
-       as the point farthest below the chord; it should land near the valley.
-    5. The valley, clamped to ``low`` .. ``high``, is rounded to a usual value.
+    1. Fit mixtures of 1 .. 4 log-normal components to the counts of gaps over 0.1 s
+       (EM on the bins, :mod:`.mixture`) and keep the one of 2 or more with the lowest
+       BIC.
+    2. Cut the components into the fastest ones (within a visit) and the rest where
+       they separate best; ``crossing_seconds`` is where the two groups are equally
+       likely.
+    3. The threshold is the usual value (:data:`NICE_SECONDS`) that recovers the most
+       visits expected from the fit (:func:`_best_threshold`); when the groups overlap
+       on more than half the smaller one, the usual value nearest the crossing.
+    4. Cross-check with the data alone: the flat stretch of sessions(T) = users + gaps
+       above T around the threshold (sessions within 1 % of those at the threshold).
+    5. Confidence from the fit's overlap, the flat stretch's width and the threshold's
+       distance from its ends, and the number of gaps (:func:`_confidence`).
     """
-    counts = {_bin_of(r["low_seconds"]): r["gaps"] for r in histogram if r["low_seconds"] > 0}
     total = sum(r["gaps"] for r in histogram)
     if total < MIN_GAPS:
         return Recommendation(
@@ -486,115 +605,162 @@ def recommend(histogram: list[dict[str, Any]], platform: str, *, users: int = 0,
             f"Only {total:,} gaps between consecutive events; at least {MIN_GAPS} are needed "
             "to see where visits end. Keep the default or choose from product knowledge.",
             METHOD, gaps=total)
-    bins = list(range(0, HIGH_BIN + 1))  # 1 s .. 10^7 s; sub-second gaps are all within-visit
-    raw = [counts.get(b, 0) for b in bins]
-    raw[0] += sum(c for b, c in counts.items() if b < 0)
-    smooth = _smooth(raw, sigma=3)
-    split = _otsu(raw)
-    left_mode = max(range(0, split), key=lambda i: smooth[i])
-    right_mode = max(range(split, len(bins)), key=lambda i: smooth[i])
-    between = range(left_mode + 1, right_mode) if right_mode - left_mode > 1 else [split]
-    valley = min(between, key=lambda i: smooth[i])
-    depth = smooth[valley] / max(min(smooth[left_mode], smooth[right_mode]), 1e-12)
-    valley_s = _center(valley)
-    knee_s = _knee(raw, users, low, high)
-    clamped = min(max(valley_s, low), high)
-    threshold = _nice(clamped)
-    def sessions_at(seconds: float) -> int:
-        return users + sum(raw[i] for i in bins if _center(i) > seconds)
+    counts = {_bin_of(r["low_seconds"]): r["gaps"] for r in histogram if r["low_seconds"] > 0}
+    bins = np.arange(FIT_LOW, HIGH_BIN + 1)  # 0.11 s .. 10^7 s: shorter ones are within-visit
+    raw = np.array([counts.get(int(b), 0) for b in bins], float)
+    if raw.sum() < MIN_GAPS / 2:
+        return Recommendation(
+            platform, None, "none",
+            f"Only {int(raw.sum()):,} of {total:,} gaps are longer than 0.1 s; too few to see "
+            "where visits end. Keep the default or choose from product knowledge.",
+            METHOD, gaps=total)
+    centres = (bins + 0.5) / BINS_PER_DECADE
+    model, bics = mixture.select(centres, raw, width=1 / BINS_PER_DECADE)
+    cut = mixture.split(model)
+    crossing = cut.threshold_seconds
+    sub_second = total - raw.sum()
+    if cut.overlap <= IDENTIFIED_OVERLAP:
+        threshold = _best_threshold(model, cut.within, centres, raw, sub_second, users)
+    else:  # the groups' shares are not identified: the equal-likelihood point alone
+        threshold = _nice(min(max(crossing, 1.0), MAX_THRESHOLD))
+    # sessions at every bin edge (gaps in a bin above its lower edge), from the histogram
+    above = np.concatenate((np.cumsum(raw[::-1])[::-1], [0.0]))  # gaps >= edge i
+    def sessions_at(seconds: float) -> float:
+        return users + above[_edge(seconds, len(above))]
 
-    # The knee marks where merging within-visit gaps stops paying off; it agrees with the
-    # valley when both sit on the same flat stretch of the curve (few sessions between).
-    agree = knee_s is not None and knee_s <= 2 * valley_s and abs(
-        sessions_at(knee_s) - sessions_at(valley_s)) <= 0.1 * max(sessions_at(valley_s), 1)
-    swing = (sessions_at(threshold / 2) - sessions_at(threshold * 2)) / max(
-        sessions_at(threshold), 1)
-    if depth < 0.25 and agree and total >= 1000 and low <= valley_s <= high:
-        confidence = "high"
-    elif depth < 0.6 and (agree or total >= 1000):
-        confidence = "medium"
-    else:
-        confidence = "low"
-    modes = (f"within-visit gaps peak near {_short(_center(left_mode))} and between-visit gaps "
-             f"near {_short(_center(right_mode))}")
+    flat_low, flat_high = _flat_stretch(above, users, threshold)
+    width = math.log10(flat_high / flat_low)
+    margin = min(math.log10(threshold / flat_low), math.log10(flat_high / threshold))
+    near = (sessions_at(threshold / 2) - sessions_at(threshold * 2)) / total
+    within = model.components[:cut.within]
+    between = model.components[cut.within:]
+    lead_within = max(within, key=lambda c: c.weight)
+    lead_between = max(between, key=lambda c: c.weight)
+    one_hump = bics[1] <= model.bic
+    confidence = _confidence(cut.overlap, width, margin, total, one_hump)
     words = {
         "high": "High confidence: the gaps fall into two clearly separate groups",
         "medium": "Medium confidence: two groups of gaps are visible but overlap",
         "low": "Low confidence: the gaps do not split cleanly into within-visit and "
-               "between-visit groups, so any threshold is a convention here",
+               "between-visit groups, so any threshold is a convention here; this one "
+               "recovers the most visits expected under the fitted model",
     }[confidence]
-    knee_text = (f"the sessions curve bends at {_short(knee_s)}"
-                 + (" (agrees)" if agree else " (does not agree)")) if knee_s else \
-        "the sessions curve shows no clear knee"
-    clamp_text = "" if clamped == valley_s else (
-        " The valley lies outside 1 min .. 4 h, so the nearest end of that range is used.")
+    comps = "; ".join(
+        f"{'within' if i < cut.within else 'between'} {c.weight:.0%} around "
+        f"{_short(c.median_seconds)}" for i, c in enumerate(model.components))
     statement = (
-        f"{words}; {modes}, with the valley at {_short(valley_s)}; {knee_text}. "
-        f"Halving or doubling {_short(threshold)} moves about {swing:.1%} of sessions "
-        f"({total:,} gaps).{clamp_text}")
+        f"{words}. Fitted {len(model.components)} log-normal components (lowest BIC): "
+        f"{comps}. They are equally likely at {_short(crossing)}; the components overlap on "
+        f"{cut.overlap:.1%} of the smaller group. The sessions curve stays within 1 % from "
+        f"{_short(flat_low)} to {_short(flat_high)} ({width:.1f} decades), "
+        f"{_short(threshold)} sits {margin:.1f} decades inside it; {near:.1%} of the "
+        f"{total:,} gaps lie between half and twice {_short(threshold)}."
+        + (" One log-normal hump fits the gaps as well as two (BIC)." if one_hump else ""))
     return Recommendation(
-        platform, float(threshold), confidence, statement, METHOD, valley_s, knee_s,
-        _center(left_mode), _center(right_mode), total)
+        platform, float(threshold), confidence, statement, METHOD,
+        within_visit_mode_seconds=lead_within.median_seconds,
+        between_visit_mode_seconds=lead_between.median_seconds, gaps=total,
+        crossing_seconds=crossing, overlap=cut.overlap, flat_low_seconds=flat_low,
+        flat_high_seconds=flat_high, flat_decades=width, margin_decades=margin,
+        near_share=near, components=tuple(
+            c.to_dict() | {"group": "within" if i < cut.within else "between"}
+            for i, c in enumerate(model.components)))
+
+
+def _best_threshold(model: mixture.Mixture, within: int, centres: np.ndarray,
+                    raw: np.ndarray, sub_second: float, users: int) -> float:
+    """The usual value (:data:`NICE_SECONDS`) that recovers the most visits exactly,
+    expected from the fitted groups and the observed gaps.
+
+    Each observed gap is within-visit with the fitted posterior probability of its bin.
+    At threshold T, ``a`` is the share of within-visit gaps above T (each splits a
+    visit) and ``b`` the share of between-visit gaps at or below T (each merges two);
+    a visit of L events is recovered exactly when neither of its two boundaries is
+    merged and none of its L - 1 inner gaps splits: ``(1 - b)^2 (1 - a)^(L - 1)``, with
+    L the mean events per visit the fit implies. Where the groups are apart the score
+    is flat over the empty stretch between them, and the value nearest its middle (log
+    scale) wins; where they overlap the score trades splits against merges, which the
+    equal-likelihood point alone does not (a visit has more inner gaps than
+    boundaries).
+    """
+    dens = model.densities(centres)
+    posterior = dens[:within].sum(axis=0) / np.maximum(dens.sum(axis=0), 1e-300)
+    within_counts = raw * posterior
+    between_counts = raw - within_counts
+    within_total = within_counts.sum() + sub_second
+    between_total = max(between_counts.sum(), 1e-12)
+    # at edge e (T = _edge_seconds(e)): inner gaps above, boundaries below
+    a = np.concatenate((np.cumsum(within_counts[::-1])[::-1], [0.0])) / max(within_total, 1e-12)
+    b = np.concatenate(([0.0], np.cumsum(between_counts))) / between_total
+    length = (within_total + between_total + users) / (between_total + users)
+    score = (1 - b) ** 2 * np.clip(1 - a, 0, 1) ** (length - 1)
+    best = score.max()
+    plateau = np.flatnonzero(score >= best * (1 - 1e-9))
+    # the stretch of edges around the first maximum (contiguous), its middle on the log scale
+    start = end = int(plateau[0])
+    while end + 1 < len(score) and score[end + 1] >= best * (1 - 1e-9):
+        end += 1
+    middle = math.log10(_edge_seconds(start) * _edge_seconds(end)) / 2
+    return float(max(NICE_SECONDS, key=lambda t: (
+        round(float(score[_edge(t, len(score))]) / best, 9), -abs(math.log10(t) - middle))))
+
+
+#: Above this overlap the fitted groups are two halves of one hump, and the shares of
+#: within- and between-visit gaps that :func:`_best_threshold` weighs are not identified.
+IDENTIFIED_OVERLAP = 0.5
+
+
+def _nice(seconds: float) -> float:
+    return min(NICE_SECONDS, key=lambda t: abs(math.log(t) - math.log(seconds)))
+
+
+#: Confidence rules (documented in docs/report.md): overlap of the fitted groups, width
+#: of the flat stretch of the sessions curve (decades), the threshold's distance from
+#: the nearer end of that stretch (decades).
+HIGH = {"overlap": 0.02, "flat_decades": 1.0, "margin_decades": 0.3, "gaps": 1000}
+MEDIUM = {"overlap": 0.10, "flat_decades": 0.3, "margin_decades": 0.1}
+
+
+def _confidence(overlap: float, width: float, margin: float, total: int,
+                one_hump: bool) -> str:
+    if one_hump:
+        return "low"
+    if (overlap <= HIGH["overlap"] and width >= HIGH["flat_decades"]
+            and margin >= HIGH["margin_decades"] and total >= HIGH["gaps"]):
+        return "high"
+    if overlap <= MEDIUM["overlap"] and width >= MEDIUM["flat_decades"] \
+            and margin >= MEDIUM["margin_decades"]:
+        return "medium"
+    return "low"
+
+
+def _flat_stretch(above: np.ndarray, users: int, threshold: float) -> tuple[float, float]:
+    """The bin edges around ``threshold`` between which sessions stay within 1 % of the
+    sessions at ``threshold`` (at the histogram's resolution)."""
+    edges = len(above)
+    at = _edge(threshold, edges)
+    sessions = users + above
+    ref = sessions[at]
+    lo = at
+    while lo > 0 and sessions[lo - 1] <= ref * (1 + FLAT_TOLERANCE):
+        lo -= 1
+    hi = at
+    while hi < edges - 1 and sessions[hi + 1] >= ref * (1 - FLAT_TOLERANCE):
+        hi += 1
+    return min(_edge_seconds(lo), threshold), max(_edge_seconds(hi), threshold)
+
+
+def _edge(seconds: float, edges: int) -> int:
+    """Index of the fit's bin edge at or below ``seconds`` (edge i is the lower edge of
+    bin FIT_LOW + i), clipped to 0 .. edges - 1."""
+    i = math.floor(math.log10(max(seconds, 1e-9)) * BINS_PER_DECADE + 1e-9) - FIT_LOW
+    return int(min(max(i, 0), edges - 1))
+
+
+def _edge_seconds(i: int) -> float:
+    return 10 ** ((i + FIT_LOW) / BINS_PER_DECADE)
 
 
 def _bin_of(low_seconds: float) -> int:
     return round(math.log10(low_seconds) * BINS_PER_DECADE)
 
-
-def _center(i: int) -> float:
-    """Geometric centre (seconds) of bin ``i`` counted from 1 s."""
-    return 10 ** ((i + 0.5) / BINS_PER_DECADE)
-
-
-def _smooth(values: list[float], sigma: float) -> list[float]:
-    radius = int(3 * sigma)
-    kernel = [math.exp(-0.5 * (d / sigma) ** 2) for d in range(-radius, radius + 1)]
-    out = []
-    for i in range(len(values)):
-        acc = weight = 0.0
-        for d, k in zip(range(-radius, radius + 1), kernel):
-            if 0 <= i + d < len(values):
-                acc += values[i + d] * k
-                weight += k
-        out.append(acc / weight)
-    return out
-
-
-def _otsu(counts: list[float]) -> int:
-    """The split index maximising the between-class variance of the log-gaps."""
-    total = sum(counts)
-    mean_all = sum(i * c for i, c in enumerate(counts)) / total
-    best, best_at, w0, sum0 = -1.0, 1, 0.0, 0.0
-    for i in range(1, len(counts)):
-        w0 += counts[i - 1]
-        sum0 += (i - 1) * counts[i - 1]
-        w1 = total - w0
-        if w0 == 0 or w1 == 0:
-            continue
-        m0, m1 = sum0 / w0, (mean_all * total - sum0) / w1
-        between = w0 * w1 * (m0 - m1) ** 2
-        if between > best:
-            best, best_at = between, i
-    return best_at
-
-
-def _knee(counts: list[float], users: int, low: float, high: float) -> float | None:
-    """Kneedle on sessions(T) over log T in [low, high]: the point farthest below the chord."""
-    points = []
-    above = users + sum(counts)
-    for i, c in enumerate(counts):
-        above -= c
-        edge = 10 ** ((i + 1) / BINS_PER_DECADE)
-        if low <= edge <= high:
-            points.append((math.log10(edge), above))
-    if len(points) < 3 or points[0][1] == points[-1][1]:
-        return None
-    (x0, y0), (x1, y1) = points[0], points[-1]
-    gaps = [((y0 + (y1 - y0) * (x - x0) / (x1 - x0)) - y) / (y0 - y1) for x, y in points]
-    best = max(range(len(points)), key=lambda i: gaps[i])
-    return 10 ** points[best][0] if gaps[best] > 0.02 else None
-
-
-def _nice(seconds: float) -> float:
-    return min((m * MINUTE for m in NICE_MINUTES),
-               key=lambda t: abs(math.log(t) - math.log(seconds)))

@@ -21,6 +21,8 @@ __all__ = ["SVG", "bar_chart", "esc", "histogram_chart", "line_chart", "threshol
            "timeline_chart"]
 
 PALETTE = ("#3867d6", "#eb8c34", "#20a386", "#c0392b", "#8e5ea2", "#7f8c8d")
+# Fitted components: within-visit ones dark, between-visit ones warm.
+COMPONENT_COLORS = ("#1b2a4a", "#8e5ea2", "#b9770e", "#6d4c41")
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif"
 # Log-axis ticks for durations (seconds), labelled the way people say them.
 DURATION_TICKS = ((0.1, "0.1s"), (1, "1s"), (10, "10s"), (60, "1m"), (600, "10m"),
@@ -178,18 +180,21 @@ def histogram_chart(bins: Sequence[tuple[float, float, float]], *, title: str,
                     y_label: str = "share of gaps",
                     markers: Sequence[tuple[float, str, str]] = (),
                     overlays: dict[str, Sequence[tuple[float, float, float]]] | None = None,
+                    components: dict[str, Sequence[tuple[float, float, float]]] | None = None,
                     lo: float = 0.1, hi: float = 30 * 86400, width: int = 640,
                     height: int = 280) -> SVG:
     """Bars over a log-seconds axis (``(low, high, share)``), vertical markers, overlay lines.
 
     Markers are ``(seconds, label, color)``: the threshold in use, the recommendation.
-    Overlays draw other series (e.g. per platform) as lines over the same bins.
+    Overlays draw other series (e.g. per platform) as lines over the same bins;
+    ``components`` draws fitted model components as dashed curves, labelled at their peak.
     """
     frame = _Frame(width, height)
     series = [b for b in bins if b[0] > 0]
     overlays = overlays or {}
+    components = components or {}
     peak = max([b[2] for b in series] + [b[2] for s in overlays.values() for b in s if b[0] > 0]
-               or [0])
+               + [b[2] for s in components.values() for b in s] or [0])
     if peak <= 0:
         return _empty(frame, title)
     top = _nice_top(peak)
@@ -210,6 +215,17 @@ def histogram_chart(bins: Sequence[tuple[float, float, float]], *, title: str,
             frame.add(f'<polyline class="mark" points="{points}" fill="none" stroke="{color}" '
                       'stroke-width="1.6"/>')
             frame.text(frame.x1 - 4, frame.y1 + 14 * i, name, anchor="end", color=color)
+    for i, (name, line) in enumerate(components.items()):
+        color = COMPONENT_COLORS[i % len(COMPONENT_COLORS)]
+        inside = [(math.sqrt(low * high), share) for low, high, share in line
+                  if low > 0 and lo <= low <= hi]
+        if not inside:
+            continue
+        points = " ".join(f"{sx(x):.1f},{frame.sy(share / top):.1f}" for x, share in inside)
+        frame.add(f'<polyline class="component" points="{points}" fill="none" '
+                  f'stroke="{color}" stroke-width="1.8" stroke-dasharray="3 2"/>')
+        x, share = max(inside, key=lambda p: p[1])
+        frame.text(sx(x), frame.sy(share / top) - 4, name, color=color, size=10)
     for j, (seconds, label, color) in enumerate(markers):
         x = sx(seconds)
         frame.add(f'<line class="marker" x1="{x:.1f}" y1="{frame.y0}" x2="{x:.1f}" '
@@ -315,18 +331,40 @@ def shares(rows: Sequence[dict[str, Any]]) -> list[tuple[float, float, float]]:
 
 def gap_histogram(analysis: Any, platform: str = "all", *, overlay_platforms: bool = False
                   ) -> SVG:
-    """Log-gap histogram with the threshold in use and the recommendation marked."""
+    """Log-gap histogram with the threshold in use, the recommendation and the fitted
+    components marked."""
     rows = [r for r in analysis.histogram if r["platform"] == platform]
     rec = analysis.recommendations[platform]
     markers = [(analysis.gap_seconds, f"in use: {_dur(analysis.gap_seconds)}", "#c0392b")]
     if rec.threshold_seconds and rec.threshold_seconds != analysis.gap_seconds:
-        markers.append((rec.threshold_seconds, f"recommended: {_dur(rec.threshold_seconds)}",
-                        "#20a386"))
+        markers.append((rec.threshold_seconds, f"recommended: {_dur(rec.threshold_seconds)} "
+                        f"({rec.confidence})", "#20a386"))
     overlays = {p: shares([r for r in analysis.histogram if r["platform"] == p])
                 for p in analysis.platforms} if overlay_platforms else None
     label = "all events" if platform == "all" else platform
     return histogram_chart(shares(rows), title=f"Gaps between consecutive events ({label})",
-                           markers=markers, overlays=overlays)
+                           markers=markers, overlays=overlays,
+                           components=None if overlay_platforms else component_curves(rows, rec))
+
+
+def component_curves(rows: Sequence[dict[str, Any]], rec: Any
+                     ) -> dict[str, list[tuple[float, float, float]]]:
+    """Each fitted component's expected share of gaps per histogram bin (1/20 decade),
+    on the same scale as :func:`shares` (the fit covers the bins from 10^(-19/20) s up,
+    as ``analysis.thresholds.FIT_LOW`` says)."""
+    total = sum(r["gaps"] for r in rows) or 1
+    fitted = sum(r["gaps"] for r in rows if r["low_seconds"] >= 10 ** (-19 / 20) - 1e-9) / total
+    out = {}
+    for c in rec.components:
+        mean, sd = math.log10(c["median_seconds"]), c["sd_decades"]
+        line = []
+        for b in range(-19, 141):
+            low, high = 10 ** (b / 20), 10 ** ((b + 1) / 20)
+            x = (b + 0.5) / 20
+            density = math.exp(-0.5 * ((x - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+            line.append((low, high, fitted * c["weight"] * density / 20))
+        out[f"{c['group']} ~{_dur(c['median_seconds'])}"] = line
+    return out
 
 
 SENSITIVITY = {
@@ -346,8 +384,14 @@ def sensitivity_chart(analysis: Any, measure: str, *, platforms: Sequence[str] |
     series = {name: [(r["threshold_seconds"], r[key]) for r in analysis.curve
                      if r["platform"] == name] for name in names}
     fmt = {"duration": _dur, "percent": _percent}.get(kind) if kind else None
-    return line_chart(series, title=title, y_label=y_label, fmt=fmt,
-                      markers=[(analysis.gap_seconds, _dur(analysis.gap_seconds), "#c0392b")])
+    markers = [(analysis.gap_seconds, _dur(analysis.gap_seconds), "#c0392b")]
+    rec = analysis.recommendations.get(names[0]) if len(names) == 1 else None
+    if rec is not None and rec.threshold_seconds and \
+            rec.threshold_seconds != analysis.gap_seconds:
+        markers.append((rec.threshold_seconds, f"recommended {_dur(rec.threshold_seconds)}",
+                        "#20a386"))
+    return line_chart(series, title=title, y_label=y_label, fmt=fmt, markers=markers,
+                      lo=1, hi=30 * 86400)
 
 
 def _dur(seconds: float) -> str:

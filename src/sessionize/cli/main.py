@@ -145,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     thresholds = commands.add_parser(
         "thresholds", help="how sessions depend on the gap, and the gap the data suggests",
         description="Gap distribution, sessions / median duration / one-event share for "
-                    "thresholds from 1 minute to 4 hours, and a recommended threshold per "
-                    "platform with how confident it is. Prints to stdout.",
+                    "thresholds from 1 second to 30 days, and a recommended threshold per "
+                    "platform (a log-normal mixture fitted to the gaps) with how confident it "
+                    "is and why, printed also as a rules file and as Python options. Prints "
+                    "to stdout.",
         epilog=THRESHOLDS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_source_flags(thresholds)
     _add_platform_flag(thresholds)

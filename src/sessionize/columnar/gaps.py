@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
     from .kernel import Columnar
 
-__all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "events_per_platform",
-           "sample_table"]
+__all__ = ["GapArrays", "gap_arrays", "histogram", "curve", "threshold_groups",
+           "events_per_platform", "sample_table", "GROUP_SPAN"]
 
 #: More distinct platform texts than this are mapped with a join instead of a CASE.
 CASE_LIMIT = 64
@@ -123,16 +123,65 @@ def histogram(g: GapArrays, *, by_platform: bool, bins_per_decade: int, low_bin:
     return rows
 
 
+#: A group of thresholds spans less than this factor (see :func:`threshold_groups`).
+GROUP_SPAN = 60
+
+
+def threshold_groups(micros: list[int]) -> list[list[int]]:
+    """Indices of the (sorted) thresholds in groups spanning less than ``GROUP_SPAN``.
+
+    Each group reads only the events that start a session at its smallest threshold:
+    with thresholds from 1 s to 30 days, the thresholds of seconds (which nearly every
+    event passes) do not make the thresholds of hours read every event. Both plans
+    group alike.
+
+    >>> threshold_groups([1_000_000, 30_000_000, 60_000_000, 3_600_000_000])
+    [[0, 1], [2], [3]]
+    """
+    groups: list[list[int]] = []
+    for i, m in enumerate(micros):
+        if groups and m < GROUP_SPAN * micros[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 def curve(g: GapArrays, micros: list[int], *, by_platform: bool
           ) -> tuple[dict[str, list[tuple[int, float | None, int]]], dict[str, int]]:
     """Per platform (and ``"all"``): per threshold (sessions, median duration in
     microseconds or None, one-event sessions); and the users per platform (the platform
     of their first event). Platforms appear when one of their events starts a session
-    at the smallest threshold, as in the SQL."""
+    at the smallest threshold, as in the SQL; the thresholds run in
+    :func:`threshold_groups`, as in the SQL."""
+    out: dict[str, list[tuple[int, float | None, int]]] = {}
+    for group in threshold_groups(micros):
+        part = _curve_group(g, [micros[i] for i in group], by_platform=by_platform)
+        for name in part:
+            out.setdefault(name, [])
+        for name in out:
+            out[name] += part.get(name, [(0, None, 0)] * len(group))
+    out = {name: [(0, None, 0)] * (len(micros) - len(points)) + points
+           for name, points in out.items()}
+    firsts = g.platform[g.first]
+    users = {"all": int(g.first.sum())}
+    if by_platform:
+        counts = np.bincount(firsts.astype(np.int64), minlength=len(g.platforms))
+        users.update((g.platforms[i], int(counts[i])) for i in range(len(g.platforms))
+                     if g.platforms[i] in out)
+    return out, users
+
+
+def _curve_group(g: GapArrays, micros: list[int], *, by_platform: bool
+                 ) -> dict[str, list[tuple[int, float | None, int]]]:
+    """:func:`curve` for one group of thresholds: the starts at its smallest one."""
     n = len(g.ts)
     k_count = len(micros)
     starts = np.flatnonzero(g.first | (g.gap > micros[0]))
-    level = np.searchsorted(np.asarray(micros, np.int64), g.gap[starts], side="left")
+    # how many of the group's thresholds each start's gap exceeds (a first event: all);
+    # small integers, so the selection at each threshold reads a byte per start
+    level = np.searchsorted(np.asarray(micros, np.int64), g.gap[starts], side="left").astype(
+        np.int8 if k_count < 127 else np.int64)
     level[g.first[starts]] = k_count
     platform = g.platform[starts]
     names = ["all"]
@@ -147,17 +196,36 @@ def curve(g: GapArrays, micros: list[int], *, by_platform: bool
     last_ts = g.ts[-1] if n else 0
 
     def at_threshold(k: int) -> dict[str, tuple[int, float | None, int]]:
-        chosen = level >= k
-        sel = starts[chosen]
-        end_ts = np.append(before[chosen][1:], last_ts)
-        duration = end_ts - start_ts[chosen]
-        one = np.append(sel[1:], n) - 1 == sel
-        measures = {"all": _measure(duration, one)}
+        if k == 1:  # the group's smallest threshold: every start is chosen, no selection
+            sel, chosen_before, chosen_ts, on = starts, before, start_ts, platform
+        else:
+            chosen = level >= k
+            sel, chosen_before, chosen_ts = starts[chosen], before[chosen], start_ts[chosen]
+            on = platform[chosen] if by_platform else None
+        end_ts = np.empty(len(sel), np.int64)
+        end_ts[:-1] = chosen_before[1:]
+        end_ts[-1:] = last_ts
+        duration = end_ts - chosen_ts
+        one = np.empty(len(sel), bool)
+        np.equal(sel[1:] - 1, sel[:-1], out=one[:-1])
+        one[-1:] = sel[-1:] == n - 1
+        # at small thresholds most sessions last 0 s: the medians sort only the others
+        positive = duration > 0
+        rest = duration[positive]
+        measures = {"all": (len(sel), _median_with_zeros(rest, len(sel) - len(rest)),
+                            int(one.sum()))}
         if by_platform:
-            on = platform[chosen]
+            counts = np.bincount(on, minlength=len(g.platforms))
+            ones = np.bincount(on[one], minlength=len(g.platforms))
+            on_rest = on[positive]
+            rest_counts = np.bincount(on_rest, minlength=len(g.platforms))
+            rest = rest[np.argsort(on_rest, kind="stable")]  # grouped by platform
+            bounds = np.concatenate(([0], np.cumsum(rest_counts)))
             for i in present:
-                mask = on == i
-                measures[g.platforms[i]] = _measure(duration[mask], one[mask])
+                measures[g.platforms[i]] = (
+                    int(counts[i]), _median_with_zeros(
+                        rest[bounds[i]:bounds[i + 1]], int(counts[i] - rest_counts[i])),
+                    int(ones[i]))
         return measures
 
     out: dict[str, list[tuple[int, float | None, int]]] = {name: [] for name in names}
@@ -166,18 +234,23 @@ def curve(g: GapArrays, micros: list[int], *, by_platform: bool
         for measures in pool.map(at_threshold, range(1, k_count + 1)):
             for name, value in measures.items():
                 out[name].append(value)
-    firsts = g.platform[g.first]
-    users = {"all": int(g.first.sum())}
-    if by_platform:
-        counts = np.bincount(firsts.astype(np.int64), minlength=len(g.platforms))
-        users.update((g.platforms[i], int(counts[i])) for i in present)
-    return out, users
+    return out
 
 
-def _measure(duration: np.ndarray, one: np.ndarray) -> tuple[int, float | None, int]:
-    if not len(duration):
-        return 0, None, 0
-    return len(duration), float(np.median(duration)), int(one.sum())
+def _median_with_zeros(positive: np.ndarray, zeros: int) -> float | None:
+    """``np.median`` of ``positive`` together with ``zeros`` zeros, exactly (the same
+    float), partitioning only the positive values."""
+    n = len(positive) + zeros
+    if not n:
+        return None
+    middle = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    ranks = [r - zeros for r in middle if r >= zeros]
+    if ranks:
+        part = np.partition(positive, ranks)
+        values = [0] * (len(middle) - len(ranks)) + [part[r] for r in ranks]
+    else:
+        values = [0] * len(middle)
+    return float(np.median(np.array(values, np.int64)))
 
 
 def events_per_platform(g: GapArrays) -> dict[str, int]:

@@ -13,7 +13,7 @@ import datetime as dt
 from typing import Any
 
 from .._version import __version__
-from ..analysis.thresholds import METHOD, _short
+from ..analysis.thresholds import CONFIDENCE_MEASURE, METHOD, _short
 from ..charts import svg as charts
 from ..charts.svg import esc
 
@@ -165,8 +165,11 @@ def _q3_q4(data: dict, analysis: Any, figures: dict) -> str:
             f"{_figure(figures, 'gap_histogram')}<p class=\"answer\">{esc(assumes)}</p>"
             f"{_figure(figures, 'sensitivity_sessions', 'sensitivity_median_duration', 'sensitivity_one_event')}"  # noqa: E501
             f"<h3>Recommended threshold</h3><ul>{recs}</ul>"
-            f"<p class=\"muted\">Method: {esc(METHOD)}. Recommended overall: "
-            f"{esc(rec.threshold or 'none')}.</p></section>")
+            f"<p>As a rules file (<code>--config rules.toml</code>):</p>"
+            f"<pre class=\"rules\">{esc(analysis.rules_toml())}</pre><p>In Python:</p>"
+            f"<pre class=\"rules\">sessionize.run(source, {esc(analysis.rules_python())})</pre>"
+            f"<p class=\"muted\">Method: {esc(METHOD)}. Confidence: {esc(CONFIDENCE_MEASURE)}. "
+            f"Recommended overall: {esc(rec.threshold or 'none')}.</p></section>")
 
 
 def _share_between(analysis: Any, low: float, high: float) -> float:
