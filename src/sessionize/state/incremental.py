@@ -198,18 +198,18 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
 
     # -- 4: recompute the affected users ----------------------------------------------------
     if full:
-        con.execute("CREATE OR REPLACE TEMP TABLE sz_affected AS "
-                    f"SELECT DISTINCT {USER} FROM {'sz_status' if first else SCHEMA + '.' + RAW} "
-                    "WHERE false")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE sz_affected ({USER} VARCHAR, "
+                    "cut_sid BIGINT, cut_ts TIMESTAMPTZ)")
     else:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE sz_affected AS SELECT DISTINCT {USER} "
-                    "FROM sz_status WHERE status = 'new'")
+        _affected(con, rules, first=first)
     recompute = first or n_new > 0
     new_tables: dict[str, Any] = {}
     if recompute:
         new_tables = _recompute(con, loaded, engine, rules, seq0, first=first, full=full)
         for name, table in new_tables.items():
             con.register(f"sz_new_{name}", table)
+        if not (first or full):
+            _renumber(con)
     users_affected = (len(new_tables["users"]) if full and recompute else
                       con.execute("SELECT count(*) FROM sz_affected").fetchall()[0][0])
 
@@ -230,8 +230,10 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
 
     # -- 5: the changes, then everything in one transaction ---------------------------------
     if recompute:
+        new_sessions = "sz_new_sessions" if first or full else "sz_out_sessions"
         old = (f"(SELECT * FROM {SCHEMA}.sessions"
-               + ("" if full else f" WHERE resolved_user IN (SELECT {USER} FROM sz_affected)")
+               + ("" if full else f" AS o SEMI JOIN sz_affected AS c ON o.resolved_user = "
+                                  f"c.{USER} AND o.session_id >= c.cut_sid")
                + ")") if not first else "(SELECT * FROM sz_new_sessions WHERE false)"
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE sz_changes AS
@@ -240,7 +242,7 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
                      WHEN n.session_key IS NULL THEN 'removed' ELSE 'changed' END AS change,
                 coalesce(n.resolved_user, o.resolved_user) AS resolved_user,
                 n.session_id AS session_id, CAST({run_number} AS BIGINT) AS run
-            FROM {old} AS o FULL JOIN sz_new_sessions AS n ON o.session_key = n.session_key
+            FROM {old} AS o FULL JOIN {new_sessions} AS n ON o.session_key = n.session_key
             WHERE o.session_key IS NULL OR n.session_key IS NULL
                 OR CAST(to_json(o) AS VARCHAR) <> CAST(to_json(n) AS VARCHAR)
             ORDER BY resolved_user, session_key""")
@@ -281,6 +283,85 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
         counts=run_counts, state=path)
 
 
+def _affected(con: Any, rules: Rules, *, first: bool) -> None:
+    """``sz_affected``: each user with new events, and the session their recompute starts
+    at (``cut_sid``, from ``cut_ts`` on; 1 and NULL: the whole user).
+
+    A session's boundaries depend only on an event, its predecessor and the session's
+    start, so everything before the last session that starts strictly before the user's
+    earliest new event stays as it is. Not so where a rule carries a value across
+    sessions (campaign, client_session, passive_events: the whole user is recomputed), for
+    a session that max_duration started (its windows count from an earlier start: the
+    cut moves back to a session another rule started), or when that session's first time
+    ties the previous session's last (the tied events' order decides: the whole user).
+    """
+    firsts = (f"SELECT {USER}, min({TS}) AS first_new FROM sz_status WHERE status = 'new' "
+              f"GROUP BY {USER}")
+    carried = bool(rules.campaign or rules.passive_events
+                   or (rules.client_session and rules.client_session_mode == "split"))
+    if first or carried:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE sz_affected AS SELECT {USER}, "
+                    f"CAST(1 AS BIGINT) AS cut_sid, CAST(NULL AS TIMESTAMPTZ) AS cut_ts "
+                    f"FROM ({firsts})")
+        return
+    s = SCHEMA
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE sz_affected AS
+        WITH f AS ({firsts}),
+        c AS (
+            SELECT f.{USER}, max(x.session_id) AS sid
+            FROM f JOIN {s}.sessions AS x ON x.resolved_user = f.{USER}
+                AND x.session_start < f.first_new AND x.start_reason <> 'max_duration'
+            GROUP BY f.{USER}
+        ),
+        t AS (
+            SELECT c.{USER}, c.sid, x.session_start AS cut_ts,
+                coalesce(p.session_end >= x.session_start, false) AS tied
+            FROM c JOIN {s}.sessions AS x ON x.resolved_user = c.{USER}
+                AND x.session_id = c.sid
+            LEFT JOIN {s}.sessions AS p ON p.resolved_user = c.{USER}
+                AND p.session_id = c.sid - 1
+        )
+        SELECT f.{USER},
+            CASE WHEN t.sid IS NULL OR t.tied THEN 1 ELSE t.sid END AS cut_sid,
+            CASE WHEN t.sid IS NULL OR t.tied OR t.sid = 1 THEN NULL ELSE t.cut_ts END
+                AS cut_ts
+        FROM f LEFT JOIN t ON t.{USER} = f.{USER}""")
+
+
+def _renumber(con: Any) -> None:
+    """The recomputed tails as the whole users' rows: session ids continue from the
+    untouched sessions, and each tail's first event keeps its predecessor and the reason
+    its session started (``sz_out_events``, ``sz_out_sessions``)."""
+    s = SCHEMA
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE sz_restore AS
+        SELECT e.resolved_user, e.prev_timestamp, e.time_since_last_event, e.start_reason
+        FROM {s}.events AS e JOIN sz_affected AS c ON e.resolved_user = c.{USER}
+            AND e.session_id = c.cut_sid AND e.new_session
+        WHERE c.cut_sid > 1""")
+    first = "n.prev_timestamp IS NULL AND r.resolved_user IS NOT NULL"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE sz_out_events AS
+        SELECT n.* REPLACE (
+            n.session_id + c.cut_sid - 1 AS session_id,
+            CASE WHEN {first} THEN r.prev_timestamp ELSE n.prev_timestamp END
+                AS prev_timestamp,
+            CASE WHEN {first} THEN r.time_since_last_event ELSE n.time_since_last_event END
+                AS time_since_last_event,
+            CASE WHEN {first} THEN r.start_reason ELSE n.start_reason END AS start_reason)
+        FROM sz_new_events AS n JOIN sz_affected AS c ON c.{USER} = n.resolved_user
+        LEFT JOIN sz_restore AS r ON r.resolved_user = n.resolved_user""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE sz_out_sessions AS
+        SELECT n.* REPLACE (
+            n.session_id + c.cut_sid - 1 AS session_id,
+            CASE WHEN n.session_id = 1 AND r.resolved_user IS NOT NULL THEN r.start_reason
+                 ELSE n.start_reason END AS start_reason)
+        FROM sz_new_sessions AS n JOIN sz_affected AS c ON c.{USER} = n.resolved_user
+        LEFT JOIN sz_restore AS r ON r.resolved_user = n.resolved_user""")
+
+
 def _recompute(con: Any, loaded: LoadedInput, engine: DuckDB, rules: Rules, seq0: int, *,
                first: bool, full: bool) -> dict[str, Any]:
     """The affected users' tables, by the engine, from their stored and new events in
@@ -290,10 +371,11 @@ def _recompute(con: Any, loaded: LoadedInput, engine: DuckDB, rules: Rules, seq0
              "WHERE s.status = 'new'")
     parts = [batch]
     if not first:
-        which = "" if full else f" AND {USER} IN (SELECT {USER} FROM sz_affected)"
-        stored = ", ".join(c for c in BOOKKEEPING if c != SEQ)
-        parts.insert(0, f"SELECT * EXCLUDE ({stored}) FROM {SCHEMA}.{RAW} "
-                        f"WHERE {REASON} IS NULL{which}")
+        stored = ", ".join(f"r.{c}" for c in BOOKKEEPING if c != SEQ)
+        which = "" if full else (f" SEMI JOIN sz_affected AS c ON r.{USER} = c.{USER} AND "
+                                 f"(c.cut_ts IS NULL OR r.{TS} >= c.cut_ts)")
+        parts.insert(0, f"SELECT r.* EXCLUDE ({stored}) FROM {SCHEMA}.{RAW} AS r{which} "
+                        f"WHERE r.{REASON} IS NULL")
     union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
     table = con.sql(f"SELECT * FROM ({union}) ORDER BY {SEQ}").to_arrow_table()
     table = table.drop_columns([SEQ])
@@ -355,17 +437,28 @@ def _commit(con: Any, loaded: LoadedInput, rules: Rules, *, first: bool, full: b
             _add_columns(con, f"{s}.quarantine", "sz_quarantine")
             con.execute(f"INSERT INTO {s}.quarantine BY NAME SELECT * FROM sz_quarantine")
         if recompute:
-            for name in ("events", "sessions", "users", "identities"):
+            for name in ("events", "sessions", "identities", "users"):
                 if name not in tables:
                     continue
                 if first or full:
                     con.execute(f"CREATE OR REPLACE TABLE {s}.{name} AS "
                                 f"SELECT * FROM sz_new_{name}")
                     continue
-                _add_columns(con, f"{s}.{name}", f"sz_new_{name}")
-                con.execute(f"DELETE FROM {s}.{name} WHERE resolved_user IN "
-                            f"(SELECT {USER} FROM sz_affected)")
-                con.execute(f"INSERT INTO {s}.{name} BY NAME SELECT * FROM sz_new_{name}")
+                if name == "users":  # from the user's sessions, as the compiled users stage
+                    con.execute(f"DELETE FROM {s}.users WHERE resolved_user IN "
+                                f"(SELECT {USER} FROM sz_affected)")
+                    con.execute(f"""INSERT INTO {s}.users BY NAME
+                        SELECT resolved_user, count(*) AS session_count,
+                            CAST(sum(event_count) AS BIGINT) AS event_count,
+                            min(session_start) AS first_seen, max(session_end) AS last_seen
+                        FROM {s}.sessions WHERE resolved_user IN
+                            (SELECT {USER} FROM sz_affected)
+                        GROUP BY resolved_user""")
+                    continue
+                _add_columns(con, f"{s}.{name}", f"sz_out_{name}")
+                con.execute(f"DELETE FROM {s}.{name} AS t USING sz_affected AS c "
+                            f"WHERE t.resolved_user = c.{USER} AND t.session_id >= c.cut_sid")
+                con.execute(f"INSERT INTO {s}.{name} BY NAME SELECT * FROM sz_out_{name}")
         con.execute(f"CREATE OR REPLACE TABLE {s}.changes AS SELECT * FROM sz_changes")
         c = run_counts
         con.execute(f"INSERT INTO {s}.runs VALUES (?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -402,6 +495,11 @@ def _attach(con: Any, path: str) -> bool:
     if existed and os.path.isdir(path):
         raise StateError(f"'state' must be a DuckDB database file, not a directory "
                          f"(got {path!r})")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise StateError(f"the state's directory {parent!r} does not exist (state={path!r})\n"
+                         "Hint: create the directory first; the state file itself is created "
+                         "on the first run")
     try:
         con.execute(f"ATTACH {_literal(path)} AS {SCHEMA}")
     except duckdb.IOException as exc:
