@@ -178,20 +178,27 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
     if watermark is not None:
         too_late = (f"b.{TS} < TIMESTAMPTZ '{watermark.isoformat()}' - "
                     f"INTERVAL '{lateness_us} microseconds'")
-    seen = "false" if first else f"b.{ID} IN (SELECT {ID} FROM {SCHEMA}.{RAW})"
-    last_seen = ("NULL" if first else
-                 f"(SELECT last_seen FROM {SCHEMA}.users AS u WHERE u.resolved_user = b.{USER})")
+    # The state's ids are many, the batch's few: probe the state with the batch's ids.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE sz_seen ({ID} VARCHAR)")
+    con.execute("CREATE OR REPLACE TEMP TABLE sz_last (u VARCHAR, last_seen TIMESTAMPTZ)")
+    if not first:
+        con.execute(f"INSERT INTO sz_seen SELECT r.{ID} FROM {SCHEMA}.{RAW} AS r "
+                    f"SEMI JOIN sz_batch AS b ON r.{ID} = b.{ID}")
+        con.execute(f"INSERT INTO sz_last SELECT u.resolved_user, u.last_seen "
+                    f"FROM {SCHEMA}.users AS u SEMI JOIN sz_batch AS b "
+                    f"ON u.resolved_user = b.{USER}")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sz_status AS
         SELECT {ROW}, {ID}, {TS}, {USER}, {REASON}, status,
             status = 'new' AND {TS} < last_seen AS late
         FROM (
-            SELECT b.*, {last_seen} AS last_seen,
-                CASE WHEN b.__sz_copy > 1 OR {seen} THEN 'seen'
+            SELECT b.*, l.last_seen,
+                CASE WHEN b.__sz_copy > 1 OR s.{ID} IS NOT NULL THEN 'seen'
                      WHEN b.{REASON} IS NOT NULL THEN 'quarantined'
                      WHEN {too_late} THEN 'too_late'
                      ELSE 'new' END AS status
-            FROM sz_batch AS b)""")
+            FROM sz_batch AS b LEFT JOIN sz_seen AS s ON s.{ID} = b.{ID}
+            LEFT JOIN sz_last AS l ON l.u = b.{USER})""")
     counts = dict(con.execute("SELECT status, count(*) FROM sz_status GROUP BY 1").fetchall())
     late = con.execute("SELECT count(*) FROM sz_status WHERE late").fetchall()[0][0]
     n_new = counts.get("new", 0)
