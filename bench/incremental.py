@@ -1,7 +1,7 @@
 """Incremental runs against full runs (issue 25): a batch into a state of N events.
 
 For each state size N (bench/generate.py's events, cached), a state is built once with
-``sessionize run EVENTS --state STATE``; a batch of ``--batch`` new events is drawn from
+``sessionize run EVENTS --state STATE`` (kept beside the events, reused by later runs); a batch of ``--batch`` new events is drawn from
 the state's own users (Zipf, like the events): ``--late`` of them late by up to 3 days
 (before their user's last event), the rest after each user's last event, every one with
 a new messageId. Each measured batch run starts from a fresh copy of the state (the copy
@@ -104,9 +104,15 @@ def main(argv: list[str] | None = None) -> int:
             events = generate.events_file(n, args.seed, "parquet", args.data)
             batch = make_batch(events, args.batch, args.late, args.seed + 1,
                                args.data / f"batch-n{n}-b{args.batch}-s{args.seed + 1}.parquet")
-            state = work / f"state-{n}.duckdb"
-            build = timed([SESSIONIZE, "run", str(events), "--state", str(state)])
-            print(f"state of {n:,} events built in {build['seconds']:.1f} s "
+            # the state is built once per (n, seed) and kept beside the events
+            state = args.data / f"state-v1-n{n}-s{args.seed}.duckdb"
+            build = {"seconds": float("nan"), "peak_rss_mib": float("nan")}
+            if not state.exists():
+                building = state.with_suffix(".building")
+                building.unlink(missing_ok=True)
+                build = timed([SESSIONIZE, "run", str(events), "--state", str(building)])
+                building.rename(state)
+            print(f"state of {n:,} events: built in {build['seconds']:.1f} s "
                   f"({build['peak_rss_mib']:.0f} MiB); {state.stat().st_size / 2**20:.0f} MiB",
                   file=sys.stderr)
             batch_runs, full_runs = [], []

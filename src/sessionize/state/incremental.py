@@ -308,8 +308,9 @@ def _affected(con: Any, rules: Rules, *, first: bool) -> None:
                    or (rules.client_session and rules.client_session_mode == "split"))
     if first or carried:
         con.execute(f"CREATE OR REPLACE TEMP TABLE sz_affected AS SELECT {USER}, "
-                    f"CAST(1 AS BIGINT) AS cut_sid, CAST(NULL AS TIMESTAMPTZ) AS cut_ts "
-                    f"FROM ({firsts})")
+                    f"CAST(1 AS BIGINT) AS cut_sid, CAST(NULL AS TIMESTAMPTZ) AS cut_ts, "
+                    f"CAST(NULL AS VARCHAR) AS cut_reason, "
+                    f"CAST(NULL AS TIMESTAMPTZ) AS prev_end FROM ({firsts})")
         return
     s = SCHEMA
     con.execute(f"""
@@ -322,7 +323,8 @@ def _affected(con: Any, rules: Rules, *, first: bool) -> None:
             GROUP BY f.{USER}
         ),
         t AS (
-            SELECT c.{USER}, c.sid, x.session_start AS cut_ts,
+            SELECT c.{USER}, c.sid, x.session_start AS cut_ts, x.start_reason AS cut_reason,
+                p.session_end AS prev_end,
                 coalesce(p.session_end >= x.session_start, false) AS tied
             FROM c JOIN {s}.sessions AS x ON x.resolved_user = c.{USER}
                 AND x.session_id = c.sid
@@ -332,7 +334,8 @@ def _affected(con: Any, rules: Rules, *, first: bool) -> None:
         SELECT f.{USER},
             CASE WHEN t.sid IS NULL OR t.tied THEN 1 ELSE t.sid END AS cut_sid,
             CASE WHEN t.sid IS NULL OR t.tied OR t.sid = 1 THEN NULL ELSE t.cut_ts END
-                AS cut_ts
+                AS cut_ts,
+            t.cut_reason, t.prev_end
         FROM f LEFT JOIN t ON t.{USER} = f.{USER}""")
 
 
@@ -340,33 +343,25 @@ def _renumber(con: Any) -> None:
     """The recomputed tails as the whole users' rows: session ids continue from the
     untouched sessions, and each tail's first event keeps its predecessor and the reason
     its session started (``sz_out_events``, ``sz_out_sessions``)."""
-    s = SCHEMA
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE sz_restore AS
-        SELECT e.resolved_user, e.prev_timestamp, e.time_since_last_event, e.start_reason
-        FROM {s}.events AS e JOIN sz_affected AS c ON e.resolved_user = c.{USER}
-            AND e.session_id = c.cut_sid AND e.new_session
-        WHERE c.cut_sid > 1""")
-    first = "n.prev_timestamp IS NULL AND r.resolved_user IS NOT NULL"
+    # The tail's first event: its predecessor is the last event of the session before
+    # (that session's end), and its session started for the reason stored.
+    first = "n.prev_timestamp IS NULL AND c.cut_sid > 1"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sz_out_events AS
         SELECT n.* REPLACE (
             n.session_id + c.cut_sid - 1 AS session_id,
-            CASE WHEN {first} THEN r.prev_timestamp ELSE n.prev_timestamp END
-                AS prev_timestamp,
-            CASE WHEN {first} THEN r.time_since_last_event ELSE n.time_since_last_event END
+            CASE WHEN {first} THEN c.prev_end ELSE n.prev_timestamp END AS prev_timestamp,
+            CASE WHEN {first} THEN c.cut_ts - c.prev_end ELSE n.time_since_last_event END
                 AS time_since_last_event,
-            CASE WHEN {first} THEN r.start_reason ELSE n.start_reason END AS start_reason)
-        FROM sz_new_events AS n JOIN sz_affected AS c ON c.{USER} = n.resolved_user
-        LEFT JOIN sz_restore AS r ON r.resolved_user = n.resolved_user""")
+            CASE WHEN {first} THEN c.cut_reason ELSE n.start_reason END AS start_reason)
+        FROM sz_new_events AS n JOIN sz_affected AS c ON c.{USER} = n.resolved_user""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sz_out_sessions AS
         SELECT n.* REPLACE (
             n.session_id + c.cut_sid - 1 AS session_id,
-            CASE WHEN n.session_id = 1 AND r.resolved_user IS NOT NULL THEN r.start_reason
+            CASE WHEN n.session_id = 1 AND c.cut_sid > 1 THEN c.cut_reason
                  ELSE n.start_reason END AS start_reason)
-        FROM sz_new_sessions AS n JOIN sz_affected AS c ON c.{USER} = n.resolved_user
-        LEFT JOIN sz_restore AS r ON r.resolved_user = n.resolved_user""")
+        FROM sz_new_sessions AS n JOIN sz_affected AS c ON c.{USER} = n.resolved_user""")
 
 
 def _recompute(con: Any, loaded: LoadedInput, engine: DuckDB, rules: Rules, seq0: int, *,
