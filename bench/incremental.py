@@ -1,14 +1,15 @@
 """Incremental runs against full runs (issue 25): a batch into a state of N events.
 
 For each state size N (bench/generate.py's events, cached), a state is built once with
-``sessionize run EVENTS --state STATE`` (kept beside the events, reused by later runs); a batch of ``--batch`` new events is drawn from
-the state's own users (Zipf, like the events): ``--late`` of them late by up to 3 days
-(before their user's last event), the rest after each user's last event, every one with
-a new messageId. Each measured batch run starts from a fresh copy of the state (the copy
-is not timed). Full runs of the N events (``sessionize run EVENTS --out DIR``) and batch
-runs (``sessionize run BATCH --state COPY``) are interleaved, ``--repeats`` times; wall
-seconds and the process's peak RSS are measured from outside (``os.wait4``), and the
-medians are printed as Markdown.
+``sessionize run EVENTS --state STATE`` (kept beside the events, reused by later runs).
+A batch of ``--batch`` new events is drawn from the state's own users (Zipf, like the
+events): ``--late`` of them late by up to 3 days (before their user's last event), the
+rest after each user's last event, every one with a new messageId. Each measured batch
+run starts from a fresh copy of the state (the copy is not timed). Full runs of the N
+events (``sessionize run EVENTS --out DIR``) and batch runs (``sessionize run BATCH
+--state COPY``) are interleaved, ``--repeats`` times; wall seconds and the process's
+peak RSS are measured from outside (``os.wait4``), and the medians are printed as
+Markdown.
 
     python bench/incremental.py --sizes 1000000 10000000 --batch 100000 --repeats 3
 """

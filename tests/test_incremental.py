@@ -189,3 +189,23 @@ def test_not_a_state_is_refused(tmp_path):
     con.close()
     with pytest.raises(sessionize.StateError, match="not a sessionize state"):
         sessionize.run(sessionize.sample_path(), state=path)
+
+
+def test_a_state_in_use_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    state = tmp_path / "s.duckdb"
+    with sessionize.run(sessionize.sample_path(), state=state):
+        pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(60)", str(state)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(sessionize.StateError, match="in use by another process"):
+            sessionize.run(sessionize.sample_path(), state=state)
+    finally:
+        holder.kill()
+        holder.communicate()
