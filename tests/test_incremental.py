@@ -135,8 +135,8 @@ def test_too_late_events_are_quarantined(tmp_path):
     with sessionize.run(late, state=state, max_lateness="3d") as result:
         assert (result.counts.too_late, result.counts.new_events) == (1, 1)
         quarantine = result.quarantine.to_arrow().to_pylist()
-        assert [(q["messageId"], q["quarantine_reason"]) for q in quarantine] == [
-            ("old", "too_late")]
+        assert [(q["messageId"], q["quarantine_reason"], q["quarantine_run"])
+                for q in quarantine] == [("old", "too_late", 2)]
         assert sorted(e["messageId"] for e in result.events.to_arrow().to_pylist()) == [
             "a", "ok"]
     with sessionize.run(late, state=state, max_lateness="3d") as result:  # seen, not again
@@ -209,3 +209,11 @@ def test_a_state_in_use_is_refused(tmp_path):
     finally:
         holder.kill()
         holder.communicate()
+
+
+def test_an_input_column_named_like_a_state_column_is_kept(tmp_path):
+    rows = [dict(ev("a", "2024-01-01T10:00:00Z"), run=1, change="x"),
+            dict(ev("b", None), run=2, change="y")]
+    with sessionize.run(rows, state=tmp_path / "s.duckdb", on_invalid="quarantine") as result:
+        assert result.events.to_arrow().column("run").to_pylist() == [1]
+        assert result.quarantine.to_arrow().column("run").to_pylist() == [2]

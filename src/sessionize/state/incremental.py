@@ -231,7 +231,8 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
                     f"'malformed:' || md5(coalesce(raw_line, '')) IN "
                     f"(SELECT {ID} FROM {SCHEMA}.{RAW})")
         con.execute(f"DELETE FROM sz_malformed WHERE {ID} IN (SELECT {ID} FROM {SCHEMA}.{RAW})")
-    con.execute(f"ALTER TABLE sz_quarantine ADD COLUMN run BIGINT DEFAULT {run_number}")
+    con.execute("ALTER TABLE sz_quarantine ADD COLUMN quarantine_run BIGINT "
+                f"DEFAULT {run_number}")
     quarantined = con.execute("SELECT count(*) FROM sz_quarantine").fetchall()[0][0] \
         - counts.get("too_late", 0)
 
