@@ -20,8 +20,8 @@ def test_exported_members_are_locked():
     assert sorted(sessionize.__all__) == sorted([
         "Columns", "DataError", "DuckDB", "InputError", "InvalidEventsError",
         "MalformedJSONError", "OptionError", "OutputError", "Postgres", "Result", "Rules",
-        "SessionizeError", "Spark", "Table", "__version__", "parse_duration", "report", "run",
-        "sample_path", "thresholds", "to_sql",
+        "SessionizeError", "Spark", "StateError", "Table", "__version__", "parse_duration",
+        "report", "run", "sample_path", "thresholds", "to_sql",
     ])
     for name in sessionize.__all__:
         assert hasattr(sessionize, name)

@@ -38,6 +38,11 @@ def test_identity_examples_run(tmp_path, monkeypatch):
     run_python_blocks("identity.md", minimum=3)
 
 
+def test_incremental_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_python_blocks("incremental.md", minimum=3)
+
+
 def test_guide_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copy(sessionize.sample_path(), tmp_path / "events.json")

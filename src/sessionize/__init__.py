@@ -45,6 +45,7 @@ from .errors import (
     OptionError,
     OutputError,
     SessionizeError,
+    StateError,
 )
 from .reporting import report
 from .result import Result, Table
@@ -65,6 +66,7 @@ __all__ = [
     "Rules",
     "SessionizeError",
     "Spark",
+    "StateError",
     "Table",
     "__version__",
     "parse_duration",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
@@ -29,6 +30,7 @@ from .errors import OptionError
 from .result import Result
 from .rules import COLUMN_KEYS, COLUMN_OPTIONS, ON_INVALID, RULE_KEYS, RULE_OPTIONS, Columns, Rules
 from .sql.standalone import standalone_sql
+from .state.incremental import run_incremental
 
 __all__ = ["run", "to_sql"]
 
@@ -43,7 +45,8 @@ def run(source: Any, *, rules: Rules | Mapping[str, Any] | str | None = None,
         columns: Columns | Mapping[str, str] | None = None,
         engine: DuckDB | Spark | str = "duckdb", on_invalid: str = "raise",
         events_order: str = "time", progress: Callable[[str, float | None], None] | None = None,
-        stdin: IO[bytes] | None = None, **shorthands: Any) -> Result:
+        stdin: IO[bytes] | None = None, state: str | os.PathLike | None = None,
+        max_lateness: Any = None, **shorthands: Any) -> Result:
     """Sessionize events: every event with its user and session, plus sessions and users.
 
     ``source`` is a path (JSON array, NDJSON, ``.gz``, Parquet, CSV), a directory,
@@ -79,6 +82,14 @@ def run(source: Any, *, rules: Rules | Mapping[str, Any] | str | None = None,
     ``"none"`` (no sort: fastest when the events go to files or a warehouse).
     ``progress(stage, fraction)`` is called as the run advances.
 
+    ``state``: a DuckDB database file (created on the first run) that keeps the tables of
+    every run so far; ``source`` is then a new batch, and the result holds the state's
+    tables after it, plus ``result.changes`` (the sessions this run inserted, changed and
+    removed) and ``result.run_line()``. Re-delivered events (same messageId) are skipped;
+    ``max_lateness`` (e.g. ``"3d"``) quarantines events older than the newest event in the
+    state minus that as ``too_late``. The state keeps its rules: other rules are refused
+    (:class:`~sessionize.StateError`). docs/incremental.md tells more.
+
     >>> import sessionize
     >>> result = sessionize.run(sessionize.sample_path())
     >>> len(result.events), len(result.sessions), len(result.users)
@@ -88,7 +99,8 @@ def run(source: Any, *, rules: Rules | Mapping[str, Any] | str | None = None,
     3
     """
     return execute(source, rules=rules, columns=columns, engine=engine, on_invalid=on_invalid,
-                   events_order=events_order, progress=progress, stdin=stdin, **shorthands)
+                   events_order=events_order, progress=progress, stdin=stdin, state=state,
+                   max_lateness=max_lateness, **shorthands)
 
 
 def to_sql(rules: Rules | Mapping[str, Any] | str | None = None, *, dialect: str = "duckdb",
@@ -129,6 +141,7 @@ def execute(source: Any, *, rules: Any = None, columns: Any = None, engine: Any 
             on_invalid: str = "raise", events_order: str = "time",
             progress: Callable[[str, float | None], None] | None = None,
             stdin: IO[bytes] | None = None, events_table: bool = True,
+            state: str | os.PathLike | None = None, max_lateness: Any = None,
             **shorthands: Any) -> Result:
     """:func:`run`, and what the analyses need besides: ``events_table=False`` when nobody
     reads the events table (the columnar plan then reads only the narrow keys)."""
@@ -145,6 +158,16 @@ def execute(source: Any, *, rules: Any = None, columns: Any = None, engine: Any 
         raise TypeError(f"run() got an unexpected keyword argument {unknown[0]!r}{hint}")
     rule_set = make_rules(rules, columns, shorthands)
     runner = make_engine(engine, shorthands)
+    if max_lateness is not None and state is None:
+        raise OptionError(f"'max_lateness' applies to incremental runs only (got "
+                          f"max_lateness={max_lateness!r} without state=)\nHint: "
+                          "sessionize.run(batch, state='state.duckdb', max_lateness='3d')")
+    if state is not None:
+        if not isinstance(runner, DuckDB):
+            raise OptionError(f"incremental runs (state=) run on the DuckDB engine (got "
+                              f"engine={runner.__class__.__name__})")
+        return run_incremental(source, rule_set, state, engine=runner, on_invalid=on_invalid,
+                               max_lateness=max_lateness, progress=progress, stdin=stdin)
     opened = runner.open(progress=progress, events_order=events_order,
                          events_table=events_table)
     try:

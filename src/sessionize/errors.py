@@ -5,6 +5,7 @@ subclasses the matching builtin so ``except ValueError`` keeps working::
 
     SessionizeError
     ├── OptionError (ValueError)          a keyword option or CLI flag is wrong   -> exit 2
+    │   └── StateError                    an incremental state made with other rules, or in use
     ├── DataError (ValueError)            the events themselves are wrong         -> exit 1
     │   ├── InputError                    a source cannot be read or lacks a column
     │   ├── MalformedJSONError            a line of JSON does not parse
@@ -22,6 +23,7 @@ __all__ = [
     "OptionError",
     "OutputError",
     "SessionizeError",
+    "StateError",
 ]
 
 
@@ -68,3 +70,8 @@ class InvalidEventsError(DataError):
 
 class OutputError(SessionizeError, OSError):
     """The tables cannot be written where asked; the output directory is left as it was."""
+
+
+class StateError(OptionError):
+    """An incremental run's state cannot be used as asked: made with other rules, not a
+    sessionize state, or in use by another run (exit 2)."""

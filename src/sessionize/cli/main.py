@@ -40,6 +40,8 @@ examples:
   sessionize run events.json --out out/ --identity graph --identity-cap 2 --user-change
   sessionize run events.json --out out/ --gap-by platform --gaps web=30m mobile=5m
   sessionize run events.json --out out/ --config rules.toml   (docs/rules.md)
+  sessionize run 'day-2/*.gz' --state state.duckdb     add a batch to a state (docs/incremental.md)
+  sessionize run 'day-3/*.gz' --state state.duckdb --max-lateness 3d --out out/
 
 writes OUT/events.<fmt>, OUT/sessions.<fmt>, OUT/users.<fmt> (and OUT/quarantine.<fmt>
 when rows were set aside); every file appears complete or not at all.
@@ -142,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", default="parquet", choices=["parquet", "csv", "ndjson"],
                      help="output format (default: parquet)")
     run.add_argument("--quiet", "-q", action="store_true", help="print no summary")
+    state = run.add_argument_group("incremental runs (docs/incremental.md)")
+    state.add_argument("--state", metavar="FILE",
+                       help="a DuckDB file keeping every run's tables (created on the first "
+                            "run): the inputs are a new batch; only its users are recomputed; "
+                            "--out is then optional and also writes the run's changes")
+    state.add_argument("--max-lateness", metavar="DURATION",
+                       help="with --state: quarantine events older than the newest event in "
+                            "the state minus this (e.g. 3d) as too_late")
     thresholds = commands.add_parser(
         "thresholds", help="how sessions depend on the gap, and the gap the data suggests",
         description="Gap distribution, sessions / median duration / one-event share for "
@@ -257,6 +267,16 @@ def _run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
                                                 result.quarantine) if "." in t.relation]
                 stdout.write("created " + ", ".join(created) + "\n")
         return EXIT_OK
+    if getattr(args, "state", None):
+        with result:
+            paths = result.write(args.out, format=args.format) if args.out else []
+            if progress:
+                progress.done()
+            if not args.quiet:
+                stdout.write(result.summary() + "\n")
+                if paths:
+                    stdout.write("wrote " + ", ".join(paths) + "\n")
+        return EXIT_OK
     with result:
         if args.command == "thresholds":
             return _thresholds(args, result, progress, stdout)
@@ -283,7 +303,15 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
         stderr.write(f"sessionize {args.command}: error: --dsn, --source and --into need "
                      "--engine postgres\n")
         return None, None
-    if args.command == "run" and not args.out:
+    state = getattr(args, "state", None)
+    if args.command == "run" and args.max_lateness and not state:
+        stderr.write("sessionize run: error: --max-lateness needs --state\n")
+        return None, None
+    if state and (args.database or args.engine != "duckdb"):
+        stderr.write("sessionize run: error: --state runs on DuckDB and is itself the "
+                     "database (drop --database / --engine)\n")
+        return None, None
+    if args.command == "run" and not args.out and not state:
         stderr.write("sessionize run: error: the following arguments are required: --out\n")
         return None, None
     if args.sample == bool(args.inputs):
@@ -315,7 +343,8 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
         source, on_invalid=args.on_invalid, engine=engine, progress=progress,
         # thresholds and report never show the events table: no time order for them
         events_order=args.events_order if args.command == "run" else "none",
-        events_table=args.command == "run", **rule_options(args))
+        events_table=args.command == "run", **rule_options(args),
+        **({"state": state, "max_lateness": args.max_lateness} if state else {}))
     return result, progress
 
 
