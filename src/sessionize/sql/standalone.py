@@ -72,10 +72,6 @@ def _refusals(rules: Rules, dialect: str) -> list[tuple[str, str]]:
         out.append(("midnight='event'", f"each event's zone is checked against the engine's "
                     f"list of zones, which {dialect} does not expose to a query; a fixed "
                     "zone (midnight='Europe/Berlin') works"))
-    if dialect == "redshift" and rules.identity in ("stitch", "first"):
-        out.append((f"identity={rules.identity!r}", "the latest identification is picked "
-                    "with an ordered aggregate (arg_max over a composite key), which Redshift "
-                    "lacks"))
     return out
 
 
