@@ -39,16 +39,26 @@ def rows(frame) -> list[dict]:
     return _normalise_arrow(frame.toArrow()).to_pylist()
 
 
-def engine_and_query(spark, source, **options) -> tuple[dict, dict]:
-    """The Spark engine's tables, and the standalone query's on the engine's input."""
+def declared(kind) -> str:
+    """A Spark type declared as DuckDB spells it, structs with their fields."""
+    from pyspark.sql import types as T
+
     from sessionize.engines.spark import _duckdb_type
 
+    if isinstance(kind, T.StructType):
+        fields = ", ".join(f'"{f.name}" {declared(f.dataType)}' for f in kind.fields)
+        return f"STRUCT({fields})"
+    return _duckdb_type(kind)
+
+
+def engine_and_query(spark, source, **options) -> tuple[dict, dict]:
+    """The Spark engine's tables, and the standalone query's on the engine's input."""
     rules = sessionize.Rules.from_options(**options)
     with sessionize.run(source, engine="spark", spark=spark, on_invalid="quarantine",
                         **options) as result:
         want = {t: getattr(result, t).to_arrow().to_pylist() for t in TABLES}
         frame = result.events._engine.frames["input"]  # the engine's input, as it read it
-        schema = {f.name: _duckdb_type(f.dataType) for f in frame.schema.fields
+        schema = {f.name: declared(f.dataType) for f in frame.schema.fields
                   if f.name != "__sz_row"}
         frame.withColumnRenamed("__sz_row", "input_order").createOrReplaceTempView("src")
         got = {}
