@@ -182,3 +182,16 @@ def test_midnight_in_each_events_zone_is_written_where_the_zone_list_is_exposed(
     sql = sessionize.to_sql(midnight="event", dialect=dialect, source=SOURCE)
     sqlglot.parse_one(sql, read=dialect)
     assert "invalid_timezone" in sql
+
+
+def test_the_docs_print_the_seed_query_as_sessionize_sql_prints_it():
+    """docs/warehouse.md shows the PostgreSQL sessions query for the seed rules in full;
+    it must be the query printed now (its trim literal holds the blank characters, so the
+    file is read without newline translation)."""
+    doc = read(Path(__file__).resolve().parents[1] / "docs" / "warehouse.md")
+    head = ("`sessionize sql --dialect postgres --source segment.tracks --table sessions`:"
+            "\n\n```sql\n")
+    start = doc.index(head) + len(head)
+    shown = doc[start:doc.index("```", start)]
+    assert shown == sessionize.to_sql(dialect="postgres", source="segment.tracks",
+                                      table="sessions")
