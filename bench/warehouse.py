@@ -13,6 +13,8 @@ The table carries ``input_order`` (the row's position in the Parquet file: a war
 load sequence) and the query is told so (``order_by``); ``--no-order-column`` measures the
 default instead, an MD5 of each row's content as the last tie-breaker.
 
+    python bench/generate.py --events 10000000 --seed 42 --format parquet
+    python bench/generate.py --events 1000000 --seed 42 --format parquet
     python bench/warehouse.py                      # both, the default sizes
     python bench/warehouse.py --duckdb-events 1000000 --skip-postgres --repeats 3
 
@@ -23,7 +25,6 @@ are printed as a Markdown table.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -38,7 +39,7 @@ from run import repeat_order  # noqa: E402
 import sessionize  # noqa: E402
 from sessionize.sql.standalone import standalone_sql  # noqa: E402
 
-BENCH_DIR = Path(os.environ.get("SESSIONIZE_BENCH_DIR", "/tmp/szbench"))
+DATA_DIR = HERE / "data"  # where bench/generate.py caches its files
 COLUMNS = ("messageId", "type", "event", "userId", "anonymousId", "timestamp")
 
 #: The idiom, in SQL both DuckDB and PostgreSQL run: resolve the user, LAG, a running SUM.
@@ -96,10 +97,10 @@ def queries(dialect: str, order_column: bool) -> dict[str, str]:
 
 
 def parquet_of(events: int) -> Path:
-    path = BENCH_DIR / f"events-v1-n{events}-s42.parquet"
+    path = DATA_DIR / f"events-v1-n{events}-s42.parquet"
     if not path.exists():
         raise SystemExit(f"{path} is missing: python bench/generate.py --events {events} "
-                         f"--out {BENCH_DIR}")
+                         f"--seed 42 --format parquet --out {DATA_DIR}")
     return path
 
 
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duckdb-events", type=int, default=10_000_000)
     parser.add_argument("--postgres-events", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data-dir", type=Path, default=HERE / "data",
+                        help="where bench/generate.py left events-v1-n<N>-s42.parquet")
     parser.add_argument("--skip-duckdb", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--no-order-column", action="store_true",
@@ -196,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explain", action="store_true",
                         help="print PostgreSQL's EXPLAIN ANALYZE of both events queries")
     args = parser.parse_args(argv)
+    global DATA_DIR
+    DATA_DIR = args.data_dir
     order = not args.no_order_column
     note = "order_by='input_order'" if order else "no order column (MD5 of each row)"
     if not args.skip_duckdb:
