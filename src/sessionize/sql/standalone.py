@@ -158,16 +158,20 @@ def _struct_field(kind: str, parts: list[str]) -> str | None:
     'VARCHAR'
     >>> _struct_field("STRUCT(page STRUCT(path VARCHAR))", ["page", "url"]) is None
     True
+    >>> _struct_field("STRUCT(page VARCHAR)", ["page", "path"]) is None
+    True
     """
     try:
         node = exp.DataType.build(kind, dialect="duckdb")
     except Exception:
         return _TEXT
     for part in parts:
-        if node.is_type(exp.DataType.Type.MAP) or not node.expressions:
+        if node.is_type(exp.DataType.Type.MAP):
             return _TEXT
         if not node.is_type(exp.DataType.Type.STRUCT):
-            return None
+            return None  # a path into a value that is not a struct: absent
+        if not node.expressions:
+            return _TEXT
         found = [c for c in node.expressions if c.name == part]
         if not found:
             return None
