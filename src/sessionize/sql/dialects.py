@@ -27,6 +27,19 @@ def _show(sql: str, dialect: str = "spark") -> str:
     return rewrite(sqlglot.parse_one(sql, read="duckdb"), dialect).sql(dialect=dialect)
 
 
+#: Exact microseconds since 1970 where the dialect's epoch function returns a double
+#: (Trino's ``to_unixtime``, Redshift's ``EXTRACT(EPOCH ...)``), which is exact to the
+#: microsecond only for times between 1834 and 2106: whole seconds (an integer-valued
+#: double, exact) plus the fraction read exactly (Trino: the text of the time at microsecond
+#: precision, ``YYYY-MM-DD HH:MM:SS.ffffff zone``; Redshift: ``DATEDIFF`` in microseconds).
+_EXACT_MICROS = {
+    "trino": "CAST(to_unixtime(date_trunc('second', __ts)) AS BIGINT) * 1000000 + CAST(substr("
+             "CAST(CAST(__ts AS TIMESTAMP(6) WITH TIME ZONE) AS VARCHAR), 21, 6) AS BIGINT)",
+    "redshift": "CAST(EXTRACT(EPOCH FROM date_trunc('second', __ts)) AS BIGINT) * 1000000 "
+                "+ datediff(microsecond, date_trunc('second', __ts), __ts)",
+}
+
+
 def epoch_micros(node: exp.Expression, dialect: str) -> exp.Expression:
     """DuckDB's ``epoch_us(ts)`` passes through untranslated.
 
@@ -36,6 +49,12 @@ def epoch_micros(node: exp.Expression, dialect: str) -> exp.Expression:
     'SELECT DATE_PART(EPOCH_MICROSECOND, ts)'
     >>> _show("SELECT epoch_us(ts)", "postgres")
     'SELECT CAST(EXTRACT(EPOCH FROM ts) * 1000000 AS BIGINT)'
+    >>> print(_show("SELECT a - epoch_us(ts)", "trino"))
+    SELECT a - (CAST(TO_UNIXTIME(DATE_TRUNC('SECOND', ts)) AS BIGINT) * 1000000 + \
+CAST(SUBSTR(CAST(CAST(ts AS TIMESTAMP(6) WITH TIME ZONE) AS VARCHAR), 21, 6) AS BIGINT))
+    >>> print(_show("SELECT epoch_us(ts)", "redshift"))
+    SELECT (CAST(EXTRACT(EPOCH FROM DATE_TRUNC('SECOND', ts)) AS BIGINT) * 1000000 + \
+DATEDIFF(MICROSECOND, DATE_TRUNC('SECOND', ts), ts))
     >>> _show("SELECT epoch_us(CASE WHEN regexp_full_match(t, 'a') THEN x END)")
     "SELECT UNIX_MICROS(CASE WHEN t RLIKE '^(?:a)$' THEN x END)"
     """
@@ -46,6 +65,10 @@ def epoch_micros(node: exp.Expression, dialect: str) -> exp.Expression:
         return exp.Anonymous(this="UNIX_MICROS", expressions=[arg])
     if dialect == "snowflake":
         return exp.Anonymous(this="DATE_PART", expressions=[exp.var("EPOCH_MICROSECOND"), arg])
+    if dialect in _EXACT_MICROS:
+        # a sum: parenthesised, so that ``a - epoch_us(b)`` stays a difference
+        return exp.Paren(this=_fill(sqlglot.parse_one(_EXACT_MICROS[dialect], read=dialect),
+                                    ts=arg))
     template = sqlglot.parse_one("CAST(EXTRACT(EPOCH FROM __sz_arg) * 1000000 AS BIGINT)")
     return template.transform(
         lambda n: arg.copy() if isinstance(n, exp.Column) and n.name == "__sz_arg" else n)
@@ -55,15 +78,42 @@ def timestamp_from_micros(node: exp.Expression, dialect: str) -> exp.Expression:
     """DuckDB's one-argument ``make_timestamp(us)``: Spark's ``timestamp_micros``, stated
     explicitly rather than left to sqlglot's generic epoch conversion.
 
+    Elsewhere sqlglot divides by 10^6 into a double (microseconds lost) or, on Snowflake,
+    makes a time without a zone that a cast would read in the session's zone; each
+    warehouse has an exact spelling that yields an instant.
+
     >>> _show("SELECT make_timestamp(us)")
     'SELECT TIMESTAMP_MICROS(us)'
+    >>> _show("SELECT make_timestamp(us)", "snowflake")
+    'SELECT TO_TIMESTAMP_TZ(us, 6)'
+    >>> _show("SELECT make_timestamp(us)", "trino")
+    'SELECT FROM_UNIXTIME_NANOS(us * 1000)'
+    >>> _show("SELECT make_timestamp(us)", "redshift")
+    "SELECT CAST('1970-01-01 00:00:00+00' AS TIMESTAMP WITH TIME ZONE) + us * INTERVAL '1 \
+MICROSECOND'"
     """
-    if dialect not in _SPARK or not isinstance(node, exp.UnixToTime):
+    if dialect not in (*_SPARK, "snowflake", "trino", "redshift") or \
+            not isinstance(node, exp.UnixToTime):
         return node
     scale = node.args.get("scale")
     if scale is None or scale.name not in ("6", exp.UnixToTime.MICROS.name):
         return node
+    if dialect == "snowflake":
+        return exp.Anonymous(this="TO_TIMESTAMP_TZ", expressions=[node.this,
+                                                                  exp.Literal.number(6)])
+    if dialect == "trino":
+        return exp.Anonymous(this="FROM_UNIXTIME_NANOS", expressions=[
+            exp.Mul(this=_paren(node.this), expression=exp.Literal.number(1000))])
+    if dialect == "redshift":
+        return _fill(sqlglot.parse_one("CAST('1970-01-01 00:00:00+00' AS TIMESTAMPTZ) + __us "
+                                       "* INTERVAL '1 microsecond'", read="redshift"),
+                     us=node.this)
     return exp.Anonymous(this="TIMESTAMP_MICROS", expressions=[node.this])
+
+
+def _paren(node: exp.Expression) -> exp.Expression:
+    simple = isinstance(node, (exp.Column, exp.Literal, exp.Paren, exp.Func))
+    return node.copy() if simple else exp.Paren(this=node.copy())
 
 
 def instant_types(node: exp.Expression, dialect: str) -> exp.Expression:
@@ -73,11 +123,21 @@ def instant_types(node: exp.Expression, dialect: str) -> exp.Expression:
     session set to ``TIMESTAMP_NTZ`` would silently turn instants into wall-clock times.
     DuckDB's naive ``TIMESTAMP`` is already rendered as ``TIMESTAMP_NTZ``.
 
+    On Trino a bare ``TIMESTAMP WITH TIME ZONE`` has millisecond precision: a cast to it
+    would cut microseconds, so the precision is stated.
+
     >>> _show("SELECT TRY_CAST(t AS TIMESTAMPTZ), CAST(CAST(d AS TIMESTAMP) AS TIMESTAMPTZ)")
     'SELECT TRY_CAST(t AS TIMESTAMP_LTZ), CAST(CAST(d AS TIMESTAMP_NTZ) AS TIMESTAMP_LTZ)'
+    >>> _show("SELECT CAST(NULL AS TIMESTAMPTZ)", "trino")
+    'SELECT CAST(NULL AS TIMESTAMP(6) WITH TIME ZONE)'
     """
-    if dialect in _SPARK and isinstance(node, exp.DataType) and node.is_type("timestamptz"):
+    if not isinstance(node, exp.DataType) or not node.is_type("timestamptz") or \
+            node.expressions:
+        return node
+    if dialect in _SPARK:
         return exp.DataType.build("TIMESTAMPLTZ")
+    if dialect == "trino":
+        return exp.DataType.build("TIMESTAMP(6) WITH TIME ZONE", dialect="trino")
     return node
 
 
@@ -88,9 +148,21 @@ def regexp_full_match(node: exp.Expression, dialect: str) -> exp.Expression:
     "SELECT t RLIKE '^(?:[0-9]+)$'"
     >>> _show("SELECT regexp_full_match(t, '[0-9]+')", "postgres")
     "SELECT t ~ '^(?:[0-9]+)$'"
+
+    Snowflake's ``REGEXP_LIKE`` matches the whole text already (and its POSIX syntax has
+    no ``(?:``); its partial match (DuckDB's ``regexp_matches``) is ``REGEXP_INSTR > 0``.
+
+    >>> _show("SELECT regexp_full_match(t, '[0-9]+'), regexp_matches(t, 'a|b')", "snowflake")
+    "SELECT REGEXP_LIKE(t, '[0-9]+'), REGEXP_INSTR(t, 'a|b') > 0"
     """
+    if dialect == "snowflake" and isinstance(node, exp.RegexpLike):
+        return exp.GT(this=exp.Anonymous(this="REGEXP_INSTR", expressions=[
+            node.this.copy(), node.expression.copy()]), expression=exp.Literal.number(0))
     if not isinstance(node, exp.RegexpFullMatch) or not node.expression.is_string:
         return node
+    if dialect == "snowflake":
+        return exp.Anonymous(this="REGEXP_LIKE", expressions=[node.this.copy(),
+                                                              node.expression.copy()])
     anchored = exp.Literal.string(f"^(?:{node.expression.this})$")
     return exp.RegexpLike(this=node.this, expression=anchored)
 
@@ -216,14 +288,35 @@ def local_time(node: exp.Expression, dialect: str) -> exp.Expression:
     session's UTC, it shows the local wall clock. The rules only cast it to a DATE,
     which is the local date either way.
 
+    Snowflake: ``CONVERT_TIMEZONE(zone, instant)`` (a ``TIMESTAMP_TZ`` in that zone);
+    BigQuery: ``DATETIME(instant, zone)`` (the civil time there); Trino: ``AT_TIMEZONE``;
+    Redshift: ``AT TIME ZONE`` (a time without a zone, as on PostgreSQL). PostgreSQL has
+    DuckDB's ``timezone(zone, instant)`` itself.
+
     >>> _show("SELECT CAST(timezone('Europe/Berlin', ts) AS DATE)")
     "SELECT CAST(FROM_UTC_TIMESTAMP(ts, 'Europe/Berlin') AS DATE)"
+    >>> for d in ("snowflake", "bigquery", "trino", "redshift"):
+    ...     print(_show("SELECT CAST(timezone('Europe/Berlin', ts) AS DATE)", d))
+    SELECT CAST(CONVERT_TIMEZONE('Europe/Berlin', ts) AS DATE)
+    SELECT CAST(DATETIME(ts, 'Europe/Berlin') AS DATE)
+    SELECT CAST(AT_TIMEZONE(ts, 'Europe/Berlin') AS DATE)
+    SELECT CAST(ts AT TIME ZONE 'Europe/Berlin' AS DATE)
     """
-    if not (dialect in _SPARK and isinstance(node, exp.Anonymous)
-            and node.name.upper() == "TIMEZONE" and len(node.expressions) == 2):
+    if not (isinstance(node, exp.Anonymous) and node.name.upper() == "TIMEZONE"
+            and len(node.expressions) == 2):
         return node
-    zone, instant = node.expressions
-    return exp.Anonymous(this="FROM_UTC_TIMESTAMP", expressions=[instant, zone])
+    zone, instant = (e.copy() for e in node.expressions)
+    if dialect in _SPARK:
+        return exp.Anonymous(this="FROM_UTC_TIMESTAMP", expressions=[instant, zone])
+    if dialect == "snowflake":
+        return exp.Anonymous(this="CONVERT_TIMEZONE", expressions=[zone, instant])
+    if dialect == "bigquery":
+        return exp.Anonymous(this="DATETIME", expressions=[instant, zone])
+    if dialect == "trino":
+        return exp.Anonymous(this="AT_TIMEZONE", expressions=[instant, zone])
+    if dialect == "redshift":
+        return exp.AtTimeZone(this=_paren(instant), zone=zone)
+    return node
 
 
 def zone_names(node: exp.Expression, dialect: str) -> exp.Expression:
@@ -427,11 +520,100 @@ def derived_table_alias(node: exp.Expression, dialect: str) -> exp.Expression:
     return node
 
 
+# -- Warehouses: Snowflake, BigQuery, Redshift, Trino -------------------------------------------
+#: Where ``arg_max``/``arg_min`` become windows: Redshift has neither; BigQuery cannot order
+#: by a struct (the identification key is one) and has no ``FILTER``; Snowflake has no
+#: ``FILTER`` and orders objects by no documented rule; Trino's ``max_by`` over a ``ROW``
+#: key is left untried. A window is in every one of them.
+_WINDOW_PICKS = ("snowflake", "bigquery", "redshift", "trino")
+#: Where ``agg(...) FILTER (WHERE c)`` is written as ``agg(CASE WHEN c THEN ... END)``.
+_NO_FILTER = ("snowflake", "bigquery", "redshift")
+
+
+def window_picks(node: exp.Expression, dialect: str) -> exp.Expression:
+    """``arg_max(x, key) [FILTER (WHERE c)]`` in a grouped select, as the group's
+    ``FIRST_VALUE`` over its rows ordered by the key (rows passing ``c`` first), computed
+    in a subquery under the select and taken with ``MAX`` (one value per group). A struct
+    key orders by its fields in turn.
+
+    >>> print(_show("SELECT u, nullif(arg_max(coalesce(n, chr(31)), s), chr(31)) AS l "
+    ...             "FROM t AS a WHERE ok GROUP BY u", "redshift"))
+    SELECT u, NULLIF(MAX(__sz_pick_0), CHR(31)) AS l FROM (SELECT *, FIRST_VALUE(COALESCE(n, \
+CHR(31))) OVER (PARTITION BY u ORDER BY s DESC NULLS LAST ROWS BETWEEN UNBOUNDED PRECEDING AND \
+UNBOUNDED FOLLOWING) AS __sz_pick_0 FROM t AS a WHERE ok) AS a GROUP BY u
+    >>> print(_show("SELECT arg_min(x, s) FILTER (WHERE x IS NOT NULL) FROM t GROUP BY u",
+    ...             "trino"))
+    SELECT MAX(__sz_pick_0) FROM (SELECT *, FIRST_VALUE(CASE WHEN NOT x IS NULL THEN x END) \
+OVER (PARTITION BY u ORDER BY CASE WHEN NOT x IS NULL THEN 0 ELSE 1 END, s ROWS BETWEEN \
+UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS __sz_pick_0 FROM t) AS t GROUP BY u
+    """
+    if dialect not in _WINDOW_PICKS or not isinstance(node, exp.Select) or \
+            not node.args.get("group"):
+        return node
+    select = node.copy()
+    picks = [call for call in select.find_all(exp.ArgMax, exp.ArgMin)
+             if call.find_ancestor(exp.Select) is select]
+    if not picks:
+        return node
+    source = select.args.get("from_")
+    table = source.this if source is not None else None
+    if select.args.get("joins") or not isinstance(table, (exp.Table, exp.Subquery)) or \
+            not table.alias_or_name:
+        # the engines' stages join the input back (Result.sql shows them): left as they
+        # are; the standalone query never joins here, and its snapshots test what it calls
+        return node
+    partition = ", ".join(g.sql("duckdb") for g in select.args["group"].expressions)
+    windows = []
+    for i, call in enumerate(picks):
+        target: exp.Expression = call
+        value, order = call.this.sql("duckdb"), []
+        if isinstance(call.parent, exp.Filter) and call.parent.this is call:
+            target = call.parent
+            cond = call.parent.expression.this.sql("duckdb")
+            value = f"CASE WHEN {cond} THEN {value} END"
+            order.append(f"CASE WHEN {cond} THEN 0 ELSE 1 END")
+        key = call.expression
+        keys = ([field.expression for field in key.expressions] if isinstance(key, exp.Struct)
+                else [key])
+        desc = " DESC" if isinstance(call, exp.ArgMax) else ""
+        order.extend(f"{k.sql('duckdb')}{desc}" for k in keys)
+        windows.append(f"FIRST_VALUE({value}) OVER (PARTITION BY {partition} ORDER BY "
+                       f"{', '.join(order)} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED "
+                       f"FOLLOWING) AS __sz_pick_{i}")
+        target.replace(exp.Max(this=exp.column(f"__sz_pick_{i}")))
+    where = select.args.get("where")
+    inner = (f"SELECT *, {', '.join(windows)} FROM {table.sql('duckdb')}"
+             + (f" WHERE {where.this.sql('duckdb')}" if where is not None else ""))
+    subquery = exp.Subquery(this=sqlglot.parse_one(inner, read="duckdb"),
+                            alias=exp.TableAlias(this=exp.to_identifier(table.alias_or_name)))
+    select.set("where", None)
+    select.set("from_", exp.From(this=subquery))
+    return select
+
+
+def filter_as_case(node: exp.Expression, dialect: str) -> exp.Expression:
+    """``agg(x) FILTER (WHERE c)`` is ``agg(CASE WHEN c THEN x END)`` (aggregates skip
+    NULLs; ``count(*)`` counts a 1): Snowflake, BigQuery and Redshift have no ``FILTER``.
+
+    >>> _show("SELECT count(*) FILTER (WHERE k = 'page'), max(x) FILTER (WHERE y)", "redshift")
+    "SELECT COUNT(CASE WHEN k = 'page' THEN 1 END), MAX(CASE WHEN y THEN x END)"
+    """
+    if dialect not in _NO_FILTER or not isinstance(node, exp.Filter) or \
+            not isinstance(node.this, exp.AggFunc):
+        return node
+    call = node.this.copy()
+    cond = node.expression.this.copy()
+    value = exp.Literal.number(1) if isinstance(call.this, exp.Star) else call.this
+    call.set("this", exp.Case(ifs=[exp.If(this=cond, true=value)]))
+    return call
+
+
 #: Passes run on every node, in this order, for every dialect except DuckDB.
 PASSES: tuple[Pass, ...] = (
     epoch_micros, timestamp_from_micros, instant_types, regexp_full_match, string_index,
     json_text, list_position, last_value_ignore_nulls, arg_max, unit_separator, md5_prefix,
-    local_time, zone_names, no_ignore_nulls, ordered_aggregate, byte_order, text_to_instant,
+    local_time, zone_names, no_ignore_nulls, window_picks, filter_as_case, ordered_aggregate,
+    byte_order, text_to_instant,
     instant_from_micros, wall_clock_in_utc, derived_table_alias,
 )
 

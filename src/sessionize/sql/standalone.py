@@ -17,8 +17,9 @@ What a warehouse table does not say, and what stands in for it:
   declare every column you want carried through.
 - **Nested fields.** A dotted path (``context.library.name``) is a declared column of
   that name, else Segment's warehouse flattening of it (``context_library_name``), else a
-  path into a declared JSON column (``context``); absent, it reads as missing, as on
-  every engine (columns the user named must be declared).
+  path into a declared JSON column (``context``) or struct (Spark, DuckDB; a field the
+  declared struct lacks is absent); absent, it reads as missing, as on every engine
+  (columns the user named must be declared).
 - **Input order.** The last tie-breaker after time and messageId is the input order,
   which a warehouse table lacks. ``order_by`` names a column that orders rows (a load
   sequence); by default each row's own content decides: an MD5 of its declared columns
@@ -72,10 +73,6 @@ def _refusals(rules: Rules, dialect: str) -> list[tuple[str, str]]:
         out.append(("midnight='event'", f"each event's zone is checked against the engine's "
                     f"list of zones, which {dialect} does not expose to a query; a fixed "
                     "zone (midnight='Europe/Berlin') works"))
-    if dialect == "redshift" and rules.identity in ("stitch", "first"):
-        out.append((f"identity={rules.identity!r}", "the latest identification is picked "
-                    "with an ordered aggregate (arg_max over a composite key), which Redshift "
-                    "lacks"))
     return out
 
 
@@ -126,6 +123,8 @@ def _type_name(kind: str) -> str:
         raise OptionError(f"column type {kind!r} is not a SQL type sessionize knows\n"
                           "Hint: use text, bigint, double, timestamptz, timestamp, date or "
                           "json") from None
+    if built.is_type(exp.DataType.Type.STRUCT, exp.DataType.Type.MAP):
+        return built.sql(dialect="duckdb")  # field names keep their case
     name = built.sql(dialect="duckdb").upper()
     if name in ("TEXT", "STRING") or name.startswith(("VARCHAR", "CHAR")):
         return _TEXT
@@ -139,10 +138,45 @@ def _resolve(schema: Mapping[str, str], path: str) -> Field | None:
         if name in schema:
             return Field(quote(name), schema[name], top_level=name)
     head, _, rest = path.partition(".")
-    if rest and schema.get(head, "").startswith(("JSON", "STRUCT", "MAP")):
+    if rest and schema.get(head, "").startswith(("STRUCT", "MAP")):  # a field of a struct
+        kind = _struct_field(schema[head], rest.split("."))
+        if kind is None:
+            return None
+        subscripts = "".join("['" + p.replace("'", "''") + "']" for p in rest.split("."))
+        return Field(f"{quote(head)}{subscripts}", kind)
+    if rest and schema.get(head, "").startswith("JSON"):
         json_path = "$." + ".".join('"' + p.replace('"', '\\"') + '"' for p in rest.split("."))
         return Field(f"json_extract_string({quote(head)}, '{json_path}')", _TEXT)
     return None
+
+
+def _struct_field(kind: str, parts: list[str]) -> str | None:
+    """The type of ``parts`` inside a declared struct type, ``None`` when it has no such
+    field. A struct declared without its fields (``STRUCT``), or a map, is trusted.
+
+    >>> _struct_field("STRUCT(page STRUCT(path VARCHAR))", ["page", "path"])
+    'VARCHAR'
+    >>> _struct_field("STRUCT(page STRUCT(path VARCHAR))", ["page", "url"]) is None
+    True
+    >>> _struct_field("STRUCT(page VARCHAR)", ["page", "path"]) is None
+    True
+    """
+    try:
+        node = exp.DataType.build(kind, dialect="duckdb")
+    except Exception:
+        return _TEXT
+    for part in parts:
+        if node.is_type(exp.DataType.Type.MAP):
+            return _TEXT
+        if not node.is_type(exp.DataType.Type.STRUCT):
+            return None  # a path into a value that is not a struct: absent
+        if not node.expressions:
+            return _TEXT
+        found = [c for c in node.expressions if c.name == part]
+        if not found:
+            return None
+        node = found[0].args["kind"]
+    return _type_name(node.sql(dialect="duckdb"))
 
 
 def _fields(rules: Rules, schema: Mapping[str, str]) -> dict[str, Field | None]:
