@@ -375,8 +375,18 @@ def _recompute(con: Any, loaded: LoadedInput, engine: DuckDB, rules: Rules, seq0
     parts = [batch]
     if not first:
         stored = ", ".join(f"r.{c}" for c in BOOKKEEPING if c != SEQ)
-        which = "" if full else (f" SEMI JOIN sz_affected AS c ON r.{USER} = c.{USER} AND "
-                                 f"(c.cut_ts IS NULL OR r.{TS} >= c.cut_ts)")
+        which = ""
+        if not full:
+            # Two passes: the rows' ids from the narrow bookkeeping columns, then the rows
+            # themselves by id. The id join's filter reaches the scan, so the wide input
+            # columns are decoded only for the rows read, not for every row of the users.
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE sz_rows AS
+                SELECT r.rowid AS rid FROM {SCHEMA}.{RAW} AS r
+                SEMI JOIN sz_affected AS c ON r.{USER} = c.{USER}
+                    AND (c.cut_ts IS NULL OR r.{TS} >= c.cut_ts)
+                WHERE r.{REASON} IS NULL""")
+            which = " SEMI JOIN sz_rows AS k ON r.rowid = k.rid"
         parts.insert(0, f"SELECT r.* EXCLUDE ({stored}) FROM {SCHEMA}.{RAW} AS r{which} "
                         f"WHERE r.{REASON} IS NULL")
     union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
