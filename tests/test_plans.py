@@ -69,8 +69,18 @@ def test_auto_picks_the_columnar_plan_for_gap_rules():
 
 
 @pytest.mark.parametrize("options", [
-    {"midnight": "UTC"}, {"max_duration": "2h"}, {"start_events": ["Signed Up"]},
-    {"passive_events": ["identify"]}, {"enrich": True}, {"memory_limit": "2GB"},
+    {"midnight": "UTC"}, {"midnight": "event"}, {"max_duration": "2h"}, {"campaign": True},
+    {"start_events": ["Signed Up"], "end_events": ["Logged Out"]},
+    {"passive_events": ["identify"]},
+])
+def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
+    with sessionize.run(generated(200), **options) as result:
+        assert result.plan == "columnar"
+
+
+@pytest.mark.parametrize("options", [
+    {"client_session": "context.library.name"}, {"enrich": True},
+    {"first_last": ["event"]}, {"user_change": True}, {"memory_limit": "2GB"},
 ])
 def test_auto_picks_the_sql_plan(options):
     with sessionize.run(generated(200), **options) as result:
@@ -84,8 +94,8 @@ def test_auto_picks_the_sql_plan_for_a_database_file(tmp_path):
 
 
 def test_columnar_plan_refuses_a_rule_it_does_not_run():
-    with pytest.raises(sessionize.OptionError, match="does not run the midnight rule"):
-        sessionize.run(sessionize.sample_path(), plan="columnar", midnight="UTC")
+    with pytest.raises(sessionize.OptionError, match="does not run the enrich rule"):
+        sessionize.run(sessionize.sample_path(), plan="columnar", enrich=True)
 
 
 def test_unknown_plan_is_refused():
@@ -97,7 +107,9 @@ def test_unknown_plan_is_refused():
 def test_unsupported_rule_names_the_first_rule():
     assert unsupported_rule(Rules.from_options()) is None
     assert unsupported_rule(Rules.from_options(gap_by="platform", gaps={"web": "1h"})) is None
-    assert unsupported_rule(Rules.from_options(profile="mobile")) == "start_events"
+    assert unsupported_rule(Rules.from_options(profile="mobile")) is None
+    assert unsupported_rule(Rules.from_options(profile="saas")) is None
+    assert unsupported_rule(Rules.from_options(profile="saas", enrich=True)) == "enrich"
 
 
 def test_cli_plan_flag(tmp_path):
@@ -116,6 +128,14 @@ def test_cli_plan_flag(tmp_path):
 @pytest.mark.parametrize("options", [
     {}, {"gap": "5m"}, {"identity": "stitch"}, {"identity": "first", "gap": "90s"},
     {"gap_by": "platform", "gaps": {"web": "30m", "mobile": "2m"}},
+    # the rules beyond the gap (bench/rules_overhead.py's set, and each alone)
+    {"gap_by": "platform", "gaps": {"web": "30m", "mobile": "5m", "server": "30m"},
+     "midnight": "Europe/Berlin", "campaign": True, "start_events": ["Signed Up"],
+     "end_events": ["Clicked"], "passive_events": ["identify"],
+     "max_duration": "24h", "identity": "stitch"},
+    {"midnight": "America/New_York", "gap": "6h"}, {"midnight": "event", "gap": "6h"},
+    {"max_duration": "10m", "gap": "2h"}, {"passive_events": ["identify", "Clicked"]},
+    {"passive_events": ["identify"], "gap_by": "platform", "gaps": {"mobile": "1m"}},
 ])
 def test_plans_agree_on_generated_events(options):
     tables = run_both_plans(generated(20_000), on_invalid="quarantine", **options)
