@@ -595,3 +595,21 @@ def test_the_kernel_starts_no_more_threads_than_it_is_given(threads):
         assert workers  # the probe sees the kernel's threads when it has some
     with sessionize.run(table, plan="sql") as sql:
         assert events.equals(sql.events.to_arrow())
+
+
+def test_plans_agree_on_the_edges_of_max_duration_and_end_events():
+    # windows of max_duration from the session's first event, each including its end:
+    # (0, m], (m, 2m], ...; the first event of each later window starts a session, and
+    # an end event's next event starts one too
+    m = 600_000_000
+    times = [0, m, m + 1, 2 * m, 2 * m + 1, 2 * m + 2]
+    names = ["a", "b", "c", "d", "Close", "e"]
+    table = pa.table({
+        "userId": pa.array(["u"] * len(times), pa.string()),
+        "messageId": pa.array([f"m{i}" for i in range(len(times))], pa.string()),
+        "event": pa.array(names, pa.string()),
+        "timestamp": pa.array([BASE_US + t for t in times], pa.timestamp("us", tz="UTC")),
+    })
+    tables = run_both_plans(table, gap="1d", max_duration="10m", end_events=["Close"])
+    assert tables["events"].column("start_reason").to_pylist() == [
+        "first_event", None, "max_duration", None, "max_duration", "start_event"]
