@@ -474,7 +474,7 @@ class Columnar:
     # in (user, time) order:
     ts: np.ndarray              # the event's time (us)
     first: np.ndarray           # the user's first event (no previous)
-    reason: np.ndarray          # -1 none, 0 first_event, 1 inactivity
+    reason: np.ndarray          # the start reason: its index in START_REASONS, -1 none
     session: np.ndarray         # global session index (0-based)
     session_keys: pa.Array      # per global session index
     rows_in_order: bool         # whether key positions are in input-row order (the usual)
