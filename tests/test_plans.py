@@ -69,8 +69,18 @@ def test_auto_picks_the_columnar_plan_for_gap_rules():
 
 
 @pytest.mark.parametrize("options", [
-    {"midnight": "UTC"}, {"max_duration": "2h"}, {"start_events": ["Signed Up"]},
-    {"passive_events": ["identify"]}, {"enrich": True}, {"memory_limit": "2GB"},
+    {"midnight": "UTC"}, {"midnight": "event"}, {"max_duration": "2h"}, {"campaign": True},
+    {"start_events": ["Signed Up"], "end_events": ["Logged Out"]},
+    {"passive_events": ["identify"]},
+])
+def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
+    with sessionize.run(generated(200), **options) as result:
+        assert result.plan == "columnar"
+
+
+@pytest.mark.parametrize("options", [
+    {"client_session": "context.library.name"}, {"enrich": True},
+    {"first_last": ["event"]}, {"user_change": True}, {"memory_limit": "2GB"},
 ])
 def test_auto_picks_the_sql_plan(options):
     with sessionize.run(generated(200), **options) as result:
@@ -84,8 +94,8 @@ def test_auto_picks_the_sql_plan_for_a_database_file(tmp_path):
 
 
 def test_columnar_plan_refuses_a_rule_it_does_not_run():
-    with pytest.raises(sessionize.OptionError, match="does not run the midnight rule"):
-        sessionize.run(sessionize.sample_path(), plan="columnar", midnight="UTC")
+    with pytest.raises(sessionize.OptionError, match="does not run the enrich rule"):
+        sessionize.run(sessionize.sample_path(), plan="columnar", enrich=True)
 
 
 def test_unknown_plan_is_refused():
@@ -97,7 +107,9 @@ def test_unknown_plan_is_refused():
 def test_unsupported_rule_names_the_first_rule():
     assert unsupported_rule(Rules.from_options()) is None
     assert unsupported_rule(Rules.from_options(gap_by="platform", gaps={"web": "1h"})) is None
-    assert unsupported_rule(Rules.from_options(profile="mobile")) == "start_events"
+    assert unsupported_rule(Rules.from_options(profile="mobile")) is None
+    assert unsupported_rule(Rules.from_options(profile="saas")) is None
+    assert unsupported_rule(Rules.from_options(profile="saas", enrich=True)) == "enrich"
 
 
 def test_cli_plan_flag(tmp_path):
@@ -116,6 +128,14 @@ def test_cli_plan_flag(tmp_path):
 @pytest.mark.parametrize("options", [
     {}, {"gap": "5m"}, {"identity": "stitch"}, {"identity": "first", "gap": "90s"},
     {"gap_by": "platform", "gaps": {"web": "30m", "mobile": "2m"}},
+    # the rules beyond the gap (bench/rules_overhead.py's set, and each alone)
+    {"gap_by": "platform", "gaps": {"web": "30m", "mobile": "5m", "server": "30m"},
+     "midnight": "Europe/Berlin", "campaign": True, "start_events": ["Signed Up"],
+     "end_events": ["Clicked"], "passive_events": ["identify"],
+     "max_duration": "24h", "identity": "stitch"},
+    {"midnight": "America/New_York", "gap": "6h"}, {"midnight": "event", "gap": "6h"},
+    {"max_duration": "10m", "gap": "2h"}, {"passive_events": ["identify", "Clicked"]},
+    {"passive_events": ["identify"], "gap_by": "platform", "gaps": {"mobile": "1m"}},
 ])
 def test_plans_agree_on_generated_events(options):
     tables = run_both_plans(generated(20_000), on_invalid="quarantine", **options)
@@ -575,3 +595,21 @@ def test_the_kernel_starts_no_more_threads_than_it_is_given(threads):
         assert workers  # the probe sees the kernel's threads when it has some
     with sessionize.run(table, plan="sql") as sql:
         assert events.equals(sql.events.to_arrow())
+
+
+def test_plans_agree_on_the_edges_of_max_duration_and_end_events():
+    # windows of max_duration from the session's first event, each including its end:
+    # (0, m], (m, 2m], ...; the first event of each later window starts a session, and
+    # an end event's next event starts one too
+    m = 600_000_000
+    times = [0, m, m + 1, 2 * m, 2 * m + 1, 2 * m + 2]
+    names = ["a", "b", "c", "d", "Close", "e"]
+    table = pa.table({
+        "userId": pa.array(["u"] * len(times), pa.string()),
+        "messageId": pa.array([f"m{i}" for i in range(len(times))], pa.string()),
+        "event": pa.array(names, pa.string()),
+        "timestamp": pa.array([BASE_US + t for t in times], pa.timestamp("us", tz="UTC")),
+    })
+    tables = run_both_plans(table, gap="1d", max_duration="10m", end_events=["Close"])
+    assert tables["events"].column("start_reason").to_pylist() == [
+        "first_event", None, "max_duration", None, "max_duration", "start_event"]

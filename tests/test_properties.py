@@ -176,7 +176,9 @@ BASES_US = [  # midnights and DST changes close by
 
 
 @st.composite
-def rule_streams(draw):
+def rule_streams(draw, *, columnar: bool = False):
+    """Events and rules; ``columnar``: only the rules the columnar plan runs, so that
+    every example is compared under both plans."""
     gap = draw(st.sampled_from([60_000_000, 1_800_000_000]))
     base = draw(st.sampled_from(BASES_US))
     options = Options(
@@ -185,11 +187,11 @@ def rule_streams(draw):
         start_events=draw(st.sampled_from([(), ("Open",)])),
         end_events=draw(st.sampled_from([(), ("Close",)])),
         campaign=draw(st.booleans()),
-        client_session=draw(st.booleans()),
+        client_session=False if columnar else draw(st.booleans()),
         passive=draw(st.sampled_from([(), ("Page",), ("Page", "Close")])),
         max_duration=draw(st.sampled_from([None, gap // 2, gap, 3 * gap])),
         identity=draw(st.sampled_from(["event", "stitch", "first", "graph"])),
-        user_change=draw(st.booleans()),
+        user_change=False if columnar else draw(st.booleans()),
     )
     events = []
     for row in range(draw(st.integers(1, 30))):
@@ -229,16 +231,18 @@ def rule_options(gap: int, options: Options) -> dict:
     return kwargs
 
 
-@examples(400)
-@given(rule_streams())
-def test_rules_match_reference(case):
+def check_rules(case, *, columnar: bool = False) -> None:
     gap, options, events = case
     table = to_table(events).append_column(
         "plat", pa.array([e.gap_key for e in events], pa.string())).append_column(
         "tz", pa.array([e.zone for e in events], pa.string())).append_column(
         "utm", pa.array([e.campaign for e in events], pa.string())).append_column(
         "csid", pa.array([e.client_session for e in events], pa.string()))
-    tables = run_both_plans(table, **rule_options(gap, options))
+    kwargs = rule_options(gap, options)
+    if columnar:  # the columnar plan runs every rule drawn: both plans are compared
+        assert unsupported_rule(Rules.from_options(**{
+            k: v for k, v in kwargs.items() if k != "on_invalid"})) is None
+    tables = run_both_plans(table, **kwargs)
     got = sorted((e["row"], e["session_id"], e["start_reason"])
                  for e in tables["events"].to_pylist())
     sessions = [(s["resolved_user"], s["session_id"], s["start_reason"], s["event_count"])
@@ -247,3 +251,17 @@ def test_rules_match_reference(case):
     assert got == sorted((e["row"], e["session_id"], e["start_reason"]) for e in want["events"])
     assert sessions == [(s["resolved_user"], s["session_id"], s["start_reason"],
                          s["event_count"]) for s in want["sessions"]]
+
+
+@examples(400)
+@given(rule_streams())
+def test_rules_match_reference(case):
+    check_rules(case)
+
+
+@examples(400)
+@given(rule_streams(columnar=True))
+def test_columnar_rules_match_sql_and_reference(case):
+    """The rules the columnar plan runs (midnight, campaign, start/end and passive events,
+    max_duration, per-event gaps, identities): every example under both plans."""
+    check_rules(case, columnar=True)

@@ -19,10 +19,12 @@ compiled ``assign`` stage's windows do:
    into time order (or left in the input's order), built when first asked for
    (:mod:`.gather`).
 
-It runs the rules whose boundaries are the gap alone: one gap, or a gap per event
-(``gap_by``/``gaps``), with any identity policy. :func:`unsupported_rule` names the first
-rule it does not run; those use the SQL plan. The tests run both plans against the
-reference implementation and require identical tables.
+It runs the gap (one, or one per event: ``gap_by``/``gaps``), midnight (in a fixed zone
+or each event's own), campaign change, start and end events, passive events and
+``max_duration``, with any identity policy, each as the compiled ``assign`` stage defines
+it (:func:`_starts`). :func:`unsupported_rule` names the first rule it does not run;
+those use the SQL plan. The tests run both plans against the reference implementation
+and require identical tables.
 
 ``threads`` (``run(threads=)``) bounds the threads the kernel works on; one means the
 calling thread alone, ``None`` one per core.
@@ -42,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..io.inputs import ROW
+from ..rules import START_REASONS
 from ..sql.compiler import SEPARATOR, P
 from .gather import TS, arrow, numpy, rows, strings, take, to_numpy
 
@@ -52,19 +55,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Columnar", "Stream", "assign", "unsupported_rule"]
 
-_REASONS = strings(["first_event", "inactivity"])
+#: The start reasons by code (their precedence); -1 is no start.
+_REASONS = strings(list(START_REASONS))
+_CODE = {name: np.int8(i) for i, name in enumerate(START_REASONS)}
 
 
 def unsupported_rule(rules: Rules) -> str | None:
     """The first rule the columnar plan does not run (``None``: it runs them all)."""
     checks = (
-        ("midnight", rules.midnight is not None),
-        ("campaign", bool(rules.campaign)),
-        ("start_events", bool(rules.start_events)),
-        ("end_events", bool(rules.end_events)),
         ("client_session", bool(rules.client_session)),
-        ("passive_events", bool(rules.passive_events)),
-        ("max_duration", bool(rules.max_duration_us)),
         ("enrich", bool(rules.enrich)),
         ("first_last", bool(rules.first_last)),
         ("user_change", bool(getattr(rules, "user_change", False))),
@@ -191,18 +190,19 @@ class Stream:
 def assign(keys: pa.Table, *, gap_us: int, per_event_gap: bool,
            con: duckdb.DuckDBPyConnection, time_order: bool = True,
            inputs: dict[str, str] | None = None, stream: Stream | None = None,
-           threads: int | None = None) -> Columnar:
+           threads: int | None = None, rules: Rules | None = None) -> Columnar:
     """Assign sessions to the events of ``keys`` (the compiled ``keys`` stage as Arrow).
 
     ``time_order``: the events table will be in time order (else in the input's order).
     ``inputs``: input name -> its column in ``keys``, when the keys carry the input's
     columns for the events table; ``stream``: how to read them otherwise (else they are
-    read again from ``sz_input`` on ``con``). ``threads``: see :func:`workers`."""
+    read again from ``sz_input`` on ``con``). ``threads``: see :func:`workers`. ``rules``:
+    the rules beyond the gap (:func:`_starts`; ``None``: the gap alone)."""
     threads = workers(threads)
     reads = _read_early(stream, threads) if time_order else {}
     try:
         return _assign(keys, gap_us, per_event_gap, con, time_order, inputs, stream, threads,
-                       reads)
+                       reads, rules)
     except BaseException:
         _cancel(reads)  # the input is not read after the run has failed
         raise
@@ -232,7 +232,8 @@ def _cancel(reads: dict[str, Future]) -> None:
 
 def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool,
             con: duckdb.DuckDBPyConnection, time_order: bool, inputs: dict[str, str] | None,
-            stream: Stream | None, threads: int, reads: dict[str, Future]) -> Columnar:
+            stream: Stream | None, threads: int, reads: dict[str, Future],
+            rules: Rules | None = None) -> Columnar:
     """:func:`assign`, with the input's reads started."""
     n = keys.num_rows
     # the input row breaks the last ties; where the keys are in row order (DuckDB keeps a
@@ -252,18 +253,11 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool,
     # 3. one scan of the (user, time) order gives every window
     first = np.ones(n, bool)
     np.not_equal(u[1:], u[:-1], out=first[1:])
-    gap = np.zeros(n, np.int64)
-    np.subtract(t[1:], t[:-1], out=gap[1:])
-    if per_event_gap:  # the gap in force is the previous event's
-        threshold = np.zeros(n, np.int64)
-        threshold[1:] = numpy(keys.column(f"{P}gap_us"))[by_user][:-1]
-    else:
-        threshold = gap_us
-    new = first | (gap > threshold)
+    gaps = numpy(keys.column(f"{P}gap_us"))[by_user] if per_event_gap else None
+    reason = _starts(keys, rules, con, by_user, t, first, gap_us, gaps)
+    new = reason >= 0
     session = np.cumsum(new, dtype=np.int64) - 1
-    reason = new.view(np.int8) * np.int8(2) - np.int8(1)  # 1 at a start, -1 elsewhere
     user_first = np.flatnonzero(first)
-    reason[user_first] = 0
 
     # 4. sessions and users: reductions over runs of the (user, time) order
     starts = np.flatnonzero(new)
@@ -298,6 +292,132 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool,
     return Columnar(keys, by_user, by_time if time_order else None, at if time_order else None,
                     codes, names, t, first, reason, session, session_keys, rows_in_order, msg,
                     sessions, users_table, threads, inputs, stream, reads)
+
+
+def _starts(keys: pa.Table, rules: Rules | None, con: duckdb.DuckDBPyConnection,
+            by_user: np.ndarray, t: np.ndarray, first: np.ndarray, gap_us: int,
+            gaps: np.ndarray | None) -> np.ndarray:
+    """Per (user, time) position: the code of the reason its event starts a session
+    (:data:`START_REASONS`' index, -1 for none), as the compiled ``assign`` stage's
+    ``CASE`` gives it: the first reason that holds, in the order of precedence.
+
+    Each rule is a comparison of an event with the one before it in its user's order
+    (``first`` marks a user's first event, which has none) or with the last one before it
+    that has a property (the last active event, the last campaign): the index of that
+    event is a running maximum of the indices that have the property."""
+    n = len(t)
+    pos = np.arange(n)
+    # the event the gap is measured from: the previous one, or with passive events, for
+    # an active event, its user's last active event before it (when it has one)
+    since = pos - 1
+    user_start = np.maximum.accumulate(np.where(first, pos, 0)) if n else pos
+    if rules is not None and rules.passive_events:
+        active = ~_in_order(_bools(keys.column(f"{P}passive")), by_user)
+        last_active = _last_before(active)
+        since = np.where(active & (last_active >= user_start), last_active, since)
+    threshold = gap_us if gaps is None else gaps[since]  # the gap in force at that event
+    starts = {
+        "inactivity": t - t[since] > threshold,  # position 0 wraps, but it is a first
+    }
+    if rules is not None:
+        starts.update(_rule_starts(keys, rules, con, by_user, t, user_start))
+    reason = np.full(n, -1, np.int8)
+    for name in reversed(START_REASONS):  # the first reason that holds wins
+        if name in starts:
+            reason[starts[name]] = _CODE[name]
+    reason[first] = _CODE["first_event"]
+    if rules is not None and rules.max_duration_us:
+        _cut(reason, t, rules.max_duration_us)
+    return reason
+
+
+def _rule_starts(keys: pa.Table, rules: Rules, con: duckdb.DuckDBPyConnection,
+                 by_user: np.ndarray, t: np.ndarray,
+                 user_start: np.ndarray) -> dict[str, np.ndarray]:
+    """Per reason beyond the gap: where it holds (a user's first event aside).
+    ``user_start``: per position, its user's first position."""
+    n = len(t)
+    starts: dict[str, np.ndarray] = {}
+    previous = np.zeros(n, bool)  # shifted by one: the event before holds
+    if rules.midnight is not None:
+        starts["midnight"] = _midnights(keys, rules.midnight, con, by_user, t)
+    if rules.campaign:
+        # the campaign differs from the last one before it (both present)
+        encoded = pc.dictionary_encode(keys.column(f"{P}campaign")).combine_chunks()
+        code = _in_order(to_numpy(encoded.indices.fill_null(-1)).astype(np.int64), by_user)
+        last = _last_before(code >= 0)
+        starts["campaign_change"] = ((code >= 0) & (last >= user_start)
+                                     & (code != code[last]))
+    if rules.start_events or rules.end_events:
+        name = keys.column(f"{P}name")
+        hit = np.zeros(n, bool)
+        if rules.start_events:
+            hit |= _in_order(_bools(pc.is_in(name, pa.array(rules.start_events, pa.string()))),
+                             by_user)
+        if rules.end_events:
+            ended = _in_order(_bools(pc.is_in(name, pa.array(rules.end_events, pa.string()))),
+                              by_user)
+            previous[1:] = ended[:-1]
+            hit |= previous
+        starts["start_event"] = hit
+    return starts
+
+
+def _midnights(keys: pa.Table, zone: str, con: duckdb.DuckDBPyConnection,
+               by_user: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Where the local date (in ``zone``, or with ``"event"`` in each event's own zone)
+    differs from the previous event's, by DuckDB's own ``timezone`` (the SQL plan's zone
+    rules, DST included), over every event in (user, time) order."""
+    n = len(t)
+    prev = np.empty(n, np.int64)
+    prev[:1] = t[:1]
+    prev[1:] = t[:-1]
+    columns = {"t": arrow(t, TS), "p": arrow(prev, TS)}
+    if zone == "event":
+        columns["z"] = take(keys.column(f"{P}zone"), by_user)
+        z = "z"
+    else:
+        z = "'" + zone.replace("'", "''") + "'"
+    con.register("sz_midnights", pa.table(columns))
+    try:
+        # a projection keeps the rows' order (DuckDB preserves insertion order)
+        changed = con.sql(f"SELECT CAST(timezone({z}, p) AS DATE) <> CAST(timezone({z}, t) "
+                          "AS DATE) AS c FROM sz_midnights").to_arrow_table().column("c")
+    finally:
+        con.unregister("sz_midnights")
+    return _bools(changed)
+
+
+def _cut(reason: np.ndarray, t: np.ndarray, max_us: int) -> None:
+    """Cut the sessions longer than ``max_us`` into windows of ``max_us`` from their first
+    event (a window includes its end): the first event of each later window starts a
+    session (``max_duration``). ``reason`` is changed in place."""
+    starts = np.flatnonzero(reason >= 0)
+    if not len(starts):
+        return
+    base = np.repeat(t[starts], np.diff(np.append(starts, len(t))))
+    piece = np.where(t == base, 0, (t - base - 1) // max_us)
+    cut = np.zeros(len(t), bool)
+    np.not_equal(piece[1:], piece[:-1], out=cut[1:])
+    reason[cut & (reason < 0)] = _CODE["max_duration"]
+
+
+def _last_before(has: np.ndarray) -> np.ndarray:
+    """Per position: the last position before it where ``has`` holds (-1: none)."""
+    last = np.full(len(has), -1, np.int64)
+    if len(has) > 1:
+        last[1:] = np.maximum.accumulate(np.where(has, np.arange(len(has)), -1))[:-1]
+    return last
+
+
+def _bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean column as numpy, nulls as false."""
+    return to_numpy(pc.fill_null(values, False)).astype(bool)
+
+
+def _in_order(values: np.ndarray, by_user: np.ndarray) -> np.ndarray:
+    """Per-key-position ``values`` in (user, time) order."""
+    return values[by_user]
 
 
 def _session_keys(con: duckdb.DuckDBPyConnection, users: pa.Array, starts: np.ndarray) -> pa.Array:
@@ -354,7 +474,7 @@ class Columnar:
     # in (user, time) order:
     ts: np.ndarray              # the event's time (us)
     first: np.ndarray           # the user's first event (no previous)
-    reason: np.ndarray          # -1 none, 0 first_event, 1 inactivity
+    reason: np.ndarray          # the start reason: its index in START_REASONS, -1 none
     session: np.ndarray         # global session index (0-based)
     session_keys: pa.Array      # per global session index
     rows_in_order: bool         # whether key positions are in input-row order (the usual)

@@ -378,7 +378,7 @@ class DuckDBEngine(Engine):
         with self._stage("sessionizing"):
             result = assign(keys, gap_us=rules.gap_us, per_event_gap=bool(rules.gaps_us),
                             con=self.con, time_order=self.events_order == "time",
-                            inputs=inputs, stream=stream, threads=self.threads)
+                            inputs=inputs, stream=stream, threads=self.threads, rules=rules)
         self.con.register("sz_sessions", result.sessions)
         self.con.register("sz_users", result.users)
         self.columnar = result
