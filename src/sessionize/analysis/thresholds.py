@@ -74,7 +74,8 @@ FIT_LOW = LOW_BIN + 1
 #: apart, so rounding moves a threshold by at most 0.09 decade).
 NICE_SECONDS = (
     1, 2, 3, 5, 10, 15, 20, 30, 45, MINUTE, 90, 2 * MINUTE, 3 * MINUTE, 4 * MINUTE,
-    5 * MINUTE, 6 * MINUTE, 7 * MINUTE, 8 * MINUTE, 10 * MINUTE, 15 * MINUTE, 20 * MINUTE, 30 * MINUTE, 45 * MINUTE, HOUR,
+    5 * MINUTE, 6 * MINUTE, 7 * MINUTE, 8 * MINUTE, 10 * MINUTE, 15 * MINUTE, 20 * MINUTE,
+    30 * MINUTE, 45 * MINUTE, HOUR,
     90 * MINUTE, 2 * HOUR, 3 * HOUR, 4 * HOUR, 6 * HOUR, 8 * HOUR, 12 * HOUR, 18 * HOUR,
     DAY, 36 * HOUR, 2 * DAY, 3 * DAY, 5 * DAY, 7 * DAY, 10 * DAY, 14 * DAY, 21 * DAY, 30 * DAY)
 MAX_THRESHOLD = 30 * DAY
