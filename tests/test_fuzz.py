@@ -12,7 +12,7 @@ run:
 - on 0, ``events + quarantine == input rows``, the input rows counted independently of
   sessionize (non-blank NDJSON lines, array elements, CSV records, Parquet rows).
 
-The size is ``FUZZ_FILES`` (default 60 files, 120 runs, about 15 s; 600 under
+The size is ``FUZZ_FILES`` (default 60 files, 120 runs, about 15 s; 300 under
 ``HYPOTHESIS_PROFILE=ci``); the seeds are fixed, so a failure names its seed.
 """
 
@@ -33,7 +33,7 @@ import pytest
 from sessionize.cli.main import main
 
 FUZZ_FILES = int(os.environ.get(
-    "FUZZ_FILES", {"ci": 600, "dev": 30}.get(os.environ.get("HYPOTHESIS_PROFILE", ""), 60)))
+    "FUZZ_FILES", {"ci": 300, "dev": 30}.get(os.environ.get("HYPOTHESIS_PROFILE", ""), 60)))
 FORMATS = ["ndjson", "ndjson.gz", "json", "csv", "tsv", "parquet"]
 
 ODD_TIMESTAMPS = [

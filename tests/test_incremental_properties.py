@@ -97,14 +97,14 @@ def check_incremental(table: pa.Table, options: dict, rnd: random.Random) -> Non
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@examples(50)
+@examples(20)
 @given(rule_streams(), st.randoms(use_true_random=False))
 def test_batches_equal_one_full_run_under_every_rule(case, rnd):
     gap, options, events = case
     check_incremental(rule_table(events), rule_options(gap, options), rnd)
 
 
-@examples(50)
+@examples(20)
 @given(streams(min_size=1), st.randoms(use_true_random=False))
 def test_batches_equal_one_full_run_with_repeated_ids(case, rnd):
     """Repeated and missing messageIds, blank ids: the first delivered copy counts."""

@@ -98,7 +98,7 @@ def examples(n: int):
     return settings(max_examples=max(10, n * settings().max_examples // 1000))
 
 
-@examples(1500)
+@examples(1000)
 @given(streams())
 def test_engine_matches_reference(case):
     gap, events = case

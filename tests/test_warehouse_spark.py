@@ -77,8 +77,13 @@ def test_seed_through_spark_sql_equals_the_spark_engine(spark):
     assert len(want["sessions"]) == 4
 
 
+#: Every other fixture case (CI's time budget; the rules they hold are all covered by the
+#: snapshot and DuckDB tests of the same query).
+SPARK_CASES = CASES[::2]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("path", SPARK_CASES, ids=[p.stem for p in SPARK_CASES])
 def test_fixture_case_through_spark_sql_equals_the_spark_engine(spark, path, tmp_path):
     case = json.loads(path.read_text())
     source = tmp_path / "events.json"
