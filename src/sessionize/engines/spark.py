@@ -314,7 +314,7 @@ class SparkEngine(Engine):
         for index, (fmt, files) in enumerate(groups.items()):
             if everywhere_local:
                 self._parts.append(Part("csv" if fmt == "tsv" else fmt, [
-                    (_local_key(f), self._names.get(_local_key(f), _local_key(f)))
+                    (_local_key(f), self._shown(f))
                     for f in files]))
             frame, origin = self._read_group(fmt, files, text, on_invalid, careful)
             frame = self._mark(frame, index, files if origin is None else list(origin), origin)
@@ -374,8 +374,7 @@ class SparkEngine(Engine):
         spellings: dict[str, str] = {}
         origin: dict[str, str] = {}
         for uri in files:
-            path = _local_key(uri)
-            path = self._names.get(path, path)
+            path = self._shown(uri)
             if fmt in ("csv", "tsv"):
                 found = scan_csv(path, "\t" if fmt == "tsv" else ",", self._workdir,
                                  stop_at_first=on_invalid == "raise", shown=path)
@@ -395,8 +394,7 @@ class SparkEngine(Engine):
         if not origin:  # every record refused: zero events from these files
             empty = os.path.join(self._workdir, f"empty-{uuid.uuid4().hex[:8]}.{clean}")
             open(empty, "wb").close()
-            origin["file://" + empty] = self._names.get(_local_key(files[0]),
-                                                        _local_key(files[0]))
+            origin["file://" + empty] = self._shown(files[0])
         return self._read_files(clean, list(origin), text), origin
 
     def _read_files(self, fmt: str, files: list[str], text: set[str]) -> Any:
@@ -421,6 +419,11 @@ class SparkEngine(Engine):
                                  f"{str(exc).splitlines()[0]}") from exc
             raise
 
+    def _shown(self, uri: str) -> str:
+        """A file as the user named it (a local path as given), else as Spark names it."""
+        path = _local_key(uri)
+        return self._names.get(path, path)
+
     def _mark(self, frame: Any, group: int, files: list[str],
               origin: dict[str, str] | None = None) -> Any:
         """Add (format group, file index, split start) and the file's name (the input file
@@ -435,9 +438,7 @@ class SparkEngine(Engine):
                                for x in (F.lit(_SCHEME.sub("", f)), F.lit(i))])
         file = index[F.regexp_replace(F.col("_metadata.file_path"), _SCHEME.pattern, "")]
         renamed = {_local_key(clean): path for clean, path in (origin or {}).items()}
-        names = F.array(*[F.lit(renamed.get(_local_key(f), self._names.get(_local_key(f),
-                                                                            _local_key(f))))
-                          for f in found])
+        names = F.array(*[F.lit(renamed.get(_local_key(f), self._shown(f))) for f in found])
         return frame.select(
             "*", F.lit(group).alias("__sz_group"), file.alias("__sz_file"),
             F.col("_metadata.file_block_start").alias("__sz_block"),
