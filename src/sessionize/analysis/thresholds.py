@@ -45,6 +45,7 @@ from ..durations import short as _short
 from ..errors import OptionError
 from ..io.inputs import LoadedInput
 from ..result import Result, require
+from ..sql.compiler import literal
 from . import mixture
 
 __all__ = [
@@ -146,9 +147,9 @@ def platform_of(raw: str) -> str:
     Applied to the distinct names only (a handful), never per event: the regular
     expressions would otherwise cost a second per 10M events.
     """
-    cases = [f"WHEN {raw} IN ({', '.join(_literal(n) for n in names)}) THEN '{group}'"
+    cases = [f"WHEN {raw} IN ({', '.join(literal(n) for n in names)}) THEN '{group}'"
              for group, names in _LIBRARIES.items()]
-    cases += [f"WHEN regexp_matches({raw}, {_literal(pattern)}) THEN '{group}'"
+    cases += [f"WHEN regexp_matches({raw}, {literal(pattern)}) THEN '{group}'"
               for group, pattern in _PATTERNS]
     return f"CASE WHEN {raw} = '' THEN 'unknown' {' '.join(cases)} ELSE {raw} END"
 
@@ -170,9 +171,6 @@ def _resolve(result: Result, path: str) -> tuple[str, str] | None:
     field = result.engine.resolve(loaded, path)
     return None if field is None else (field.sql, field.type)
 
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 # -- the analysis -----------------------------------------------------------------------------

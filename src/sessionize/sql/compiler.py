@@ -33,7 +33,8 @@ from ..rules import CAMPAIGN_FIELDS, OUTPUT_EVENT_COLUMNS, Rules
 from .dialects import rewriter
 from .identity import identification_key, identities_sql
 
-__all__ = ["CompiledRules", "Field", "compile_rules", "field_paths", "fields_from_schema", "quote"]
+__all__ = ["CompiledRules", "Field", "compile_rules", "field_paths", "fields_from_schema",
+           "literal", "quote"]
 
 # Internal columns carry this prefix; they never reach the user's tables.
 P = "__sz_"
@@ -264,7 +265,7 @@ def _id_sql(field: Field | None) -> str:
         return "CAST(NULL AS VARCHAR)"
     text = _text_sql(field)
     blank = (f"{text} = '' OR (({text} < '!' OR {text} >= chr(133)) "
-             f"AND trim({text}, {_literal(BLANK_CHARACTERS)}) = '')")
+             f"AND trim({text}, {literal(BLANK_CHARACTERS)}) = '')")
     if kind == "JSON":  # the raw JSON tells a string from true, false, [...] and {...}
         raw = f"CAST({field.sql} AS VARCHAR)"
         blank += (f" OR {raw} IN ('true', 'false') OR {raw} LIKE '[%' "
@@ -426,7 +427,7 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None], name: str = f"{P}na
         key = _text_sql(fields.get("gap_by"))
         if rules.gap_by == "platform":
             key = PLATFORM_SQL.format(lib=key)
-        cases = " ".join(f"WHEN {_literal(k)} THEN {us}" for k, us in rules.gaps_us)
+        cases = " ".join(f"WHEN {literal(k)} THEN {us}" for k, us in rules.gaps_us)
         columns.append(("gap_us", f"CASE {key} {cases} ELSE {rules.gap_us} END"))
         lags.append(("prev_gap_us", f"LAG({P}gap_us) OVER ({{order}})"))
         threshold = f"{P}prev_gap_us"
@@ -435,7 +436,7 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None], name: str = f"{P}na
             columns.append(("zone", f"coalesce({_text_sql(fields.get('timezone'))}, 'UTC')"))
             zone = f"{P}zone"
         else:
-            zone = _literal(rules.midnight)
+            zone = literal(rules.midnight)
         branches.append(
             f"WHEN CAST(timezone({zone}, {P}prev_ts) AS DATE) "
             f"<> CAST(timezone({zone}, {P}ts) AS DATE) THEN 'midnight'")
@@ -450,10 +451,10 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None], name: str = f"{P}na
     if rules.start_events or rules.end_events:
         tests = []
         if rules.start_events:
-            tests.append(f"{P}name IN ({', '.join(map(_literal, rules.start_events))})")
+            tests.append(f"{P}name IN ({', '.join(map(literal, rules.start_events))})")
         if rules.end_events:
             lags.append(("prev_name", f"LAG({P}name) OVER ({{order}})"))
-            tests.append(f"{P}prev_name IN ({', '.join(map(_literal, rules.end_events))})")
+            tests.append(f"{P}prev_name IN ({', '.join(map(literal, rules.end_events))})")
         branches.append(f"WHEN {' OR '.join(tests)} THEN 'start_event'")
     if rules.client_session:
         columns.append(("client_session", _text_sql(fields.get("client_session"))))
@@ -474,7 +475,7 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None], name: str = f"{P}na
         # Passive events join the open session but do not keep it alive: an active event
         # measures its gap from the last active event before it (from the previous event
         # when there is none); a passive event from the previous event.
-        names = ", ".join(map(_literal, rules.passive_events))
+        names = ", ".join(map(literal, rules.passive_events))
         columns.append(("passive", f"coalesce(({name}) IN ({names}), false)"))
         # times only grow along the user's order: the last active time is their maximum
         lags.append(("last_active_us", f"MAX(CASE WHEN {P}passive THEN NULL ELSE "
@@ -490,7 +491,12 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None], name: str = f"{P}na
     return _RuleSQL(columns, threshold, boundaries, lags, since, carries)
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
+    """``text`` as a SQL string literal.
+
+    >>> literal("it's")
+    "'it''s'"
+    """
     return "'" + text.replace("'", "''") + "'"
 
 

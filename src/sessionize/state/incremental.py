@@ -45,7 +45,7 @@ from ..errors import StateError
 from ..io.inputs import ROW, LoadedInput
 from ..result import Result, Table
 from ..rules import Rules
-from ..sql.compiler import Field, compile_rules, quote
+from ..sql.compiler import Field, compile_rules, literal, quote
 
 __all__ = ["IncrementalResult", "STATE_TABLES", "run_incremental"]
 
@@ -514,7 +514,7 @@ def _attach(con: Any, path: str) -> bool:
                          "Hint: create the directory first; the state file itself is created "
                          "on the first run")
     try:
-        con.execute(f"ATTACH {_literal(path)} AS {SCHEMA}")
+        con.execute(f"ATTACH {literal(path)} AS {SCHEMA}")
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():
@@ -567,7 +567,4 @@ def _check_rules(meta: dict[str, str], rules: Rules, path: str) -> None:
         + "\nHint: run with the state's rules, or rebuild: give a new --state (or delete "
           f"{path!r}) and run every input again with the new rules.")
 
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
