@@ -51,13 +51,23 @@ def test_overlapping_visits_say_low_confidence_and_still_agree_best(name):
 
 
 @pytest.mark.parametrize("name", ["over-5m", "over-same"])
-def test_one_hump_of_gaps_says_low_confidence_and_beats_the_default(name):
-    # within- and between-visit gaps are one hump: the gaps alone cannot tell them apart
-    # (docs/report.md); the recommendation still beats the 30-minute default by far
+def test_one_hump_of_gaps_says_low_confidence_and_still_agrees_best(name):
+    # within- and between-visit gaps form one hump: two fits of very different shares
+    # are equally likely, and the one with the smallest slow group is kept
+    # (docs/report.md, "One hump"); the agreement is the best single threshold's
+    for row in evaluate(STRUCTURES[name]):
+        assert row["confidence"] == "low" and row["overlap"] > 0.5, row
+        assert row["agreement"] >= row["best"] - 0.01, row
+
+
+@pytest.mark.parametrize("name", ["over-2m-ping", "over-90s"])
+def test_one_hump_where_the_fit_misses_still_beats_the_default(name):
+    # where the fit misses (docs/report.md: a fixed-period ping takes the slow group's
+    # place), the recommendation still beats the 30-minute default by far
     table, visit, _ = generate(STRUCTURES[name], seed=0)
     default = agreement(visit, sessions_at(table, np.full(len(visit), 1800.0)))
     for row in evaluate(STRUCTURES[name]):
-        assert row["confidence"] == "low" and row["overlap"] > 0.5, row
+        assert row["confidence"] == "low", row
         assert row["agreement"] >= default + 0.15, (row, default)
 
 

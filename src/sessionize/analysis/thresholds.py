@@ -79,7 +79,6 @@ NICE_SECONDS = (
     30 * MINUTE, 45 * MINUTE, HOUR,
     90 * MINUTE, 2 * HOUR, 3 * HOUR, 4 * HOUR, 6 * HOUR, 8 * HOUR, 12 * HOUR, 18 * HOUR,
     DAY, 36 * HOUR, 2 * DAY, 3 * DAY, 5 * DAY, 7 * DAY, 10 * DAY, 14 * DAY, 21 * DAY, 30 * DAY)
-MAX_THRESHOLD = 30 * DAY
 #: The curve's points that summary() prints.
 SUMMARY_POINTS = (10, MINUTE, 5 * MINUTE, 10 * MINUTE, 30 * MINUTE, HOUR, 4 * HOUR, 12 * HOUR,
                   DAY, 7 * DAY, 30 * DAY)
@@ -213,8 +212,9 @@ METHOD = ("a mixture of 2 to 4 log-normal components fitted to the gaps by EM, c
           "BIC (Halfaker et al., WWW 2015), cut into the fastest (within-visit) components "
           "and the rest; the threshold is the usual value that recovers the most visits "
           "expected from that fit (where the groups are apart, the middle of the empty "
-          "stretch between them; where they are one hump, the point where both are equally "
-          "likely), cross-checked with the flat stretch of the sessions-vs-threshold curve")
+          "stretch between them; where they form one hump, scored on the fit with the "
+          "smallest slow group among those that fit equally well), cross-checked with "
+          "the flat stretch of the sessions-vs-threshold curve")
 CONFIDENCE_MEASURE = (
     "high: the fitted groups overlap on at most 2 % of the smaller group, the sessions "
     "curve stays within 1 % over at least 1 decade around the threshold, which sits at "
@@ -590,8 +590,7 @@ def recommend(histogram: list[dict[str, Any]], platform: str, *, users: int = 0
        they separate best; ``crossing_seconds`` is where the two groups are equally
        likely.
     3. The threshold is the usual value (:data:`NICE_SECONDS`) that recovers the most
-       visits expected from the fit (:func:`_best_threshold`); when the groups overlap
-       on more than half the smaller one, the usual value nearest the crossing.
+       visits expected from the fit (:func:`_best_threshold`).
     4. Cross-check with the data alone: the flat stretch of sessions(T) = users + gaps
        above T around the threshold (sessions within 1 % of those at the threshold).
     5. Confidence from the fit's overlap, the flat stretch's width and the threshold's
@@ -618,10 +617,7 @@ def recommend(histogram: list[dict[str, Any]], platform: str, *, users: int = 0
     cut = mixture.split(model)
     crossing = cut.threshold_seconds
     sub_second = total - raw.sum()
-    if cut.overlap <= IDENTIFIED_OVERLAP:
-        threshold = _best_threshold(model, cut.within, centres, raw, sub_second, users)
-    else:  # the groups' shares are not identified: the equal-likelihood point alone
-        threshold = _nice(min(max(crossing, 1.0), MAX_THRESHOLD))
+    threshold = _best_threshold(model, cut.within, centres, raw, sub_second, users)
     # sessions at every bin edge (gaps in a bin above its lower edge), from the histogram
     above = np.concatenate((np.cumsum(raw[::-1])[::-1], [0.0]))  # gaps >= edge i
     def sessions_at(seconds: float) -> float:
@@ -702,15 +698,6 @@ def _best_threshold(model: mixture.Mixture, within: int, centres: np.ndarray,
     middle = math.log10(_edge_seconds(start) * _edge_seconds(end)) / 2
     return float(max(NICE_SECONDS, key=lambda t: (
         round(float(score[_edge(t, len(score))]) / best, 9), -abs(math.log10(t) - middle))))
-
-
-#: Above this overlap the fitted groups are two halves of one hump, and the shares of
-#: within- and between-visit gaps that :func:`_best_threshold` weighs are not identified.
-IDENTIFIED_OVERLAP = 0.5
-
-
-def _nice(seconds: float) -> float:
-    return min(NICE_SECONDS, key=lambda t: abs(math.log(t) - math.log(seconds)))
 
 
 #: Confidence rules (documented in docs/report.md): overlap of the fitted groups, width
