@@ -165,18 +165,22 @@ class Engine:
         raise invalid_events_error(count, problems, loaded.description, names)
 
     @staticmethod
-    def quarantine_sql(loaded: Input, fields: dict[str, Field | None], invalid: int) -> str:
-        """The invalid rows of ``sz_prepared`` with the input's columns (the time as text,
-        as it came) and the quarantine's columns, in input order."""
+    def quarantine_sql(loaded: Input, fields: dict[str, Field | None], invalid: int, *,
+                       reason: str = "__sz_invalid", joined: str = "",
+                       where: str = "__sz_invalid IS NOT NULL") -> str:
+        """The invalid rows of ``sz_prepared`` (alias ``p``) with the input's columns (the
+        time as text, as it came) and the quarantine's columns, in input order.
+        ``reason``, ``joined`` and ``where`` let the incremental state add its own rows
+        set aside (too late) from a join to the batch's status."""
         ts = fields["timestamp"]
         top = ts.top_level if ts is not None else None
-        shown = [f"CAST({quote(c)} AS VARCHAR) AS {quote(c)}" if c == top else quote(c)
-                 for c in loaded.schema]
-        return (f"SELECT {', '.join(shown)}, __sz_invalid AS quarantine_reason, "
-                "__sz_row + 1 AS source_row, CAST(NULL AS VARCHAR) AS source_file, "
+        shown = [f"CAST(p.{quote(c)} AS VARCHAR) AS {quote(c)}" if c == top
+                 else f"p.{quote(c)}" for c in loaded.schema]
+        return (f"SELECT {''.join(s + ', ' for s in shown)}{reason} AS quarantine_reason, "
+                "p.__sz_row + 1 AS source_row, CAST(NULL AS VARCHAR) AS source_file, "
                 "CAST(NULL AS BIGINT) AS source_line, CAST(NULL AS VARCHAR) AS raw_line "
-                f"FROM sz_prepared WHERE {'__sz_invalid IS NOT NULL' if invalid else 'false'} "
-                "ORDER BY __sz_row")
+                f"FROM sz_prepared AS p{joined} WHERE {where if invalid else 'false'} "
+                "ORDER BY p.__sz_row")
 
 
 def invalid_events_error(count: int, problems: list[dict], description: str,

@@ -45,7 +45,7 @@ from ..errors import StateError
 from ..io.inputs import ROW, LoadedInput
 from ..result import Result, Table
 from ..rules import Rules
-from ..sql.compiler import Field, compile_rules, literal, quote
+from ..sql.compiler import compile_rules, literal, quote
 
 __all__ = ["IncrementalResult", "STATE_TABLES", "run_incremental"]
 
@@ -221,7 +221,10 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
                       con.execute("SELECT count(*) FROM sz_affected").fetchall()[0][0])
 
     # -- quarantine: the batch's invalid and too-late rows, and its malformed lines ----------
-    worker.create_quarantine(_quarantine_sql(loaded, fields), loaded)
+    worker.create_quarantine(worker.quarantine_sql(
+        loaded, fields, 1, joined=f" JOIN sz_status AS s ON s.{ROW} = p.{ROW}",
+        reason=f"CASE WHEN s.status = 'too_late' THEN 'too_late' ELSE s.{REASON} END",
+        where="s.status IN ('quarantined', 'too_late')"), loaded)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sz_malformed AS
         SELECT 'malformed:' || md5(coalesce(raw_line, '')) AS {ID}, quarantine_reason
@@ -402,22 +405,6 @@ def _recompute(con: Any, loaded: LoadedInput, engine: DuckDB, rules: Rules, seq0
         return out
     finally:
         runner.close()
-
-
-def _quarantine_sql(loaded: LoadedInput, fields: dict[str, Field | None]) -> str:
-    """The batch's rows set aside (invalid, too late), as the engine's quarantine shows
-    them: the input's columns (the time as text), the reason and the row."""
-    ts = fields["timestamp"]
-    top = ts.top_level if ts is not None else None
-    shown = [f"CAST(p.{quote(c)} AS VARCHAR) AS {quote(c)}" if c == top else f"p.{quote(c)}"
-             for c in loaded.schema]
-    return (f"SELECT {''.join(s + ', ' for s in shown)}"
-            f"CASE WHEN s.status = 'too_late' THEN 'too_late' ELSE s.{REASON} END "
-            "AS quarantine_reason, "
-            f"p.{ROW} + 1 AS source_row, CAST(NULL AS VARCHAR) AS source_file, "
-            "CAST(NULL AS BIGINT) AS source_line, CAST(NULL AS VARCHAR) AS raw_line "
-            f"FROM sz_prepared AS p JOIN sz_status AS s ON s.{ROW} = p.{ROW} "
-            f"WHERE s.status IN ('quarantined', 'too_late') ORDER BY p.{ROW}")
 
 
 def _commit(con: Any, loaded: LoadedInput, rules: Rules, *, first: bool, full: bool,
