@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+from sessionize.rules import PLATFORM_LIBRARIES, PLATFORM_PATTERNS
 
 
 @dataclass
@@ -47,15 +50,17 @@ class Options:
 
 
 def platform(library: str | None) -> str | None:
-    """web / mobile / server from Segment's context.library.name (None when unknown)."""
-    if library is None:
+    """web / mobile / server from Segment's context.library.name (None when missing or
+    blank): the known names, then the patterns in order, else server."""
+    if library is None or not library.strip():
         return None
-    name = library.lower()
-    if name in ("analytics.js", "analytics-next") or name.startswith("analytics.js"):
-        return "web"
-    if any(k in name for k in ("ios", "android", "react-native", "flutter", "swift",
-                               "kotlin")):
-        return "mobile"
+    name = library.strip().lower()
+    for group, names in PLATFORM_LIBRARIES.items():
+        if name in names:
+            return group
+    for group, pattern in PLATFORM_PATTERNS:
+        if re.search(pattern, name):
+            return group
     return "server"
 
 

@@ -8,13 +8,16 @@ import json
 import sys
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from reference import platform as reference_platform
 
 import sessionize
-from sessionize.analysis.thresholds import ThresholdAnalysis, recommend
+from sessionize.analysis.thresholds import ThresholdAnalysis, platform_of, recommend
 from sessionize.cli.main import main
+from sessionize.sql.compiler import platform_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -205,3 +208,35 @@ def test_cli_thresholds_prints_recommendations_and_json():
     assert cli("thresholds", "--sample", "--platform", "nope")[0] == 2
     assert cli("thresholds", "--sample", "--gap", "soon")[0] == 2
     assert cli("thresholds")[0] == 2
+
+
+LIBRARY_NAMES = ["analytics.js", "Analytics.JS ", "analytics-next", "rudder-sdk-js",
+                 "@segment/analytics-next", "analytics-ios", "analytics-kotlin-android",
+                 "Xamarin.Forms", "unity-sdk", "analytics-node", "analytics-python",
+                 "my-web-sdk", "something-js", "javascript", "analytics.net", "roku", "",
+                 "   ", None]
+
+
+def test_rules_and_analysis_map_library_names_to_the_same_platform():
+    # gap_by="platform" and enrich's platform (the compiled SQL), the threshold analysis
+    # (its own per-name mapping) and the reference read one table of names and patterns
+    # (rules.PLATFORM_LIBRARIES / PLATFORM_PATTERNS), so the analysis's per-platform
+    # recommendations paste into gaps= as they are
+    con = duckdb.connect()
+    con.execute("CREATE TABLE libs (name VARCHAR)")
+    con.executemany("INSERT INTO libs VALUES (?)", [[n] for n in LIBRARY_NAMES])
+    analysis_text = "coalesce(lower(trim(name)), '')"  # as thresholds.platform_sql reads
+    rows = con.execute(f"SELECT name, {platform_sql('name')}, {platform_of(analysis_text)} "
+                       "FROM libs").fetchall()
+    seen = {}
+    for name, rule, analysis in rows:
+        seen[name] = rule
+        assert rule == reference_platform(name), name
+        if analysis in ("web", "mobile", "server"):
+            assert rule == analysis, (name, rule, analysis)
+        elif analysis == "unknown":
+            assert rule is None, name
+        else:  # a name neither the list nor a pattern knows: kept by the analysis
+            assert rule == "server" and analysis == name.strip().lower(), (name, analysis)
+    assert seen["rudder-sdk-js"] == "web" and seen["Xamarin.Forms"] == "mobile"
+    assert seen["roku"] == "server" and seen["   "] is None

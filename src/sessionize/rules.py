@@ -65,6 +65,33 @@ PROFILES: dict[str, dict[str, object]] = {
              "max_duration": "24h"},
 }
 
+#: The platform of an SDK's library name (``context.library.name``), for
+#: ``gap_by="platform"``, the ``platform`` column of ``enrich`` and the threshold
+#: analysis: first the known Segment and RudderStack names (lower-cased, trimmed), then
+#: these patterns in order (a regular-expression search, for new SDK spellings); any
+#: other name is ``server`` for the rules (the analysis shows it under its own name).
+#: Missing or blank names have no platform (the rules use ``gap``).
+PLATFORM_LIBRARIES = {
+    "web": ("analytics.js", "analytics-next", "@segment/analytics-next", "analytics-js",
+            "rudderlabs-js-sdk", "rudder-sdk-js", "rudderstack-js", "web", "browser"),
+    "mobile": ("analytics-ios", "analytics-android", "analytics-swift", "analytics-kotlin",
+               "analytics-kotlin-android", "analytics-react-native",
+               "@segment/analytics-react-native", "analytics-flutter", "react-native",
+               "flutter", "rudder-ios-library", "com.rudderstack.android.sdk.core",
+               "mobile", "ios", "android"),
+    "server": ("analytics-node", "@segment/analytics-node", "analytics-python",
+               "analytics-go", "analytics-ruby", "analytics-java", "analytics-php",
+               "analytics.net", "analytics-csharp", "analytics-rust", "analytics-clojure",
+               "rudder-sdk-node", "rudder-sdk-python", "rudder-sdk-go", "rudder-sdk-java",
+               "server", "backend"),
+}
+#: No backslashes (``[.]`` for a dot), so that every SQL dialect reads them alike.
+PLATFORM_PATTERNS = (
+    ("mobile", "ios|android|swift|kotlin|react-native|flutter|xamarin|unity|mobile"),
+    ("web", "analytics[.]js|analytics-next|browser|javascript|web|-js$"),
+    ("server", "node|python|analytics-go|ruby|java|php|[.]net|csharp|rust|server"),
+)
+
 #: The Segment fields that make up the campaign (UTM parameters).
 CAMPAIGN_FIELDS = ("context.campaign.source", "context.campaign.medium", "context.campaign.name",
                    "context.campaign.term", "context.campaign.content")

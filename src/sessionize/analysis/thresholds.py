@@ -45,6 +45,7 @@ from ..durations import short as _short
 from ..errors import OptionError
 from ..io.inputs import LoadedInput
 from ..result import Result, require
+from ..rules import PLATFORM_LIBRARIES, PLATFORM_PATTERNS
 from ..sql.compiler import literal
 from . import mixture
 
@@ -88,29 +89,6 @@ MIN_GAPS = 200  # fewer gaps than this: no recommendation
 FLAT_TOLERANCE = 0.01
 
 PLATFORMS = ("web", "mobile", "server")
-# Segment and RudderStack library names (context.library.name), lower-cased.
-_LIBRARIES = {
-    "web": ("analytics.js", "analytics-next", "@segment/analytics-next", "analytics-js",
-            "rudderlabs-js-sdk", "rudder-sdk-js", "rudderstack-js", "web", "browser"),
-    "mobile": ("analytics-ios", "analytics-android", "analytics-swift", "analytics-kotlin",
-               "analytics-kotlin-android", "analytics-react-native",
-               "@segment/analytics-react-native", "analytics-flutter", "react-native",
-               "flutter", "rudder-ios-library", "com.rudderstack.android.sdk.core",
-               "mobile", "ios", "android"),
-    "server": ("analytics-node", "@segment/analytics-node", "analytics-python",
-               "analytics-go", "analytics-ruby", "analytics-java", "analytics-php",
-               "analytics.net", "analytics-csharp", "analytics-rust", "analytics-clojure",
-               "rudder-sdk-node", "rudder-sdk-python", "rudder-sdk-go", "rudder-sdk-java",
-               "server", "backend"),
-}
-# Fallback patterns for names not listed (new SDK spellings), checked in this order.
-_PATTERNS = (
-    ("mobile", r"(ios|android|swift|kotlin|react-native|flutter|xamarin|unity|mobile)"),
-    ("web", r"(analytics\.js|analytics-next|browser|javascript|web|-js$)"),
-    ("server", r"(node|python|analytics-go|ruby|java|php|\.net|csharp|rust|server)"),
-)
-
-
 # -- platform ---------------------------------------------------------------------------------
 def platform_sql(result: Result, platform: str | None = "auto") -> str | None:
     """A SQL expression over ``sz_input`` giving each event's platform name, or None.
@@ -147,9 +125,9 @@ def platform_of(raw: str) -> str:
     expressions would otherwise cost a second per 10M events.
     """
     cases = [f"WHEN {raw} IN ({', '.join(literal(n) for n in names)}) THEN '{group}'"
-             for group, names in _LIBRARIES.items()]
+             for group, names in PLATFORM_LIBRARIES.items()]
     cases += [f"WHEN regexp_matches({raw}, {literal(pattern)}) THEN '{group}'"
-              for group, pattern in _PATTERNS]
+              for group, pattern in PLATFORM_PATTERNS]
     return f"CASE WHEN {raw} = '' THEN 'unknown' {' '.join(cases)} ELSE {raw} END"
 
 

@@ -29,7 +29,13 @@ import sqlglot
 from sqlglot import exp
 
 from ..errors import InputError
-from ..rules import CAMPAIGN_FIELDS, OUTPUT_EVENT_COLUMNS, Rules
+from ..rules import (
+    CAMPAIGN_FIELDS,
+    OUTPUT_EVENT_COLUMNS,
+    PLATFORM_LIBRARIES,
+    PLATFORM_PATTERNS,
+    Rules,
+)
 from .dialects import rewriter
 from .identity import identification_key, identities_sql
 
@@ -273,12 +279,20 @@ def _id_sql(field: Field | None) -> str:
     return f"CASE WHEN {blank} THEN NULL ELSE {text} END"
 
 
-PLATFORM_SQL = """CASE WHEN {lib} IS NULL THEN NULL
-    WHEN lower({lib}) IN ('analytics.js', 'analytics-next') OR starts_with(lower({lib}),
-        'analytics.js') THEN 'web'
-    WHEN regexp_matches(lower({lib}), 'ios|android|react-native|flutter|swift|kotlin')
-        THEN 'mobile'
-    ELSE 'server' END"""
+def platform_sql(lib: str) -> str:
+    """web / mobile / server from a library name's text (``rules.PLATFORM_LIBRARIES``,
+    then ``rules.PLATFORM_PATTERNS``, else server); NULL when it is missing or blank.
+
+    >>> print(platform_sql("x")[:60])
+    CASE WHEN x IS NULL OR trim(x) = '' THEN NULL WHEN lower(tri
+    """
+    name = f"lower(trim({lib}))"
+    cases = [f"WHEN {name} IN ({', '.join(literal(n) for n in names)}) THEN '{group}'"
+             for group, names in PLATFORM_LIBRARIES.items()]
+    cases += [f"WHEN regexp_matches({name}, {literal(pattern)}) THEN '{group}'"
+              for group, pattern in PLATFORM_PATTERNS]
+    return (f"CASE WHEN {lib} IS NULL OR trim({lib}) = '' THEN NULL "
+            f"{' '.join(cases)} ELSE 'server' END")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,7 +397,7 @@ def _enrichment_sql(rules: Rules, fields: dict[str, Field | None],
         for name, key in ENRICH_FIRST.items():
             expr = path if key == "page_path" else text(key)
             if key == "context.library.name":
-                expr = PLATFORM_SQL.format(lib=expr)
+                expr = platform_sql(expr)
             out.append((name, first(expr)))
         out.insert(1, ("exit_page", last(path)))
         kind = f"lower({text('type')})"
@@ -426,7 +440,7 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None], name: str = f"{P}na
     if rules.gaps_us:
         key = _text_sql(fields.get("gap_by"))
         if rules.gap_by == "platform":
-            key = PLATFORM_SQL.format(lib=key)
+            key = platform_sql(key)
         cases = " ".join(f"WHEN {literal(k)} THEN {us}" for k, us in rules.gaps_us)
         columns.append(("gap_us", f"CASE {key} {cases} ELSE {rules.gap_us} END"))
         lags.append(("prev_gap_us", f"LAG({P}gap_us) OVER ({{order}})"))
