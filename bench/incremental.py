@@ -12,6 +12,7 @@ peak RSS are measured from outside (``os.wait4``), and the medians are printed a
 Markdown.
 
     python bench/incremental.py --sizes 1000000 10000000 --batch 100000 --repeats 3
+    python bench/incremental.py --sizes 1000000 --full-for 1000000 --identity stitch
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("/tmp/szbench"))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, help="write every measurement here")
+    parser.add_argument("--identity", default="event",
+                        help="identity policy of every run (event, stitch, first, graph)")
     args = parser.parse_args(argv)
     args.data.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="sz-incremental-bench-", dir=args.data))
@@ -106,12 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             batch = make_batch(events, args.batch, args.late, args.seed + 1,
                                args.data / f"batch-n{n}-b{args.batch}-s{args.seed + 1}.parquet")
             # the state is built once per (n, seed) and kept beside the events
-            state = args.data / f"state-v1-n{n}-s{args.seed}.duckdb"
+            suffix = "" if args.identity == "event" else f"-{args.identity}"
+            state = args.data / f"state-v1-n{n}-s{args.seed}{suffix}.duckdb"
+            rules = ["--identity", args.identity]
             build = {"seconds": float("nan"), "peak_rss_mib": float("nan")}
             if not state.exists():
                 building = state.with_suffix(".building")
                 building.unlink(missing_ok=True)
-                build = timed([SESSIONIZE, "run", str(events), "--state", str(building)])
+                build = timed([SESSIONIZE, "run", str(events), "--state", str(building),
+                               *rules])
                 building.rename(state)
             print(f"state of {n:,} events: built in {build['seconds']:.1f} s "
                   f"({build['peak_rss_mib']:.0f} MiB); {state.stat().st_size / 2**20:.0f} MiB",
@@ -123,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
                 order = ["batch", "full"] if repeat % 2 == 0 else ["full", "batch"]
                 for what in order:
                     if what == "batch":
-                        result = timed([SESSIONIZE, "run", str(batch), "--state", str(copy)])
+                        result = timed([SESSIONIZE, "run", str(batch), "--state", str(copy),
+                                        *rules])
                         batch_runs.append(result)
                     elif n in args.full_for:
                         out = work / "full-out"
-                        result = timed([SESSIONIZE, "run", str(events), "--out", str(out)])
+                        result = timed([SESSIONIZE, "run", str(events), "--out", str(out), *rules])
                         shutil.rmtree(out, ignore_errors=True)
                         full_runs.append(result)
                     else:

@@ -97,14 +97,21 @@ def test_new_events_after_history_recompute_only_the_last_session(tmp_path):
 def test_late_identify_reattributes_earlier_anonymous_events(tmp_path):
     day1 = [ev("a", "2024-01-01T10:00:00Z", user=None, anon="dev1"),
             ev("b", "2024-01-01T10:05:00Z", user=None, anon="dev1")]
+    # other users, identified and not, that the identification must leave alone
+    day1 += [ev(f"o{i}", f"2024-01-01T{8 + i % 8:02d}:00:00Z", user=f"other{i % 3}",
+                anon=f"dev{2 + i % 2}") for i in range(12)]
     day2 = [ev("i", "2024-01-01T10:10:00Z", user="u9", anon="dev1", event=None,
                **{"type": "identify"})]
     for identity in ("stitch", "first", "graph"):
         got, changes, counts = run_batches(tmp_path / identity, [day1, day2],
                                            identity=identity)
-        assert {e[1] for e in got["events"]} == {"u9"}
+        assert {e[1] for e in got["events"] if e[0] in "abi"} == {"u9"}
         assert sorted(changes.values()) == ["inserted", "removed"]
-        assert counts.full_recompute
+        # stitch / first recompute the two users the identification moves events
+        # between; the graph recomputes everyone (docs/incremental.md)
+        assert counts.full_recompute == (identity == "graph")
+        if identity != "graph":
+            assert counts.users_affected == 2
 
 
 def test_redelivered_batch_changes_nothing(tmp_path):
@@ -217,3 +224,18 @@ def test_an_input_column_named_like_a_state_column_is_kept(tmp_path):
     with sessionize.run(rows, state=tmp_path / "s.duckdb", on_invalid="quarantine") as result:
         assert result.events.to_arrow().column("run").to_pylist() == [1]
         assert result.quarantine.to_arrow().column("run").to_pylist() == [2]
+
+
+def test_identification_touching_most_of_the_state_rebuilds_everyone(tmp_path):
+    # under stitch, when the users to recompute hold more than half the stored events,
+    # the run rebuilds every user (cheaper than rewriting most rows); same tables
+    day1 = [ev("a", "2024-01-01T10:00:00Z", user=None, anon="dev1"),
+            ev("b", "2024-01-01T10:05:00Z", user=None, anon="dev1"),
+            ev("c", "2024-01-01T09:00:00Z", user="u2")]
+    day2 = [ev("i", "2024-01-01T10:10:00Z", user="u9", anon="dev1", event=None,
+               **{"type": "identify"})]
+    got, changes, counts = run_batches(tmp_path, [day1, day2], identity="stitch")
+    assert counts.full_recompute and "(all recomputed)" in counts.line()
+    assert {e[0]: e[1] for e in got["events"]} == {"a": "u9", "b": "u9", "c": "u2",
+                                                   "i": "u9"}
+    assert sorted(changes.values()) == ["inserted", "removed"]

@@ -17,8 +17,9 @@ A run, in order:
    event in the state minus ``max_lateness``;
 4. recompute the affected users with the engine (the columnar plan where it applies):
    every stored event of each user the batch touches, plus the new ones, in delivery
-   order. Under identity ``stitch``, ``first`` or ``graph``, or with ``user_change``, a
-   new event can move events between users, so every user is recomputed;
+   order. Under identity ``stitch`` and ``first`` the users an identification moves
+   events between are recomputed whole (:func:`_affected_identified`); under ``graph``
+   or with ``user_change`` every user is;
 5. compare the users' sessions before and after (``changes``), and replace their rows in
    one DuckDB transaction: a run killed at any point leaves the state as before it or as
    after it.
@@ -56,8 +57,13 @@ STATE_TABLES = ("events", "sessions", "users", "quarantine", "identities", "chan
 RAW = "_sz_raw"     # every distinct event delivered, as read, with the columns below
 META = "_sz_meta"   # key/value: format, rules, next_seq
 ID, SEQ, USER, TS, REASON = "__sz_id", "__sz_seq", "__sz_user", "__sz_ts", "__sz_reason"
-BOOKKEEPING = (ID, SEQ, USER, TS, REASON)
+# the event's userId and anonymousId as the rules read them (identity stitch / first)
+UID, AID = "__sz_state_uid", "__sz_state_aid"
+BOOKKEEPING = (ID, SEQ, USER, TS, REASON, UID, AID)
 SCHEMA = "sz_state"  # the state's name in the run's connection
+#: Under identity stitch / first, a batch whose users hold more than this share of the
+#: stored events recomputes everyone instead (one rebuild beats rewriting most rows).
+WHOLE_STATE_SHARE = 0.5
 
 Progress = Callable[[str, "float | None"], None]
 
@@ -83,7 +89,7 @@ class RunCounts:
         """The run in one line, e.g. ``run 3: 1,000 new events (12 late), ...``."""
         extra = f", {self.too_late:,} too late" if self.too_late else ""
         extra += f", {self.quarantined:,} quarantined" if self.quarantined else ""
-        every = " (all: identity or user_change)" if self.full_recompute else ""
+        every = " (all recomputed)" if self.full_recompute else ""
         return (f"run {self.run}: {self.new_events:,} new events ({self.late_events:,} late), "
                 f"{self.already_seen:,} already seen{extra}; {self.users_affected:,} users "
                 f"affected{every}; sessions {self.inserted:,} inserted, {self.changed:,} "
@@ -159,7 +165,11 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
     first = not meta
     seq0 = int(meta.get("next_seq", "0"))
     run_number = int(meta.get("runs", "0")) + 1
-    full = rules.identity != "event" or rules.user_change
+    # stitch / first recompute the users an identification moves events between; states
+    # made before the raw table kept each event's ids recompute everyone (meta "keys")
+    keyed = first or meta.get("keys") == "1"
+    stitched = rules.identity in ("stitch", "first") and keyed and not rules.user_change
+    full = rules.user_change or (rules.identity != "event" and not stitched)
 
     # -- 1-3: ids, re-deliveries, lateness ------------------------------------------------
     content = ", ".join(f"{quote(c)} := {quote(c)}" for c in loaded.schema) or "x := 1"
@@ -169,7 +179,8 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
                 coalesce({REASON} = 'duplicate_message_id', false), {ROW}) AS __sz_copy
         FROM (SELECT {ROW}, coalesce(__sz_msg, 'content:' || md5(CAST(
                   to_json(struct_pack({content})) AS VARCHAR))) AS {ID},
-                  __sz_ts AS {TS}, __sz_user AS {USER}, __sz_invalid AS {REASON}
+                  __sz_ts AS {TS}, __sz_user AS {USER}, __sz_invalid AS {REASON},
+                  __sz_uid AS {UID}, __sz_aid AS {AID}
               FROM sz_prepared)""")
     watermark = None
     if not first and lateness_us is not None:
@@ -189,7 +200,7 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
                     f"ON u.resolved_user = b.{USER}")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sz_status AS
-        SELECT {ROW}, {ID}, {TS}, {USER}, {REASON}, status,
+        SELECT {ROW}, {ID}, {TS}, {USER}, {REASON}, {UID}, {AID}, status,
             status = 'new' AND {TS} < last_seen AS late
         FROM (
             SELECT b.*, l.last_seen,
@@ -207,12 +218,19 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
     if full:
         con.execute(f"CREATE OR REPLACE TEMP TABLE sz_affected ({USER} VARCHAR, "
                     "cut_sid BIGINT, cut_ts TIMESTAMPTZ)")
+    elif stitched and not first:
+        _affected_identified(con)
+        # rewriting most of the state row by row costs more than rebuilding it
+        rows = con.execute("SELECT count(*) FROM sz_rows").fetchall()[0][0]
+        stored = con.execute(f"SELECT count(*) FROM {SCHEMA}.{RAW}").fetchall()[0][0]
+        full = rows > WHOLE_STATE_SHARE * stored
     else:
         _affected(con, rules, first=first)
     recompute = first or n_new > 0
     new_tables: dict[str, Any] = {}
     if recompute:
-        new_tables = _recompute(con, loaded, engine, rules, seq0, first=first, full=full)
+        new_tables = _recompute(con, loaded, engine, rules, seq0, first=first, full=full,
+                                rows_chosen=stitched and not first and not full)
         for name, table in new_tables.items():
             con.register(f"sz_new_{name}", table)
         if not (first or full):
@@ -269,7 +287,7 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
         quarantined=quarantined, users_affected=users_affected,
         inserted=changes.get("inserted", 0), changed=changes.get("changed", 0),
         removed=changes.get("removed", 0), seconds=0.0, full_recompute=full and not first)
-    _commit(con, loaded, rules, first=first, full=full, recompute=recompute,
+    _commit(con, loaded, rules, first=first, full=full, recompute=recompute, keyed=keyed,
             tables=set(new_tables), seq0=seq0, next_seq=next_seq, run_counts=run_counts,
             started=started)
     run_counts = dataclasses.replace(run_counts, seconds=time.perf_counter() - started)
@@ -343,6 +361,64 @@ def _affected(con: Any, rules: Rules, *, first: bool) -> None:
         FROM f LEFT JOIN t ON t.{USER} = f.{USER}""")
 
 
+def _affected_identified(con: Any) -> None:
+    """``sz_affected`` and ``sz_rows`` under identity ``stitch`` / ``first``: the users whose
+    events an identification in the batch can move, recomputed whole, and the stored rows
+    the engine needs for them.
+
+    An anonymousId resolves through the identifications that carry it (the latest or the
+    first), so only the devices the batch identifies (``sz_touched``) can change user.
+    The users: each new event's own key (the batch's userIds), and for each anonymousId
+    of the batch the user it resolved to before (or itself). A touched device's new user
+    is one of them: the winning identification (the latest or the first) is either the
+    one that won before or one of the batch's. The rows: every event of those users under the
+    new resolution (their userIds' events; the anonymous events of devices that resolved
+    to one of them, that the batch identifies, or that are one of them), plus every
+    identification of each anonymousId among those rows, so that the engine resolves
+    each of them as a full run would; what it gives other users is dropped.
+    """
+    s = SCHEMA
+    identities = (f"{s}.identities" if _has_table(con, "identities") else
+                  "(SELECT CAST(NULL AS VARCHAR) AS identifier, "
+                  "CAST(NULL AS VARCHAR) AS resolved_user WHERE false)")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE sz_touched AS
+        SELECT DISTINCT {AID} AS aid FROM sz_status
+        WHERE status = 'new' AND {UID} IS NOT NULL AND {AID} IS NOT NULL""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE sz_affected AS
+        WITH aids AS (SELECT DISTINCT {AID} AS aid FROM sz_status
+                      WHERE status = 'new' AND {AID} IS NOT NULL),
+        users AS (
+            SELECT {USER} AS u FROM sz_status WHERE status = 'new'
+            UNION SELECT coalesce(m.resolved_user, a.aid) FROM aids AS a
+                LEFT JOIN {identities} AS m ON m.identifier = a.aid
+        )
+        SELECT DISTINCT u AS {USER}, CAST(1 AS BIGINT) AS cut_sid,
+            CAST(NULL AS TIMESTAMPTZ) AS cut_ts, CAST(NULL AS VARCHAR) AS cut_reason,
+            CAST(NULL AS TIMESTAMPTZ) AS prev_end
+        FROM users WHERE u IS NOT NULL""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE sz_rows AS
+        WITH devices AS (
+            SELECT m.identifier AS aid FROM {identities} AS m
+                SEMI JOIN sz_affected AS c ON m.resolved_user = c.{USER}
+            UNION SELECT aid FROM sz_touched
+            UNION SELECT {USER} FROM sz_affected
+        )
+        SELECT r.rowid AS rid, r.{AID} AS aid FROM {s}.{RAW} AS r
+        WHERE r.{REASON} IS NULL AND (
+            r.{UID} IN (SELECT {USER} FROM sz_affected)
+            OR (r.{UID} IS NULL AND r.{AID} IN (SELECT aid FROM devices)))""")
+    con.execute(f"""
+        INSERT INTO sz_rows
+        SELECT r.rowid, r.{AID} FROM {s}.{RAW} AS r
+        WHERE r.{REASON} IS NULL AND r.{UID} IS NOT NULL AND r.{AID} IN (
+                SELECT aid FROM sz_rows UNION
+                SELECT {AID} FROM sz_status WHERE status = 'new')
+            AND r.rowid NOT IN (SELECT rid FROM sz_rows)""")
+
+
 def _renumber(con: Any) -> None:
     """The recomputed tails as the whole users' rows: session ids continue from the
     untouched sessions, and each tail's first event keeps its predecessor and the reason
@@ -369,7 +445,7 @@ def _renumber(con: Any) -> None:
 
 
 def _recompute(con: Any, loaded: LoadedInput, engine: DuckDB, rules: Rules, seq0: int, *,
-               first: bool, full: bool) -> dict[str, Any]:
+               first: bool, full: bool, rows_chosen: bool = False) -> dict[str, Any]:
     """The affected users' tables, by the engine, from their stored and new events in
     delivery order (the arrow tables ``events``, ``sessions``, ``users``, ``identities``)."""
     batch = (f"SELECT i.* EXCLUDE ({ROW}), CAST({seq0} + i.{ROW} AS BIGINT) AS {SEQ} "
@@ -379,7 +455,9 @@ def _recompute(con: Any, loaded: LoadedInput, engine: DuckDB, rules: Rules, seq0
     if not first:
         stored = ", ".join(f"r.{c}" for c in BOOKKEEPING if c != SEQ)
         which = ""
-        if not full:
+        if rows_chosen:  # sz_rows holds them already (_affected_identified)
+            which = " SEMI JOIN sz_rows AS k ON r.rowid = k.rid"
+        elif not full:
             # Two passes: the rows' ids from the narrow bookkeeping columns, then the rows
             # themselves by id. The id join's filter reaches the scan, so the wide input
             # columns are decoded only for the rows read, not for every row of the users.
@@ -408,12 +486,13 @@ def _recompute(con: Any, loaded: LoadedInput, engine: DuckDB, rules: Rules, seq0
 
 
 def _commit(con: Any, loaded: LoadedInput, rules: Rules, *, first: bool, full: bool,
-            recompute: bool, tables: set[str], seq0: int, next_seq: int,
+            recompute: bool, keyed: bool, tables: set[str], seq0: int, next_seq: int,
             run_counts: RunCounts, started: float) -> None:
     """Every change to the state, in one transaction."""
     s = SCHEMA
     raw_rows = (f"SELECT i.* EXCLUDE ({ROW}), s.{ID}, CAST({seq0} + i.{ROW} AS BIGINT) AS {SEQ}, "
-                f"s.{USER}, s.{TS}, CASE s.status WHEN 'new' THEN NULL WHEN 'too_late' "
+                f"s.{USER}, s.{TS}, s.{UID}, s.{AID}, "
+                f"CASE s.status WHEN 'new' THEN NULL WHEN 'too_late' "
                 f"THEN 'too_late' ELSE s.{REASON} END AS {REASON} "
                 f"FROM {loaded.table} AS i JOIN sz_status AS s ON s.{ROW} = i.{ROW} "
                 "WHERE s.status <> 'seen'")
@@ -444,6 +523,12 @@ def _commit(con: Any, loaded: LoadedInput, rules: Rules, *, first: bool, full: b
                     con.execute(f"CREATE OR REPLACE TABLE {s}.{name} AS "
                                 f"SELECT * FROM sz_new_{name}")
                     continue
+                if name == "identities":  # exact for every identifier the run read
+                    con.execute(f"DELETE FROM {s}.identities WHERE identifier IN "
+                                "(SELECT identifier FROM sz_new_identities)")
+                    con.execute(f"INSERT INTO {s}.identities BY NAME "
+                                "SELECT * FROM sz_new_identities")
+                    continue
                 if name == "users":  # from the user's sessions, as the compiled users stage
                     con.execute(f"DELETE FROM {s}.users WHERE resolved_user IN "
                                 f"(SELECT {USER} FROM sz_affected)")
@@ -466,7 +551,8 @@ def _commit(con: Any, loaded: LoadedInput, rules: Rules, *, first: bool, full: b
                      c.quarantined, c.users_affected, c.inserted, c.changed, c.removed,
                      time.perf_counter() - started])
         values = {"format": STATE_FORMAT, "rules": _rules_json(rules),
-                  "next_seq": str(next_seq), "runs": str(c.run)}
+                  "next_seq": str(next_seq), "runs": str(c.run)} | (
+                      {"keys": "1"} if keyed else {})
         con.executemany(f"INSERT OR REPLACE INTO {s}.{META} VALUES (?, ?)",
                         list(values.items()))
         con.execute("COMMIT")
