@@ -5,10 +5,11 @@ times over. The bucketed plan bounds that by one bucket:
 
 1. **bounds**: a sample of the resolved users gives ``buckets - 1`` user names that cut
    the users into ranges of about equal events (:func:`user_bounds`);
-2. **partition**: one DuckDB ``COPY ... (PARTITION_BY (__sz_bucket))`` writes the valid
-   events (the compiled ``keys`` stage, with the input columns the events table shows)
-   to one Parquet file set per bucket, the bucket being the user's range
-   (:func:`bucket_sql`). Identity policies that need a global view (stitch, first, graph)
+2. **partition**: one pass over the input streams the valid events (the compiled ``keys``
+   stage, with the input columns the events table shows, and the bucket: the user's
+   range, :func:`bucket_sql`) from DuckDB as Arrow batches and appends each row to its
+   bucket's file (:func:`partition`; Arrow IPC, :data:`IPC_OPTIONS`).
+   Identity policies that need a global view (stitch, first, graph)
    have built their identity map before (it is small), so the resolved user is final;
 3. **sessionize**: each bucket is read into memory and run through the same kernel; the
    sessions and users tables of the buckets are appended, in bucket order, to one
@@ -26,13 +27,11 @@ place instead of writing it again.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import math
 import os
 import re
-import shutil
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -154,11 +153,47 @@ def partition_sql(keys_riding: str, layout: Layout, bounds: list[str]) -> str:
     return f"SELECT {', '.join(selected)} FROM ({keys_riding})"
 
 
-def partition(con: duckdb.DuckDBPyConnection, select: str, directory: str) -> int:
-    """Write ``select``'s rows to ``directory/__sz_bucket=<b>/*.parquet``; returns how many."""
-    target = directory.replace("'", "''")
-    return con.execute(f"COPY ({select}) TO '{target}' (FORMAT parquet, PARTITION_BY "
-                       f"({BUCKET}), COMPRESSION lz4_raw)").fetchall()[0][0]
+#: The bucket files: Arrow IPC, uncompressed. Written and read many times faster than
+#: Parquet, and read back as the very Arrow types DuckDB returned. Measured on 10M events
+#: (2 cores, loaded): DuckDB's Parquet COPY 19-27 s, partitioned or not; Arrow IPC 1.8 s
+#: to write, read memory-mapped at once; with LZ4 3.7 s to write and 7.1 s to read, for
+#: a file only 27 % smaller (1.2 GiB against 1.6).
+IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
+
+
+def partition(con: duckdb.DuckDBPyConnection, select: str, directory: str,
+              buckets: int) -> tuple[list[str | None], pa.Schema]:
+    """Stream ``select``'s rows from DuckDB and append each to its bucket's file in
+    ``directory``; returns the files by bucket (``None``: no row) and their schema."""
+    reader = con.sql(select).to_arrow_reader(1 << 20)
+    schema = reader.schema.remove(reader.schema.get_field_index(BUCKET))
+    paths: list[str | None] = [None] * buckets
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+    try:
+        for batch in reader:
+            if not batch.num_rows:
+                continue
+            bucket = np.asarray(batch.column(BUCKET).to_numpy(zero_copy_only=False), np.int64)
+            batch = batch.drop_columns([BUCKET])
+            counts = np.bincount(bucket, minlength=buckets)
+            if np.count_nonzero(counts) > 1:
+                batch = batch.take(pa.array(np.argsort(bucket, kind="stable")))
+            start = 0
+            for b in np.flatnonzero(counts):
+                if b not in writers:
+                    paths[b] = os.path.join(directory, f"bucket-{b:05d}.arrow")
+                    writers[b] = pa.ipc.new_file(paths[b], schema, options=IPC_OPTIONS)
+                writers[b].write_batch(batch.slice(start, counts[b]))
+                start += counts[b]
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return paths, schema
+
+
+def _read_ipc(path: str) -> pa.Table:
+    with pa.memory_map(path) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def _bucket_keys(table: pa.Table, layout: Layout) -> pa.Table:
@@ -182,23 +217,17 @@ class Written:
     rows: int      # valid events
 
 
-def run_buckets(con: duckdb.DuckDBPyConnection, select: str, directory: str, layout: Layout,
-                rules: Rules, *, events_order: str, threads: int | None,
+def run_buckets(con: duckdb.DuckDBPyConnection, select: str, buckets: int, directory: str,
+                layout: Layout, rules: Rules, *, events_order: str, threads: int | None,
                 progress: Callable[[str, float | None], None]) -> Written:
     """Partition ``select`` into buckets under ``directory`` and sessionize them one
     bucket in memory per worker; returns the tables' files (module docstring)."""
-    parts = os.path.join(directory, "buckets")
     os.makedirs(directory, exist_ok=True)
     progress("partitioning", None)
-    partition(con, select, parts)
-    found = sorted((int(path.rsplit("=", 1)[1]), path)
-                   for path in glob.glob(os.path.join(parts, f"{BUCKET}=*")))
-    sources: list[str | pa.Table] = [
-        _read_sql(sorted(glob.glob(os.path.join(path, "*.parquet")))) for _, path in found]
-    if not sources:  # no valid event: one empty bucket gives the tables' columns (read
-        # here: a data frame input is registered on this connection, not on its cursors)
-        sources = [con.sql(f"SELECT * EXCLUDE ({BUCKET}) FROM ({select}) LIMIT 0")
-                   .to_arrow_table()]
+    found, schema = partition(con, select, directory, buckets)
+    sources: list[str | pa.Table] = [path for path in found if path is not None]
+    if not sources:  # no valid event: one empty bucket gives the tables' columns
+        sources = [schema.empty_table()]
     tables = os.path.join(directory, "tables")
     os.makedirs(tables, exist_ok=True)
     written = Written(*(os.path.join(tables, f"{name}.parquet")
@@ -215,9 +244,11 @@ def run_buckets(con: duckdb.DuckDBPyConnection, select: str, directory: str, lay
         cursor = con.cursor()
         try:
             cursor.execute("SET TimeZone = 'UTC'")
-            read = source if isinstance(source, pa.Table) else cursor.sql(source).to_arrow_table()
-            keys = _bucket_keys(read, layout)
-            del read
+            if isinstance(source, pa.Table):
+                keys = _bucket_keys(source, layout)
+            else:
+                keys = _bucket_keys(_read_ipc(source), layout)
+                os.remove(source)  # read: its disk space is the events' now
             result = assign(keys, gap_us=rules.gap_us, per_event_gap=bool(rules.gaps_us),
                             con=cursor, time_order=time_order, inputs=layout.inputs,
                             threads=kernel_threads, rules=rules)
@@ -227,10 +258,10 @@ def run_buckets(con: duckdb.DuckDBPyConnection, select: str, directory: str, lay
                 result.close()
             rows = keys.num_rows
             del keys
-            if time_order:  # written now, in time order, for the merge
-                path = os.path.join(directory, f"events-{index:05d}.parquet")
-                pq.write_table(events, path, compression="lz4",
-                               row_group_size=max(4096, MERGE_ROWS // len(sources)))
+            if time_order and len(sources) > 1:  # written now, in time order, for the merge
+                path = os.path.join(directory, f"events-{index:05d}.arrow")
+                with pa.ipc.new_file(path, events.schema, options=IPC_OPTIONS) as writer:
+                    writer.write_table(events, max_chunksize=max(4096, MERGE_ROWS // len(sources)))
                 return result.sessions, result.users, path, rows
             return result.sessions, result.users, events, rows
         finally:
@@ -277,19 +308,13 @@ def run_buckets(con: duckdb.DuckDBPyConnection, select: str, directory: str, lay
         finally:
             for writer in writers.values():
                 writer.close()
-    shutil.rmtree(parts, ignore_errors=True)
-    if time_order:
+    if event_parts:
         progress("merging", None)
         time_column = next(name for name, source in layout.columns if source is None)
         merge_by_time(event_parts, written.events, time_column)
         for path in event_parts:
             os.remove(path)
     return written
-
-
-def _read_sql(files: list[str]) -> str:
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return f"SELECT * FROM read_parquet([{listed}], hive_partitioning = false)"
 
 
 def merge_by_time(parts: list[str], path: str, time_column: str) -> None:
@@ -302,10 +327,11 @@ def merge_by_time(parts: list[str], path: str, time_column: str) -> None:
     table (rows at the same instant in different buckets are in user order, the buckets'
     order; within a bucket they are in order already). ``time_column``: the events
     table's column holding the parsed time."""
-    files = [pq.ParquetFile(p) for p in parts]
-    schema = files[0].schema_arrow
+    maps = [pa.memory_map(p) for p in parts]
+    files = [pa.ipc.open_file(m) for m in maps]
+    schema = files[0].schema
     batch = max(4096, MERGE_ROWS // len(files))
-    readers = [f.iter_batches(batch_size=batch) for f in files]
+    readers = [_batches(f) for f in files]
     held: list[pa.Table | None] = [None] * len(files)
     times: list[np.ndarray] = [np.zeros(0, np.int64)] * len(files)
     live = [True] * len(files)
@@ -346,6 +372,13 @@ def merge_by_time(parts: list[str], path: str, time_column: str) -> None:
             merged = pa.concat_tables(pieces)
             order = np.argsort(np.concatenate(order_of), kind="stable")
             writer.write_table(merged.take(pa.array(order)))
+    for source in maps:
+        source.close()
+
+
+def _batches(file: pa.ipc.RecordBatchFileReader) -> Iterator[pa.RecordBatch]:
+    for i in range(file.num_record_batches):
+        yield file.get_batch(i)
 
 
 def _micros(column: pa.ChunkedArray) -> np.ndarray:

@@ -453,7 +453,7 @@ class DuckDBEngine(Engine):
             bounds = user_bounds(self.con, f"SELECT {P}user FROM ({compiled.sql('keys')})",
                                  buckets)
         self.bucketed = run_buckets(
-            self.con, partition_sql(riding.sql("keys"), layout, bounds),
+            self.con, partition_sql(riding.sql("keys"), layout, bounds), len(bounds) + 1,
             os.path.join(self._workdir, "bucketed"), layout, rules,
             events_order=self.events_order, threads=self.threads, progress=self._progress)
         invalid = 0
