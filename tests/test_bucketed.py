@@ -204,6 +204,15 @@ def test_cli_bucketed_plan_writes_the_same_files(tmp_path):
         written[plan] = [pq.read_table(tmp_path / plan / f"{name}.parquet")
                          for name in ("events", "sessions", "users")]
     assert written["bucketed"] == written["columnar"]
+    for fmt in ("csv", "ndjson"):  # the other formats are written from the Parquet tables
+        for plan in ("columnar", "bucketed"):
+            extra = ["--buckets", "4"] if plan == "bucketed" else []
+            assert main(["run", str(source), "--plan", plan, *extra, "--format", fmt,
+                         "--out", str(tmp_path / f"{plan}-{fmt}")], stdout=io.StringIO(),
+                        stderr=io.StringIO()) == 0
+        for name in ("events", "sessions", "users"):
+            assert (tmp_path / f"bucketed-{fmt}" / f"{name}.{fmt}").read_text() == \
+                (tmp_path / f"columnar-{fmt}" / f"{name}.{fmt}").read_text(), (fmt, name)
 
 
 def test_a_killed_bucketed_run_leaves_the_previous_output(tmp_path):

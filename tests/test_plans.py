@@ -80,7 +80,7 @@ def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
 
 @pytest.mark.parametrize("options", [
     {"client_session": "context.library.name"}, {"enrich": True},
-    {"first_last": ["event"]}, {"user_change": True}, {"memory_limit": "2GB"},
+    {"first_last": ["event"]}, {"user_change": True}, {"memory_limit": "2GB", "enrich": True},
 ])
 def test_auto_picks_the_sql_plan(options):
     with sessionize.run(generated(200), **options) as result:

@@ -392,13 +392,19 @@ class ParquetTable(Table):
     queried in DuckDB as ``relation`` (a view over the file), and linked into place by a
     Parquet write (:attr:`parquet_file`)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, name: str, relation: str, path: str):
-        self._con = con
+    def __init__(self, engine: Any, name: str, relation: str, path: str):
+        self._engine = engine  # its ``con`` holds the view; CSV and NDJSON writes COPY it
+        self._con = con = engine.con
         self.name = name
         self._relation = relation
         self.parquet_file = path
         target = path.replace("'", "''")
-        con.execute(f"CREATE OR REPLACE VIEW {relation} AS SELECT * FROM read_parquet('{target}')")
+        # Parquet keeps Arrow's durations as plain integers (microseconds): intervals again
+        durations = [f"to_microseconds({quote(f.name)}) AS {quote(f.name)}"
+                     for f in pq.ParquetFile(path).schema_arrow if pa.types.is_duration(f.type)]
+        replace = f" REPLACE ({', '.join(durations)})" if durations else ""
+        con.execute(f"CREATE OR REPLACE VIEW {relation} AS SELECT *{replace} "
+                    f"FROM read_parquet('{target}')")
 
     @property
     def relation(self) -> Any:

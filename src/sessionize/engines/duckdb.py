@@ -312,7 +312,7 @@ class DuckDBEngine(Engine):
     def tables(self, compiled: Any) -> dict[str, Table | None]:
         if self.bucketed is not None:
             return {
-                **{name: ParquetTable(self.con, name, f"sz_{name}", getattr(self.bucketed, name))
+                **{name: ParquetTable(self, name, f"sz_{name}", getattr(self.bucketed, name))
                    for name in ("events", "sessions", "users")},
                 "quarantine": DuckDBTable(self, "quarantine", "sz_quarantine"),
                 "identities": (DuckDBTable(self, "identities", "sz_identities")
