@@ -84,7 +84,7 @@ def test_bucketed_plan_equals_the_columnar_plan(options, events_order):
     table = generated(6_000, seed=4)
     want = tables(table, plan="columnar", on_invalid="quarantine", events_order=events_order,
                   **options)
-    for buckets in (1, 5):
+    for buckets in ((1, 5) if not options else (5,)):
         got = tables(table, plan="bucketed", buckets=buckets, on_invalid="quarantine",
                      events_order=events_order, **options)
         assert_same(got, want, ordered=events_order == "time")

@@ -346,7 +346,9 @@ def merge_by_time(parts: list[str], path: str, time_column: str) -> None:
         held[i] = more if held[i] is None else pa.concat_tables([held[i], more])
         times[i] = np.concatenate([times[i], _micros(more.column(time_column))])
 
-    with pq.ParquetWriter(path, schema, compression=COMPRESSION) as writer:
+    with pq.ParquetWriter(path, schema, compression=COMPRESSION) as file, \
+            ThreadPoolExecutor(1, thread_name_prefix="sessionize-write") as writer:
+        written: Future | None = None  # the previous chunk's write, beside the next merge
         while True:
             for i in range(len(files)):
                 while live[i] and len(times[i]) < batch:
@@ -369,9 +371,16 @@ def merge_by_time(parts: list[str], path: str, time_column: str) -> None:
                     if int(times[i][-1]) == cutoff:
                         refill(i)
                 continue
-            merged = pa.concat_tables(pieces)
+            # one chunk per column first: a take across many small chunks is slow
+            merged = pa.concat_tables(pieces).combine_chunks()
             order = np.argsort(np.concatenate(order_of), kind="stable")
-            writer.write_table(merged.take(pa.array(order)))
+            chunk = merged.take(pa.array(order))
+            del merged, pieces
+            if written is not None:
+                written.result()
+            written = writer.submit(file.write_table, chunk)
+        if written is not None:
+            written.result()
     for source in maps:
         source.close()
 
