@@ -100,7 +100,7 @@ def test_columnar_plan_refuses_a_rule_it_does_not_run():
 
 def test_unknown_plan_is_refused():
     with pytest.raises(sessionize.OptionError, match="'plan' must be one of auto, sql, "
-                                                     "columnar \\(got 'fast'\\)"):
+                                                     "columnar, bucketed \\(got 'fast'\\)"):
         sessionize.run(sessionize.sample_path(), plan="fast")
 
 
