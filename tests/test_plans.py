@@ -80,7 +80,7 @@ def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
 
 @pytest.mark.parametrize("options", [
     {"client_session": "context.library.name"}, {"enrich": True},
-    {"first_last": ["event"]}, {"user_change": True}, {"memory_limit": "2GB"},
+    {"first_last": ["event"]}, {"user_change": True}, {"memory_limit": "2GB", "enrich": True},
 ])
 def test_auto_picks_the_sql_plan(options):
     with sessionize.run(generated(200), **options) as result:
@@ -100,7 +100,7 @@ def test_columnar_plan_refuses_a_rule_it_does_not_run():
 
 def test_unknown_plan_is_refused():
     with pytest.raises(sessionize.OptionError, match="'plan' must be one of auto, sql, "
-                                                     "columnar \\(got 'fast'\\)"):
+                                                     "columnar, bucketed \\(got 'fast'\\)"):
         sessionize.run(sessionize.sample_path(), plan="fast")
 
 

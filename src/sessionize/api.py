@@ -6,7 +6,7 @@
   :class:`~sessionize.Rules`),
 - ``columns=Columns(...)`` (or ``user_id=``, ``timestamp=``, ``timestamp_unit=``, ...),
 - ``engine=DuckDB(...)`` / ``Spark(...)`` / ``"duckdb"`` / ``"spark"`` (or ``database=``,
-  ``memory_limit=``, ``threads=``, ``temp_directory=``, ``plan=`` for DuckDB and
+  ``memory_limit=``, ``threads=``, ``temp_directory=``, ``plan=``, ``buckets=`` for DuckDB and
   ``spark=`` for Spark),
 
 plus what the run does with its input and output: ``on_invalid``, ``events_order``,
@@ -35,7 +35,7 @@ from .state.incremental import run_incremental
 __all__ = ["run", "to_sql"]
 
 #: The flat shorthands of the engine objects.
-DUCKDB_KEYS = ("database", "memory_limit", "threads", "temp_directory", "plan")
+DUCKDB_KEYS = ("database", "memory_limit", "threads", "temp_directory", "plan", "buckets")
 SPARK_KEYS = ("spark",)
 POSTGRES_KEYS = ("dsn", "connection", "into")
 ENGINES = ("duckdb", "spark", "postgres")
@@ -70,10 +70,11 @@ def run(source: Any, *, rules: Rules | Mapping[str, Any] | str | None = None,
     Giving an object and one of its keywords together is an error.
 
     ``engine``: ``DuckDB(...)`` (the default: ``database``, ``memory_limit``,
-    ``threads``, ``temp_directory``, ``plan``, each also a keyword here) or
+    ``threads``, ``temp_directory``, ``plan``, ``buckets``, each also a keyword here) or
     ``Spark(session)`` (or ``engine="spark", spark=session``; docs/spark.md). Both run
     the same compiled rules and give the same tables; ``result.plan`` says whether
-    DuckDB ran the columnar plan or the compiled SQL.
+    DuckDB ran the columnar plan, the bucketed plan (the columnar plan per bucket of
+    users, for inputs larger than memory) or the compiled SQL.
 
     ``on_invalid="raise"`` (default) fails on rows with a bad or missing timestamp
     or no user id, naming them; ``"quarantine"`` sets them aside in
@@ -234,9 +235,9 @@ def make_engine(engine: Any, shorthands: Mapping[str, Any]) -> DuckDB | Spark | 
         raise OptionError(f"{name!r} needs engine='postgres' (got engine={engine!r})\n"
                           "Hint: sessionize.run('segment.tracks', engine='postgres', dsn=...)")
     if engine == "spark":
-        if duck.get("plan") == "columnar":
-            raise OptionError("plan='columnar' runs on the DuckDB engine only; Spark runs "
-                              "the compiled SQL (plan='auto' or 'sql')")
+        if duck.get("plan") in ("columnar", "bucketed"):
+            raise OptionError(f"plan={duck['plan']!r} runs on the DuckDB engine only; Spark "
+                              "runs the compiled SQL (plan='auto' or 'sql')")
         for name in duck:
             if name != "plan":
                 raise OptionError(

@@ -118,8 +118,8 @@ class Engine(Protocol):
 class Result:
     """The outcome of a run: ``events``, ``sessions``, ``users`` and ``quarantine`` tables
     (``identities`` too under ``identity="stitch"``, ``"first"`` or ``"graph"``), the
-    ``rules`` that made them, the ``plan`` that ran (``"columnar"`` or ``"sql"``), the
-    ``source`` described, and the ``engine`` holding the tables."""
+    ``rules`` that made them, the ``plan`` that ran (``"columnar"``, ``"bucketed"`` or
+    ``"sql"``), the ``source`` described, and the ``engine`` holding the tables."""
 
     def __init__(self, *, engine: Engine, rules: Rules, compiled: Any, plan: str, source: str,
                  events: Table, sessions: Table, users: Table, quarantine: Table,

@@ -15,7 +15,7 @@ from typing import IO
 from .._version import __version__
 from ..analysis.thresholds import thresholds
 from ..api import execute, make_rules, to_sql
-from ..engines.duckdb import DuckDB
+from ..engines.duckdb import PLANS, DuckDB
 from ..engines.postgres import Postgres
 from ..engines.spark import Spark, require_pyspark, spark_session
 from ..errors import DataError, OptionError, OutputError
@@ -97,9 +97,14 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--memory-limit", metavar="SIZE", help="DuckDB memory limit, e.g. 4GB")
     engine.add_argument("--threads", type=int, metavar="N", help="DuckDB threads")
     engine.add_argument("--temp-directory", metavar="DIR", help="where DuckDB spills")
-    engine.add_argument("--plan", default="auto", choices=["auto", "sql", "columnar"],
-                        help="how DuckDB assigns sessions: the compiled SQL, or the columnar "
-                             "plan (faster, for gap-only rules); auto picks (default)")
+    engine.add_argument("--plan", default="auto", choices=list(PLANS),
+                        help="how DuckDB assigns sessions: the compiled SQL, the columnar "
+                             "plan (faster, in memory), or the columnar plan per bucket of "
+                             "users (bucketed: inputs larger than memory); auto picks "
+                             "(default; docs/guide.md)")
+    engine.add_argument("--buckets", type=int, metavar="N",
+                        help="the bucketed plan's number of buckets (default: from the "
+                             "input's size and the memory limit)")
     engine.add_argument("--events-order", default="time", choices=["time", "none"],
                         help="run: the events table's row order, by time (default) or none "
                              "(no sort: faster when writing files or loading a warehouse)")
@@ -330,7 +335,8 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
         duckdb_only = [flag for flag, value in (
             ("--database", args.database), ("--memory-limit", args.memory_limit),
             ("--threads", args.threads), ("--temp-directory", args.temp_directory),
-            ("--plan", None if args.plan in ("auto", "sql") else args.plan)) if value]
+            ("--plan", None if args.plan in ("auto", "sql") else args.plan),
+            ("--buckets", args.buckets)) if value]
         if duckdb_only:
             raise OptionError(f"{duckdb_only[0]} tunes DuckDB and does not apply to "
                               "--engine spark\nHint: tune Spark through its own "
@@ -338,7 +344,8 @@ def _sessionize(args: argparse.Namespace, stderr: IO[str]):
         engine: DuckDB | Spark = _spark_engine(args.master, show)
     else:
         engine = DuckDB(database=args.database, memory_limit=args.memory_limit,
-                        threads=args.threads, temp_directory=args.temp_directory, plan=args.plan)
+                        threads=args.threads, temp_directory=args.temp_directory, plan=args.plan,
+                        buckets=args.buckets)
     result = execute(
         source, on_invalid=args.on_invalid, engine=engine, progress=progress,
         # thresholds and report never show the events table: no time order for them

@@ -20,24 +20,38 @@ from typing import IO, TYPE_CHECKING, Any
 import duckdb
 
 from ..columnar.gather import TS, strings
-from ..columnar.kernel import Stream, assign, unsupported_rule
+from ..columnar.kernel import Stream, assign, unsupported_rule, workers
 from ..errors import OptionError
 from ..io.inputs import INPUT_TABLE, ROW, LoadedInput, load
 from ..io.outputs import write_tables
 from ..result import Table
 from ..rules import Rules
-from ..sql.compiler import Field, P, quote, text_column
+from ..sql.compiler import Field, P, compile_rules, quote, text_column
 from ..sql.identity import DuckDBRunner, build_identities
 from .base import Engine
+from .bucketed import (
+    INPUT_PREFIX as BUCKET_INPUT_PREFIX,
+)
+from .bucketed import (
+    Layout,
+    ParquetTable,
+    bucket_count,
+    parse_size,
+    partition_sql,
+    run_buckets,
+    user_bounds,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = ["DuckDB", "DuckDBEngine", "DuckDBTable"]
-#: How sessions are assigned: the compiled SQL on DuckDB, or the columnar plan
-#: (kernel.py) for the rules it runs; "auto" picks the columnar plan when it runs the
-#: rules, the run is in memory (no database file, no memory_limit) and the input fits.
-PLANS = ("auto", "sql", "columnar")
+#: How sessions are assigned: the compiled SQL on DuckDB, the columnar plan (kernel.py)
+#: for the rules it runs, or the same per bucket of users (bucketed.py), for inputs
+#: larger than memory. "auto" (:meth:`DuckDBEngine._choose_plan`): the SQL plan for a
+#: rule the kernel does not run or a database file; else the bucketed plan under a
+#: memory_limit or when the input does not fit in memory; else the columnar plan.
+PLANS = ("auto", "sql", "columnar", "bucketed")
 #: The events table's row order: "time" (by time, ties by user, messageId, input order;
 #: the notebook's order) or "none" (no sort: the columnar plan keeps the input's order,
 #: the SQL plan and Spark their own).
@@ -53,8 +67,10 @@ class DuckDB:
 
     ``database``: keep DuckDB's tables in this file instead of memory; ``memory_limit``
     (e.g. ``"4GB"``), ``threads`` (also the columnar plan's threads; default: every core)
-    and ``temp_directory`` (where DuckDB spills) tune it; ``plan`` picks how sessions are
-    assigned (``"auto"``, ``"sql"``, ``"columnar"``; docs/guide.md, section 8).
+    and ``temp_directory`` (where DuckDB spills, and the bucketed plan keeps its files)
+    tune it; ``plan`` picks how sessions are assigned (``"auto"``, ``"sql"``,
+    ``"columnar"``, ``"bucketed"``; docs/guide.md, section 8); ``buckets`` sets the
+    bucketed plan's number of buckets (default: from the input's size and the memory).
 
     >>> DuckDB(memory_limit="4GB").plan
     'auto'
@@ -65,10 +81,20 @@ class DuckDB:
     threads: int | None = None
     temp_directory: str | os.PathLike | None = None
     plan: str = "auto"
+    buckets: int | None = None
 
     def __post_init__(self) -> None:
         if self.plan not in PLANS:
             raise OptionError(f"'plan' must be one of {', '.join(PLANS)} (got {self.plan!r})")
+        if self.buckets is not None and (isinstance(self.buckets, bool)
+                                         or not isinstance(self.buckets, int)
+                                         or self.buckets < 1):
+            raise OptionError(f"'buckets' must be a whole number of at least 1 (got "
+                              f"{self.buckets!r})")
+        if self.buckets is not None and self.plan not in ("auto", "bucketed"):
+            raise OptionError(f"'buckets' applies to the bucketed plan (got "
+                              f"buckets={self.buckets!r} with plan={self.plan!r})\n"
+                              "Hint: plan='bucketed' (or 'auto')")
         if self.threads is not None and (isinstance(self.threads, bool)
                                          or not isinstance(self.threads, int)
                                          or self.threads < 1):
@@ -81,7 +107,7 @@ class DuckDB:
         return DuckDBEngine(database=self.database, memory_limit=self.memory_limit,
                             threads=self.threads, temp_directory=self.temp_directory,
                             progress=progress, plan=self.plan, events_order=events_order,
-                            events_table=events_table)
+                            events_table=events_table, buckets=self.buckets)
 
 
 
@@ -187,17 +213,21 @@ class DuckDBEngine(Engine):
                  memory_limit: str | None = None, threads: int | None = None,
                  temp_directory: str | os.PathLike | None = None,
                  progress: Callable[[str, float | None], None] | None = None,
-                 plan: str = "auto", events_order: str = "time", events_table: bool = True):
+                 plan: str = "auto", events_order: str = "time", events_table: bool = True,
+                 buckets: int | None = None):
         if plan not in PLANS:
             raise OptionError(f"'plan' must be one of {', '.join(PLANS)} (got {plan!r})")
         check_events_order(events_order)
         super().__init__(progress=progress, events_order=events_order)
         self.plan = plan
         self.threads = threads
+        self.buckets = buckets
+        self.memory_limit = memory_limit
+        self.bucketed: Any = None  # the bucketed plan's files (bucketed.Written), when it ran
         # False when nobody reads the events table (report, thresholds): the columnar
         # plan then reads only the keys, not the input's columns with them
         self.events_table = events_table
-        self._in_memory = not (database or memory_limit)
+        self.database = database
         self.columnar_events: Callable[[], Any] | None = None
         self.columnar_rows: int | None = None
         self.columnar: Any = None  # the columnar plan's kernel.Columnar, when it ran
@@ -217,7 +247,9 @@ class DuckDBEngine(Engine):
             raise OptionError(f"DuckDB refused a setting: {exc}") from exc
         # Removed on close() or when the engine is garbage-collected (results in a
         # notebook are rarely closed), without TemporaryDirectory's ResourceWarning.
-        workdir = tempfile.mkdtemp(prefix="sessionize-")
+        # In temp_directory when given: the bucketed plan keeps its buckets here.
+        workdir = tempfile.mkdtemp(prefix="sessionize-", dir=os.fspath(temp_directory)
+                                   if temp_directory else None)
         self._workdir = workdir
         self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)
         self._watch = progress is not None
@@ -262,6 +294,8 @@ class DuckDBEngine(Engine):
         self.plan = self._choose_plan(self.rules, loaded)
         if self.plan == "columnar":
             return self._run_columnar(compiled, self.rules, loaded, fields, on_invalid)
+        if self.plan == "bucketed":
+            return self._run_bucketed(compiled, self.rules, loaded, fields, on_invalid)
         with self._stage("checking"):
             invalid = self.check(loaded, fields, on_invalid)
         with self._stage("sessionizing"):
@@ -276,6 +310,14 @@ class DuckDBEngine(Engine):
         return invalid
 
     def tables(self, compiled: Any) -> dict[str, Table | None]:
+        if self.bucketed is not None:
+            return {
+                **{name: ParquetTable(self, name, f"sz_{name}", getattr(self.bucketed, name))
+                   for name in ("events", "sessions", "users")},
+                "quarantine": DuckDBTable(self, "quarantine", "sz_quarantine"),
+                "identities": (DuckDBTable(self, "identities", "sz_identities")
+                               if compiled.identities is not None else None),
+            }
         columnar = self.columnar if self.plan == "columnar" else None
         return {
             "events": DuckDBTable(self, "events", "sz_events", arrow=self.columnar_events,
@@ -326,15 +368,27 @@ class DuckDBEngine(Engine):
 
     # -- the columnar plan --------------------------------------------------------------------
     def _choose_plan(self, rules: Rules, loaded: LoadedInput) -> str:
+        """The plan that runs: the one asked for, or under ``"auto"``: the SQL plan for a
+        rule the columnar kernel does not run, or with a database file (its tables are
+        kept there); else the bucketed plan under a ``memory_limit``, or when the columnar
+        plan's estimate (:meth:`_fits_in_memory`) does not fit; else the columnar plan.
+        Analyses (``events_table=False``) never pick the bucketed plan: they read the
+        per-event assignment, which it does not keep."""
         rule = unsupported_rule(rules)
-        if self.plan == "columnar" and rule is not None:
-            raise OptionError(f"plan='columnar' does not run the {rule} rule; use plan='sql' "
-                              "or 'auto' (which picks the SQL plan for it)")
+        if self.plan in ("columnar", "bucketed") and rule is not None:
+            kernel = ("" if self.plan == "columnar" else
+                      ", the columnar kernel the bucketed plan runs per bucket,")
+            raise OptionError(f"plan={self.plan!r}{kernel} does not run the {rule} rule; use "
+                              "plan='sql' (which spills to disk under memory_limit) or 'auto' "
+                              "(which picks the SQL plan for it)")
         if self.plan != "auto":
             return self.plan
-        if rule is not None or not self._in_memory:
+        if rule is not None or self.database:
             return "sql"
-        return "columnar" if self._fits_in_memory(loaded) else "sql"
+        if self.memory_limit or not self._fits_in_memory(loaded):
+            # DuckDB's memory_limit bounds DuckDB's buffers, not the kernel's arrays
+            return "bucketed" if self.events_table else "sql"
+        return "columnar"
 
     def _input_rows(self, loaded: LoadedInput) -> int:
         """The input's row count (counted once per run; cheap for Parquet and tables)."""
@@ -342,16 +396,71 @@ class DuckDBEngine(Engine):
             self._rows = self.con.execute(f"SELECT count(*) FROM {loaded.table}").fetchall()[0][0]
         return self._rows
 
-    def _fits_in_memory(self, loaded: LoadedInput) -> bool:
-        """Whether about three copies of the input stay under COLUMNAR_MEMORY_SHARE of RAM."""
-        rows = self._input_rows(loaded)
-        sample = self.con.sql(f"SELECT * FROM {loaded.table} LIMIT 10000").to_arrow_table()
-        per_row = sample.nbytes / max(sample.num_rows, 1) + 64  # + the keys and the arrays
+    def _bytes_per_row(self, loaded: LoadedInput) -> float:
+        """The input's bytes per row in memory, from its first 10,000 rows, plus the keys'
+        and the kernel's arrays."""
+        if getattr(self, "_per_row", None) is None:
+            sample = self.con.sql(f"SELECT * FROM {loaded.table} LIMIT 10000").to_arrow_table()
+            self._per_row = sample.nbytes / max(sample.num_rows, 1) + 64
+        return self._per_row
+
+    def _memory_budget(self) -> int | None:
+        """Bytes the run may hold: ``memory_limit``, else COLUMNAR_MEMORY_SHARE of the
+        machine's memory (``None``: unknown)."""
+        if self.memory_limit:
+            return parse_size(self.memory_limit)
         try:
             memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError, AttributeError):
+            return None
+        return int(COLUMNAR_MEMORY_SHARE * memory)
+
+    def _fits_in_memory(self, loaded: LoadedInput) -> bool:
+        """Whether about three copies of the input (:meth:`_bytes_per_row`) stay under the
+        memory budget (:meth:`_memory_budget`)."""
+        rows = self._input_rows(loaded)
+        budget = self._memory_budget()
+        if budget is None:
             return rows <= 10_000_000
-        return 3 * rows * per_row <= COLUMNAR_MEMORY_SHARE * memory
+        return 3 * rows * self._bytes_per_row(loaded) <= budget
+
+    def _run_bucketed(self, compiled: Any, rules: Rules, loaded: LoadedInput,
+                      fields: dict[str, Field | None], on_invalid: str) -> int:
+        """Sessionize with the bucketed plan (bucketed.py); returns the number of invalid
+        rows, as :meth:`check` does."""
+        ts_column = fields["timestamp"].top_level
+        columns: list[tuple[str, str | None]] = [
+            (c if c == ts_column else compiled.renamed.get(c, c), None if c == ts_column else c)
+            for c in loaded.schema]
+        if ts_column is None:
+            columns.append(("timestamp", None))
+        sources = [source for _, source in columns if source is not None]
+        layout = Layout(key_names=[e.alias_or_name for e in compiled.keys.expressions],
+                        columns=columns,
+                        inputs={c: f"{BUCKET_INPUT_PREFIX}{i}" for i, c in enumerate(sources)},
+                        message_column=text_column(fields.get("message_id")))
+        # the same stages, with the input's columns riding along with the keys
+        riding = compile_rules(rules, fields, list(loaded.schema), source=loaded.table,
+                               join_back=False, ignore_nulls=self.ignore_nulls)
+        rows = self._input_rows(loaded)
+        threads = workers(self.threads)
+        with self._stage("partitioning"):
+            self._build_identities(compiled)
+            buckets = self.buckets
+            if buckets is None:
+                budget = self._memory_budget() or 8 * 2**30
+                buckets = bucket_count(rows, self._bytes_per_row(loaded), budget, threads)
+            bounds = user_bounds(self.con, f"SELECT {P}user FROM ({compiled.sql('keys')})",
+                                 buckets)
+        self.bucketed = run_buckets(
+            self.con, partition_sql(riding.sql("keys"), layout, bounds), len(bounds) + 1,
+            os.path.join(self._workdir, "bucketed"), layout, rules,
+            events_order=self.events_order, threads=self.threads, progress=self._progress)
+        invalid = 0
+        if self.bucketed.rows != rows:
+            with self._stage("checking"):
+                invalid = self.check(loaded, fields, on_invalid)
+        return invalid
 
     def _run_columnar(self, compiled: Any, rules: Rules, loaded: LoadedInput,
                       fields: dict[str, Field | None], on_invalid: str) -> int:
@@ -452,8 +561,17 @@ class DuckDBEngine(Engine):
         replace = f" REPLACE ({', '.join(casts)})" if casts else ""
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *{replace} FROM {name}_arrow")
 
+    def _no_assignment(self) -> None:
+        if self.bucketed is not None:
+            raise OptionError(
+                "the bucketed plan keeps no per-event assignment table, which the threshold "
+                "analysis and the report read.\nHint: give them the source instead of this "
+                "result (sessionize.report(source, memory_limit=...) runs the SQL plan, which "
+                "spills under memory_limit), or run with plan='columnar' or 'sql'")
+
     def ensure_assign(self) -> None:
         """Make ``sz_assign`` queryable (the columnar plan builds it on first need)."""
+        self._no_assignment()
         if self.columnar is not None and not self._assign_ready:
             self.con.register("sz_assign", self.columnar.assign_table())
             self._assign_ready = True
@@ -461,6 +579,7 @@ class DuckDBEngine(Engine):
     def assign_of_users(self, users: list[str], limit: int) -> str:
         """A table with ``sz_assign``'s rows of ``users`` (at least each one's first
         ``limit`` events): on the columnar plan only those rows are built."""
+        self._no_assignment()
         if self.columnar is None or self._assign_ready:
             self.ensure_assign()
             return "sz_assign"
@@ -474,6 +593,7 @@ class DuckDBEngine(Engine):
     def event_names(self) -> str:
         """A table with every valid event's ``__sz_name`` (the columnar plan's keys, as
         they are, or ``sz_assign``)."""
+        self._no_assignment()
         if self.columnar is None or self._assign_ready:
             self.ensure_assign()
             return "sz_assign"

@@ -53,6 +53,10 @@ def _text_select(table: Table, fmt: str) -> str:
 
 
 def _write_one(table: Table, path: str, fmt: str) -> None:
+    finished = getattr(table, "parquet_file", None)  # a table the run wrote as Parquet
+    if fmt == "parquet" and finished is not None:
+        _link_or_copy(finished, path)
+        return
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -64,6 +68,15 @@ def _write_one(table: Table, path: str, fmt: str) -> None:
     options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT json"
     target = path.replace("'", "''")
     table._engine.con.execute(f"COPY ({_text_select(table, fmt)}) TO '{target}' ({options})")
+
+
+def _link_or_copy(finished: str, path: str) -> None:
+    """Put a finished file at ``path`` (in the staging directory): a hard link where both
+    are on one file system (no second write), else a copy."""
+    try:
+        os.link(finished, path)
+    except OSError:
+        shutil.copyfile(finished, path)
 
 
 #: Every table a run can write: a write replaces all of them in its format, so that the
