@@ -151,9 +151,13 @@ def test_bucketed_plan_matches_on_generated_rules(case):
 
 
 # -- which plan runs ------------------------------------------------------------------------
-def test_auto_picks_the_bucketed_plan_under_a_memory_limit():
+def test_auto_picks_the_bucketed_plan_when_the_input_does_not_fit_the_memory_limit():
+    # three copies of 200 events fit in 2 GB: the columnar plan; of 20,000 not in 4 MB
     with sessionize.run(generated(200), memory_limit="2GB") as result:
+        assert result.plan == "columnar"
+    with sessionize.run(generated(20_000), memory_limit="4MB") as result:
         assert result.plan == "bucketed"
+        assert len(result.events) == 20_000
     with sessionize.run(generated(200), memory_limit="2GB", enrich=True) as result:
         assert result.plan == "sql"  # a rule the kernel does not run
 

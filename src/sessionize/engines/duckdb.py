@@ -370,8 +370,9 @@ class DuckDBEngine(Engine):
     def _choose_plan(self, rules: Rules, loaded: LoadedInput) -> str:
         """The plan that runs: the one asked for, or under ``"auto"``: the SQL plan for a
         rule the columnar kernel does not run, or with a database file (its tables are
-        kept there); else the bucketed plan under a ``memory_limit``, or when the columnar
-        plan's estimate (:meth:`_fits_in_memory`) does not fit; else the columnar plan.
+        kept there); else the bucketed plan when the columnar plan's estimate
+        (:meth:`_fits_in_memory`) does not fit in ``memory_limit`` (without one, in part
+        of the machine's memory); else the columnar plan.
         Analyses (``events_table=False``) never pick the bucketed plan: they read the
         per-event assignment, which it does not keep."""
         rule = unsupported_rule(rules)
@@ -385,8 +386,7 @@ class DuckDBEngine(Engine):
             return self.plan
         if rule is not None or self.database:
             return "sql"
-        if self.memory_limit or not self._fits_in_memory(loaded):
-            # DuckDB's memory_limit bounds DuckDB's buffers, not the kernel's arrays
+        if not self._fits_in_memory(loaded):  # under memory_limit, else half the memory
             return "bucketed" if self.events_table else "sql"
         return "columnar"
 
