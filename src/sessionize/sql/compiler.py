@@ -553,6 +553,12 @@ def _same_as_internal(fields: dict[str, Field | None], ts: str, msg: str) -> dic
     return {col: internal for col, internal in same.items() if col not in read}
 
 
+def session_key_sql(user: str, start_us: str) -> str:
+    """The session key: the first 20 hex digits of the MD5 of the user and the session's
+    first time in microseconds (docs/guide.md, "session_key")."""
+    return f"substr(md5({user} || '{SEPARATOR}' || CAST({start_us} AS VARCHAR)), 1, 20)"
+
+
 def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: Sequence[str],
                   *, source: str = "sz_input", join_back: bool = True,
                   ignore_nulls: bool = True, carry_micros: bool = False) -> CompiledRules:
@@ -694,12 +700,13 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                 )
             )"""
     start = f"{P}cut_reason" if rules.max_duration_us else f"{P}reason"
-    # The key hashes the user and the session's first time, computed once per session (at
-    # its first event) and carried to the session's other events. Without IGNORE NULLS
-    # (PostgreSQL) it is hashed on every event from the session's first time: times only
-    # grow along the user's order, so that is the running maximum of the start times.
+    # The key hashes the user and the session's first time, once per session (at its
+    # first event), and is carried to the session's other events. Without IGNORE NULLS
+    # (PostgreSQL) the carried value is the running maximum of the session starts' keys,
+    # each prefixed with its start time as fixed-width digits: times only grow along the
+    # user's order, so the maximum is the latest start's, and the prefix is cut off after.
     def key_of(start_us: str) -> str:
-        return f"substr(md5({P}user || '{SEPARATOR}' || CAST({start_us} AS VARCHAR)), 1, 20)"
+        return session_key_sql(f"{P}user", start_us)
 
     if ignore_nulls:
         key_window = (f"LAST_VALUE(CASE WHEN {start} IS NULL THEN NULL "
@@ -707,9 +714,12 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                       f"AS {P}key")
         key = f"{P}key"
     else:
-        key_window = (f"MAX(CASE WHEN {start} IS NULL THEN NULL ELSE {P}ts_us END) "
-                      f"OVER ({running}) AS {P}start_us")
-        key = f"{key_of(f'{P}start_us')} AS {P}key"
+        digits = len(str(TS_RANGE_US[1] - TS_RANGE_US[0]))
+        ordered_key = (f"lpad(CAST({P}ts_us - ({TS_RANGE_US[0]}) AS VARCHAR), {digits}, '0') "
+                       f"|| {key_of(f'{P}ts_us')}")
+        key_window = (f"MAX(CASE WHEN {start} IS NULL THEN NULL ELSE {ordered_key} END "
+                      f'COLLATE "C") OVER ({running}) AS {P}start_key')
+        key = f"substr({P}start_key, {digits + 1}) AS {P}key"
     assign = f"""
         SELECT {P}row, {P}user, {P}ts, {P}ts_us, {P}msg, {P}name, {P}seq, {P}prev_ts,
             {start} AS {P}reason, {P}session, {key}{rule.carried}{riding}
@@ -753,7 +763,7 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     # arg_max skips NULL values on some engines; a sentinel keeps a nameless last event nameless.
     sessions = f"""
         SELECT {P}user AS resolved_user, {P}session AS session_id,
-            min({P}key) AS session_key,
+            {session_key_sql(P + "user", f"min({P}ts_us)")} AS session_key,
             min({P}ts) AS session_start,
             max({P}ts) AS session_end,
             CAST(max({P}ts_us) - min({P}ts_us) AS DOUBLE) / 1000000 AS duration_seconds,
