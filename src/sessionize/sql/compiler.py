@@ -39,6 +39,8 @@ __all__ = ["CompiledRules", "Field", "compile_rules", "field_paths", "fields_fro
 # Internal columns carry this prefix; they never reach the user's tables.
 P = "__sz_"
 SEPARATOR = "|"
+#: Dialects without ``LAST_VALUE(... IGNORE NULLS)`` (dialects.no_ignore_nulls refuses it).
+NO_IGNORE_NULLS = ("postgres",)
 _TEXT_TYPES = ("VARCHAR", "JSON")
 _NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
                   "USMALLINT", "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
@@ -134,6 +136,7 @@ class CompiledRules:
 
     prepared = functools.cached_property(lambda self: self._tree("prepared"))
     assign = functools.cached_property(lambda self: self._tree("assign"))
+    assign_portable = functools.cached_property(lambda self: self._tree("assign_portable"))
     events = functools.cached_property(lambda self: self._tree("events"))
     events_unordered = functools.cached_property(lambda self: self._tree("events_unordered"))
     sessions = functools.cached_property(lambda self: self._tree("sessions"))
@@ -142,6 +145,8 @@ class CompiledRules:
     keys = functools.cached_property(lambda self: self._tree("keys"))
 
     def sql(self, stage: str, dialect: str = "duckdb", *, pretty: bool = False) -> str:
+        if stage == "assign" and dialect in NO_IGNORE_NULLS and self.texts.get("assign_portable"):
+            stage = "assign_portable"
         tree = getattr(self, stage)
         if dialect != "duckdb":
             tree = tree.transform(_dialect_rewriter(dialect))
@@ -708,19 +713,20 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     def key_of(start_us: str) -> str:
         return session_key_sql(f"{P}user", start_us)
 
-    if ignore_nulls:
-        key_window = (f"LAST_VALUE(CASE WHEN {start} IS NULL THEN NULL "
-                      f"ELSE {key_of(f'{P}ts_us')} END IGNORE NULLS) OVER ({running}) "
-                      f"AS {P}key")
-        key = f"{P}key"
-    else:
-        digits = len(str(TS_RANGE_US[1] - TS_RANGE_US[0]))
-        ordered_key = (f"lpad(CAST({P}ts_us - ({TS_RANGE_US[0]}) AS VARCHAR), {digits}, '0') "
-                       f"|| {key_of(f'{P}ts_us')}")
-        key_window = (f"MAX(CASE WHEN {start} IS NULL THEN NULL ELSE {ordered_key} END "
-                      f'COLLATE "C") OVER ({running}) AS {P}start_key')
-        key = f"substr({P}start_key, {digits + 1}) AS {P}key"
-    assign = f"""
+    def assigned(ignore: bool) -> str:
+        if ignore:
+            key_window = (f"LAST_VALUE(CASE WHEN {start} IS NULL THEN NULL "
+                          f"ELSE {key_of(f'{P}ts_us')} END IGNORE NULLS) OVER ({running}) "
+                          f"AS {P}key")
+            key = f"{P}key"
+        else:
+            digits = len(str(TS_RANGE_US[1] - TS_RANGE_US[0]))
+            ordered_key = (f"lpad(CAST({P}ts_us - ({TS_RANGE_US[0]}) AS VARCHAR), {digits}, "
+                           f"'0') || {key_of(f'{P}ts_us')}")
+            key_window = (f"MAX(CASE WHEN {start} IS NULL THEN NULL ELSE {ordered_key} END "
+                          f'COLLATE "C") OVER ({running}) AS {P}start_key')
+            key = f"substr({P}start_key, {digits + 1}) AS {P}key"
+        return f"""
         SELECT {P}row, {P}user, {P}ts, {P}ts_us, {P}msg, {P}name, {P}seq, {P}prev_ts,
             {start} AS {P}reason, {P}session, {key}{rule.carried}{riding}
         FROM (
@@ -731,6 +737,11 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
             FROM {reasons}
         )
     """
+
+    assign = assigned(ignore_nulls)
+    # Result.sql renders this run's stages in another dialect: one without IGNORE NULLS
+    # gets the key carried the other way (the rules' own carries are still refused there)
+    assign_portable = assigned(False) if ignore_nulls else None
     # --- events: the input's columns, the parsed time, and the assignment ---------------
     visible = []
     side = "i" if join_back else "a"  # where the input's columns are read
@@ -799,7 +810,8 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         GROUP BY resolved_user
         ORDER BY resolved_user
     """
-    return CompiledRules({"prepared": prepared, "assign": assign, "events": events,
+    return CompiledRules({"prepared": prepared, "assign": assign,
+                          "assign_portable": assign_portable, "events": events,
                           "events_unordered": events_unordered,
                           "sessions": sessions, "users": users, "identities": identities,
                           "keys": keys}, renamed,
