@@ -25,8 +25,12 @@ import pytest
 
 import sessionize
 from sessionize.rules import Rules
-from sessionize.sql.compiler import CompiledRules, compile_rules, fields_from_schema
-from sessionize.sql.standalone import _NO_IGNORE_NULLS as NO_IGNORE_NULLS
+from sessionize.sql.compiler import (
+    NO_IGNORE_NULLS,
+    CompiledRules,
+    compile_rules,
+    fields_from_schema,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib

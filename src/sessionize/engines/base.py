@@ -47,6 +47,8 @@ class Engine:
     dialect = "duckdb"
     #: False for engines without LAST_VALUE(... IGNORE NULLS) (compile_rules)
     ignore_nulls = True
+    #: True where exact epoch microseconds are dear to compute (compile_rules)
+    carry_micros = False
 
     def __init__(self, *, progress: Progress | None = None, events_order: str = "time"):
         self.events_order = events_order
@@ -60,7 +62,8 @@ class Engine:
         loaded = self.read(source, rules, on_invalid=on_invalid, stdin=stdin)
         fields = self.fields(loaded, rules)
         compiled = compile_rules(rules, fields, list(loaded.schema), source=loaded.table,
-                                 ignore_nulls=self.ignore_nulls)
+                                 ignore_nulls=self.ignore_nulls,
+                                 carry_micros=self.carry_micros)
         invalid = self.assign(compiled, loaded, fields, on_invalid)
         self.create_quarantine(self.quarantine_sql(loaded, fields, invalid), loaded)
         return Result(engine=self, rules=rules, compiled=compiled, plan=self.plan,

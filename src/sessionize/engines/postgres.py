@@ -145,6 +145,7 @@ class PostgresEngine(Engine):
     name = "postgres"
     dialect = DIALECT
     ignore_nulls = False  # PostgreSQL has no LAST_VALUE(... IGNORE NULLS)
+    carry_micros = True  # its exact microseconds are numeric arithmetic (EXTRACT(EPOCH ...))
 
     def __init__(self, con: Any, *, owns: bool, into: str | None,
                  progress: Callable[[str, float | None], None] | None = None,

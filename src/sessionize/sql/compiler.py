@@ -45,6 +45,8 @@ __all__ = ["CompiledRules", "Field", "compile_rules", "field_paths", "fields_fro
 # Internal columns carry this prefix; they never reach the user's tables.
 P = "__sz_"
 SEPARATOR = "|"
+#: Dialects without ``LAST_VALUE(... IGNORE NULLS)`` (dialects.no_ignore_nulls refuses it).
+NO_IGNORE_NULLS = ("postgres",)
 _TEXT_TYPES = ("VARCHAR", "JSON")
 _NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
                   "USMALLINT", "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
@@ -140,6 +142,7 @@ class CompiledRules:
 
     prepared = functools.cached_property(lambda self: self._tree("prepared"))
     assign = functools.cached_property(lambda self: self._tree("assign"))
+    assign_portable = functools.cached_property(lambda self: self._tree("assign_portable"))
     events = functools.cached_property(lambda self: self._tree("events"))
     events_unordered = functools.cached_property(lambda self: self._tree("events_unordered"))
     sessions = functools.cached_property(lambda self: self._tree("sessions"))
@@ -148,6 +151,8 @@ class CompiledRules:
     keys = functools.cached_property(lambda self: self._tree("keys"))
 
     def sql(self, stage: str, dialect: str = "duckdb", *, pretty: bool = False) -> str:
+        if stage == "assign" and dialect in NO_IGNORE_NULLS and self.texts.get("assign_portable"):
+            stage = "assign_portable"
         tree = getattr(self, stage)
         if dialect != "duckdb":
             tree = tree.transform(_dialect_rewriter(dialect))
@@ -482,7 +487,7 @@ def _rule_sql(rules: Rules, fields: dict[str, Field | None], name: str = f"{P}na
         columns.append(("device", _id_sql(fields.get("anonymous_id"))))
         lags.append(("device_prev_user",
                      f"CASE WHEN {P}device IS NOT NULL THEN LAG({P}user) OVER (PARTITION BY "
-                     f"{P}device ORDER BY {P}ts_us, {P}msg, {P}row) END"))
+                     f"{P}device ORDER BY {P}ts, {P}msg, {P}row) END"))
         branches.append(f"WHEN {P}device_prev_user <> {P}user THEN 'user_change'")
     since = f"{P}prev_us"
     if rules.passive_events:
@@ -553,9 +558,29 @@ def _identity_sql(rules: Rules, rule: _RuleSQL, inputs: str = "") -> tuple[str, 
     return resolved, identities
 
 
+def _same_as_internal(fields: dict[str, Field | None], ts: str, msg: str) -> dict[str, str]:
+    """Input columns whose values the ``prepared`` stage copies unchanged into an internal
+    column: column -> that internal column. Columns the session enrichment reads are not
+    listed (it reads the input's columns by name)."""
+    read = {f.top_level for name, f in fields.items() if name.startswith("enrich:") and f}
+    same = {}
+    ts_field, msg_field = fields.get("timestamp"), fields.get("message_id")
+    if ts_field is not None and ts_field.top_level is not None and ts == ts_field.sql:
+        same[ts_field.top_level] = f"{P}ts"
+    if msg_field is not None and text_column(msg_field) is not None and msg == msg_field.sql:
+        same[msg_field.top_level] = f"{P}msg"
+    return {col: internal for col, internal in same.items() if col not in read}
+
+
+def session_key_sql(user: str, start_us: str) -> str:
+    """The session key: the first 20 hex digits of the MD5 of the user and the session's
+    first time in microseconds (docs/guide.md, "session_key")."""
+    return f"substr(md5({user} || '{SEPARATOR}' || CAST({start_us} AS VARCHAR)), 1, 20)"
+
+
 def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: Sequence[str],
                   *, source: str = "sz_input", join_back: bool = True,
-                  ignore_nulls: bool = True) -> CompiledRules:
+                  ignore_nulls: bool = True, carry_micros: bool = False) -> CompiledRules:
     """Build the syntax trees of every stage for the given input.
 
     ``fields`` maps each name of :class:`~sessionize.rules.Columns` to where it
@@ -567,7 +592,10 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     ``join_back=False`` (a standalone query, sql/standalone.py): the input's columns ride
     along through the windows, so ``__sz_row`` is only the last tie-breaker and may repeat
     (identical rows). ``ignore_nulls=False``: no ``LAST_VALUE(... IGNORE NULLS)``, for
-    engines that lack it (:meth:`_RuleSQL.islands`).
+    engines that lack it (:meth:`_RuleSQL.islands`). ``carry_micros=True``: each event's
+    microseconds are computed once before the first window and carried through it, for
+    engines whose exact epoch arithmetic is dear (PostgreSQL's numeric ``EXTRACT``); by
+    default that window sorts one column fewer and they are computed after it.
     """
     ts_field = fields.get("timestamp")
     if ts_field is None:
@@ -621,23 +649,42 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     # --- assign: order, gap, boundary, number, key (narrow: only what the windows need) ---
     # Windows sort every column they carry, so they run on a narrow projection and the
     # input's own columns are joined back by row afterwards.
-    order = f"PARTITION BY {P}user ORDER BY {P}ts_us, {P}msg, {P}row"
-    running = (f"PARTITION BY {P}user ORDER BY {P}seq "
-               "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
+    # Every window of the user's order names the same order (the time itself, not its
+    # microseconds: the same order, and nothing to compute before the sort), so an engine
+    # that keeps its rows sorted between windows (PostgreSQL) sorts once for all of them.
+    order = f"PARTITION BY {P}user ORDER BY {P}ts, {P}msg, {P}row"
+    running = f"{order} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
     # --- identity: event (the notebook's per-event coalesce), stitched, or the graph --------
-    riding = "" if join_back else "".join(f", {quote(c)}" for c in input_columns)
-    resolved, identities = _identity_sql(
-        rules, rule, "".join(f", p.{quote(c)}" for c in input_columns) if riding else "")
+    # An input column that holds exactly an internal one (a TIMESTAMPTZ time, a text
+    # messageId) does not ride along twice: the events read the internal one.
+    same = _same_as_internal(fields, ts, msg)
+    riders = [] if join_back else [c for c in input_columns if c not in same]
+    riding = "".join(f", {quote(c)}" for c in riders)
+    resolved, identities = _identity_sql(rules, rule, "".join(f", p.{quote(c)}" for c in riders))
     # keys: the valid events, narrow; the windows (or the columnar plan, kernel.py) read them
-    keys = (f"SELECT {P}row, {P}user, {P}ts, EPOCH_US({P}ts) AS {P}ts_us, {P}msg, {P}name"
-            f"{rule.carried}{riding} FROM {resolved} WHERE {P}invalid IS NULL")
+    def valid(micros: str) -> str:
+        return (f"SELECT {P}row, {P}user, {P}ts{micros}, {P}msg, {P}name"
+                f"{rule.carried}{riding} FROM {resolved} WHERE {P}invalid IS NULL")
+
+    keys = valid(f", EPOCH_US({P}ts) AS {P}ts_us")
     windows = rule.windows(order, ignore_nulls=ignore_nulls)
-    lagged = f"""(
+    if carry_micros or f"{P}ts_us" in windows:  # a rule's window reads the microseconds
+        lagged = f"""(
                         SELECT *,
                             LAG({P}ts) OVER ({order}) AS {P}prev_ts,
                             LAG({P}ts_us) OVER ({order}) AS {P}prev_us,
                             ROW_NUMBER() OVER ({order}) AS {P}seq{windows}
                         FROM ({keys})
+                    )"""
+    else:  # the first window sorts and carries one column fewer
+        lagged = f"""(
+                        SELECT *, EPOCH_US({P}ts) AS {P}ts_us, EPOCH_US({P}prev_ts) AS {P}prev_us
+                        FROM (
+                            SELECT *,
+                                LAG({P}ts) OVER ({order}) AS {P}prev_ts,
+                                ROW_NUMBER() OVER ({order}) AS {P}seq{windows}
+                            FROM ({valid("")})
+                        )
                     )"""
     if not ignore_nulls:
         lagged = rule.islands(lagged, order)
@@ -653,12 +700,11 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         # A session the other rules made that runs longer than max_duration is cut into
         # consecutive windows of max_duration from its first event; the first event in
         # each later window starts a session. A window includes its end (like the gap).
-        by_seq = f"PARTITION BY {P}user ORDER BY {P}seq"
         m = rules.max_duration_us
         reasons = f"""(
                 SELECT *,
                     coalesce({P}base_reason, CASE WHEN {P}piece <> LAG({P}piece)
-                        OVER ({by_seq}) THEN 'max_duration' END) AS {P}cut_reason
+                        OVER ({order}) THEN 'max_duration' END) AS {P}cut_reason
                 FROM (
                     SELECT *,
                         CASE WHEN {P}ts_us = {P}base_start_us THEN 0
@@ -673,29 +719,51 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                 )
             )"""
     start = f"{P}cut_reason" if rules.max_duration_us else f"{P}reason"
-    # The key hashes the user and the session's first time. Times only grow along the
-    # user's order, so the session's first time is the running maximum of the start times:
-    # no LAST_VALUE(... IGNORE NULLS), which PostgreSQL lacks.
-    assign = f"""
+    # The key hashes the user and the session's first time, once per session (at its
+    # first event), and is carried to the session's other events. Without IGNORE NULLS
+    # (PostgreSQL) the carried value is the running maximum of the session starts' keys,
+    # each prefixed with its start time as fixed-width digits: times only grow along the
+    # user's order, so the maximum is the latest start's, and the prefix is cut off after.
+    def key_of(start_us: str) -> str:
+        return session_key_sql(f"{P}user", start_us)
+
+    def assigned(ignore: bool) -> str:
+        if ignore:
+            key_window = (f"LAST_VALUE(CASE WHEN {start} IS NULL THEN NULL "
+                          f"ELSE {key_of(f'{P}ts_us')} END IGNORE NULLS) OVER ({running}) "
+                          f"AS {P}key")
+            key = f"{P}key"
+        else:
+            digits = len(str(TS_RANGE_US[1] - TS_RANGE_US[0]))
+            ordered_key = (f"lpad(CAST({P}ts_us - ({TS_RANGE_US[0]}) AS VARCHAR), {digits}, "
+                           f"'0') || {key_of(f'{P}ts_us')}")
+            key_window = (f"MAX(CASE WHEN {start} IS NULL THEN NULL ELSE {ordered_key} END "
+                          f'COLLATE "C") OVER ({running}) AS {P}start_key')
+            key = f"substr({P}start_key, {digits + 1}) AS {P}key"
+        return f"""
         SELECT {P}row, {P}user, {P}ts, {P}ts_us, {P}msg, {P}name, {P}seq, {P}prev_ts,
-            {start} AS {P}reason, {P}session,
-            substr(md5({P}user || '{SEPARATOR}' || CAST({P}start_us AS VARCHAR)), 1, 20)
-                AS {P}key{rule.carried}{riding}
+            {start} AS {P}reason, {P}session, {key}{rule.carried}{riding}
         FROM (
             SELECT *,
                 CAST(SUM(CASE WHEN {start} IS NULL THEN 0 ELSE 1 END) OVER ({running}) AS BIGINT)
                     AS {P}session,
-                MAX(CASE WHEN {start} IS NULL THEN NULL ELSE {P}ts_us END) OVER ({running})
-                    AS {P}start_us
+                {key_window}
             FROM {reasons}
         )
     """
+
+    assign = assigned(ignore_nulls)
+    # Result.sql renders this run's stages in another dialect: one without IGNORE NULLS
+    # gets the key carried the other way (the rules' own carries are still refused there)
+    assign_portable = assigned(False) if ignore_nulls else None
     # --- events: the input's columns, the parsed time, and the assignment ---------------
     visible = []
     side = "i" if join_back else "a"  # where the input's columns are read
     for col in input_columns:
         if col == ts_column:
             visible.append(f"a.{P}ts AS {quote(col)}")
+        elif col in same and not join_back:
+            visible.append(f"a.{same[col]} AS {quote(renamed.get(col, col))}")
         elif col in renamed:
             visible.append(f"{side}.{quote(col)} AS {quote(renamed[col])}")
         else:
@@ -716,11 +784,11 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
     """
     # events_unordered: the same rows in the engine's order, for events_order="none"
     events_unordered = events
-    events += f"ORDER BY a.{P}ts_us, a.{P}user, a.{P}msg, a.{P}row\n"
+    events += f"ORDER BY a.{P}ts, a.{P}user, a.{P}msg, a.{P}row\n"
     # arg_max skips NULL values on some engines; a sentinel keeps a nameless last event nameless.
     sessions = f"""
         SELECT {P}user AS resolved_user, {P}session AS session_id,
-            min({P}key) AS session_key,
+            {session_key_sql(P + "user", f"min({P}ts_us)")} AS session_key,
             min({P}ts) AS session_start,
             max({P}ts) AS session_end,
             CAST(max({P}ts_us) - min({P}ts_us) AS DOUBLE) / 1000000 AS duration_seconds,
@@ -756,7 +824,8 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
         GROUP BY resolved_user
         ORDER BY resolved_user
     """
-    return CompiledRules({"prepared": prepared, "assign": assign, "events": events,
+    return CompiledRules({"prepared": prepared, "assign": assign,
+                          "assign_portable": assign_portable, "events": events,
                           "events_unordered": events_unordered,
                           "sessions": sessions, "users": users, "identities": identities,
                           "keys": keys}, renamed,

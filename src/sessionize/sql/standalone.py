@@ -40,7 +40,7 @@ from sqlglot import exp
 
 from ..errors import OptionError
 from ..rules import CAMPAIGN_FIELDS, Rules
-from .compiler import Field, P, compile_rules, quote
+from .compiler import NO_IGNORE_NULLS, Field, P, compile_rules, quote
 from .dialects import rewrite
 
 __all__ = ["DIALECTS", "TABLES", "default_schema", "standalone_sql"]
@@ -50,9 +50,9 @@ DIALECTS = ("duckdb", "postgres", "spark", "databricks", "snowflake", "bigquery"
             "trino")
 #: The tables a standalone query returns.
 TABLES = ("events", "sessions", "users", "quarantine")
-#: Dialects without ``LAST_VALUE(... IGNORE NULLS)``: the compiler writes those windows
-#: without it (compiler._RuleSQL.islands).
-_NO_IGNORE_NULLS = ("postgres",)
+#: Dialects whose exact epoch microseconds are arithmetic on numerics or text
+#: (dialects.epoch_micros): computed once and carried (compile_rules' ``carry_micros``).
+_DEAR_EPOCH = ("postgres", "redshift", "trino")
 #: What each dialect cannot express, by rule: (test on the rules, why).
 _TEXT, _INSTANT = "VARCHAR", "TIMESTAMP WITH TIME ZONE"
 #: Segment fields some rules read, as Segment's warehouse tables flatten them.
@@ -262,7 +262,8 @@ def standalone_sql(rules: Rules, *, dialect: str = "duckdb", source: str = "trac
                           f"(got {reserved[0]!r})")
     fields = _fields(rules, declared)
     compiled = compile_rules(rules, fields, list(declared), source="sz_input", join_back=False,
-                             ignore_nulls=dialect not in _NO_IGNORE_NULLS)
+                             ignore_nulls=dialect not in NO_IGNORE_NULLS,
+                             carry_micros=dialect in _DEAR_EPOCH)
     try:
         table_ref = exp.to_table(source, dialect=dialect)
     except Exception:
