@@ -71,7 +71,8 @@ def test_auto_picks_the_columnar_plan_for_gap_rules():
 @pytest.mark.parametrize("options", [
     {"midnight": "UTC"}, {"midnight": "event"}, {"max_duration": "2h"}, {"campaign": True},
     {"start_events": ["Signed Up"], "end_events": ["Logged Out"]},
-    {"passive_events": ["identify"]},
+    {"passive_events": ["identify"]}, {"client_session": "context.library.name"},
+    {"client_session": "context.library.name", "client_session_mode": "compare"},
 ])
 def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
     with sessionize.run(generated(200), **options) as result:
@@ -79,7 +80,7 @@ def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
 
 
 @pytest.mark.parametrize("options", [
-    {"client_session": "context.library.name"}, {"enrich": True},
+    {"enrich": True},
     {"first_last": ["event"]}, {"user_change": True}, {"memory_limit": "2GB"},
 ])
 def test_auto_picks_the_sql_plan(options):
@@ -136,6 +137,7 @@ def test_cli_plan_flag(tmp_path):
     {"midnight": "America/New_York", "gap": "6h"}, {"midnight": "event", "gap": "6h"},
     {"max_duration": "10m", "gap": "2h"}, {"passive_events": ["identify", "Clicked"]},
     {"passive_events": ["identify"], "gap_by": "platform", "gaps": {"mobile": "1m"}},
+    {"client_session": "context.library.name", "identity": "stitch"},
 ])
 def test_plans_agree_on_generated_events(options):
     tables = run_both_plans(generated(20_000), on_invalid="quarantine", **options)

@@ -20,8 +20,8 @@ compiled ``assign`` stage's windows do:
    (:mod:`.gather`).
 
 It runs the gap (one, or one per event: ``gap_by``/``gaps``), midnight (in a fixed zone
-or each event's own), campaign change, start and end events, passive events and
-``max_duration``, with any identity policy, each as the compiled ``assign`` stage defines
+or each event's own), campaign change, start and end events, client session ids, passive
+events and ``max_duration``, with any identity policy, each as the compiled ``assign`` stage defines
 it (:func:`_starts`). :func:`unsupported_rule` names the first rule it does not run;
 those use the SQL plan. The tests run both plans against the reference implementation
 and require identical tables.
@@ -63,7 +63,6 @@ _CODE = {name: np.int8(i) for i, name in enumerate(START_REASONS)}
 def unsupported_rule(rules: Rules) -> str | None:
     """The first rule the columnar plan does not run (``None``: it runs them all)."""
     checks = (
-        ("client_session", bool(rules.client_session)),
         ("enrich", bool(rules.enrich)),
         ("first_last", bool(rules.first_last)),
         ("user_change", bool(getattr(rules, "user_change", False))),
@@ -342,12 +341,7 @@ def _rule_starts(keys: pa.Table, rules: Rules, con: duckdb.DuckDBPyConnection,
     if rules.midnight is not None:
         starts["midnight"] = _midnights(keys, rules.midnight, con, by_user, t)
     if rules.campaign:
-        # the campaign differs from the last one before it (both present)
-        encoded = pc.dictionary_encode(keys.column(f"{P}campaign")).combine_chunks()
-        code = _in_order(to_numpy(encoded.indices.fill_null(-1)).astype(np.int64), by_user)
-        last = _last_before(code >= 0)
-        starts["campaign_change"] = ((code >= 0) & (last >= user_start)
-                                     & (code != code[last]))
+        starts["campaign_change"] = _changed(keys.column(f"{P}campaign"), by_user, user_start)
     if rules.start_events or rules.end_events:
         name = keys.column(f"{P}name")
         hit = np.zeros(n, bool)
@@ -360,7 +354,21 @@ def _rule_starts(keys: pa.Table, rules: Rules, con: duckdb.DuckDBPyConnection,
             previous[1:] = ended[:-1]
             hit |= previous
         starts["start_event"] = hit
+    if rules.client_session and rules.client_session_mode == "split":  # "compare": carried only
+        starts["client_session"] = _changed(keys.column(f"{P}client_session"), by_user,
+                                            user_start)
     return starts
+
+
+def _changed(values: pa.ChunkedArray, by_user: np.ndarray, user_start: np.ndarray) -> np.ndarray:
+    """Where a value (per key position) differs from its user's last present value before
+    it, both present (the campaign, the client session id): the SQL's ``value <>
+    LAST_VALUE(value IGNORE NULLS)`` over the rows before. Values are compared by their
+    dictionary codes, equal exactly when the strings are."""
+    encoded = pc.dictionary_encode(values).combine_chunks()
+    code = _in_order(to_numpy(encoded.indices.fill_null(-1)).astype(np.int64), by_user)
+    last = _last_before(code >= 0)
+    return (code >= 0) & (last >= user_start) & (code != code[last])
 
 
 def _midnights(keys: pa.Table, zone: str, con: duckdb.DuckDBPyConnection,
