@@ -73,6 +73,7 @@ def test_auto_picks_the_columnar_plan_for_gap_rules():
     {"start_events": ["Signed Up"], "end_events": ["Logged Out"]},
     {"passive_events": ["identify"]}, {"client_session": "context.library.name"},
     {"client_session": "context.library.name", "client_session_mode": "compare"},
+    {"user_change": True}, {"user_change": True, "identity": "graph"},
 ])
 def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
     with sessionize.run(generated(200), **options) as result:
@@ -81,7 +82,7 @@ def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
 
 @pytest.mark.parametrize("options", [
     {"enrich": True},
-    {"first_last": ["event"]}, {"user_change": True}, {"memory_limit": "2GB"},
+    {"first_last": ["event"]}, {"memory_limit": "2GB"},
 ])
 def test_auto_picks_the_sql_plan(options):
     with sessionize.run(generated(200), **options) as result:
@@ -138,6 +139,7 @@ def test_cli_plan_flag(tmp_path):
     {"max_duration": "10m", "gap": "2h"}, {"passive_events": ["identify", "Clicked"]},
     {"passive_events": ["identify"], "gap_by": "platform", "gaps": {"mobile": "1m"}},
     {"client_session": "context.library.name", "identity": "stitch"},
+    {"user_change": True, "identity": "stitch", "gap": "6h"}, {"user_change": True},
 ])
 def test_plans_agree_on_generated_events(options):
     tables = run_both_plans(generated(20_000), on_invalid="quarantine", **options)
@@ -615,3 +617,26 @@ def test_plans_agree_on_the_edges_of_max_duration_and_end_events():
     tables = run_both_plans(table, gap="1d", max_duration="10m", end_events=["Close"])
     assert tables["events"].column("start_reason").to_pylist() == [
         "first_event", None, "max_duration", None, "max_duration", "start_event"]
+
+
+@pytest.mark.parametrize(("late_ids", "reasons"), [
+    # at 10 us the device's order is (time, messageId): zed's m5, then amy's m9, so only
+    # amy's event follows another user's; the time order has amy first (by user)
+    (["m5", "m9"], ["first_event", "first_event", None, "user_change"]),
+    # a missing messageId sorts last: amy's m9, then zed's: both follow another user
+    ([None, "m9"], ["first_event", "first_event", "user_change", "user_change"]),
+])
+def test_plans_agree_on_a_device_s_order_at_one_instant(late_ids, reasons):
+    table = pa.table({
+        "userId": pa.array(["amy", "zed", "zed", "amy"], pa.string()),
+        "anonymousId": pa.array(["tab"] * 4, pa.string()),
+        "messageId": pa.array(["a1", "z1", *late_ids], pa.string()),
+        "timestamp": pa.array([BASE_US, BASE_US, BASE_US + 10, BASE_US + 10],
+                              pa.timestamp("us", tz="UTC")),
+    })
+    tables = run_both_plans(table, user_change=True)
+    events = sorted(zip(tables["events"].column("messageId").to_pylist(),
+                        tables["events"].column("userId").to_pylist(),
+                        tables["events"].column("start_reason").to_pylist()),
+                    key=lambda e: ["a1", "z1", *late_ids].index(e[0]))
+    assert [e[2] for e in events] == reasons

@@ -191,7 +191,7 @@ def rule_streams(draw, *, columnar: bool = False):
         passive=draw(st.sampled_from([(), ("Page",), ("Page", "Close")])),
         max_duration=draw(st.sampled_from([None, gap // 2, gap, 3 * gap])),
         identity=draw(st.sampled_from(["event", "stitch", "first", "graph"])),
-        user_change=False if columnar else draw(st.booleans()),
+        user_change=draw(st.booleans()),
     )
     events = []
     for row in range(draw(st.integers(1, 30))):

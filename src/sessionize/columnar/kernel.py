@@ -21,8 +21,9 @@ compiled ``assign`` stage's windows do:
 
 It runs the gap (one, or one per event: ``gap_by``/``gaps``), midnight (in a fixed zone
 or each event's own), campaign change, start and end events, client session ids, passive
-events and ``max_duration``, with any identity policy, each as the compiled ``assign`` stage defines
-it (:func:`_starts`). :func:`unsupported_rule` names the first rule it does not run;
+events, ``max_duration`` and ``user_change``, with any identity policy, each as the
+compiled ``assign`` stage defines it (:func:`_starts`). :func:`unsupported_rule` names
+the first rule it does not run;
 those use the SQL plan. The tests run both plans against the reference implementation
 and require identical tables.
 
@@ -65,7 +66,6 @@ def unsupported_rule(rules: Rules) -> str | None:
     checks = (
         ("enrich", bool(rules.enrich)),
         ("first_last", bool(rules.first_last)),
-        ("user_change", bool(getattr(rules, "user_change", False))),
     )
     return next((name for name, used in checks if used), None)
 
@@ -120,11 +120,12 @@ def _time_order(ts: np.ndarray, codes: np.ndarray, msg: pa.Array | pa.ChunkedArr
     return _order_ties(order, t[1:] == t[:-1], codes, msg, row), t
 
 
-def _order_ties(order: np.ndarray, equal: np.ndarray, codes: np.ndarray,
+def _order_ties(order: np.ndarray, equal: np.ndarray, codes: np.ndarray | None,
                 msg: pa.Array | pa.ChunkedArray, row: np.ndarray | None) -> np.ndarray:
     """``order`` with every run of positions tied on time (``equal[i]``: position i + 1
-    ties with position i) ordered by user code, then messageId (missing last), then input
-    row (``row`` per key position; ``None``: key positions are in input-row order). Runs
+    ties with position i) ordered by user code (``codes``; ``None``: not by user), then
+    messageId (missing last), then input row (``row`` per key position; ``None``: key
+    positions are in input-row order). Runs
     are contiguous, so sorting the tied positions by (run, user, messageId, row) keeps
     every run in its slots; ``order`` is reordered in place and returned."""
     slots = np.flatnonzero(equal)
@@ -141,7 +142,7 @@ def _order_ties(order: np.ndarray, equal: np.ndarray, codes: np.ndarray,
     members = order[slots]
     columns = {
         "run": arrow(np.cumsum(starts_run)),
-        "user": arrow(codes[members]),
+        **({} if codes is None else {"user": arrow(codes[members])}),
         "msg": take(msg, members),
         "row": arrow(members if row is None else row[members]),
     }
@@ -253,7 +254,8 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool,
     first = np.ones(n, bool)
     np.not_equal(u[1:], u[:-1], out=first[1:])
     gaps = numpy(keys.column(f"{P}gap_us"))[by_user] if per_event_gap else None
-    reason = _starts(keys, rules, con, by_user, t, first, gap_us, gaps)
+    reason = _starts(keys, rules, con, by_user, t, first, gap_us, gaps,
+                     _Orders(ts, codes, by_time, row))
     new = reason >= 0
     session = np.cumsum(new, dtype=np.int64) - 1
     user_first = np.flatnonzero(first)
@@ -293,9 +295,22 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool,
                     sessions, users_table, threads, inputs, stream, reads)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Orders:
+    """What the rules that look past the user's own order read (``user_change``: a
+    device's order), per key position: the time (us), the user's code, the input row
+    (``None``: key positions are in input-row order), and the (time, user, messageId, row)
+    order."""
+
+    ts: np.ndarray
+    codes: np.ndarray
+    by_time: np.ndarray
+    row: np.ndarray | None
+
+
 def _starts(keys: pa.Table, rules: Rules | None, con: duckdb.DuckDBPyConnection,
             by_user: np.ndarray, t: np.ndarray, first: np.ndarray, gap_us: int,
-            gaps: np.ndarray | None) -> np.ndarray:
+            gaps: np.ndarray | None, orders: _Orders | None = None) -> np.ndarray:
     """Per (user, time) position: the code of the reason its event starts a session
     (:data:`START_REASONS`' index, -1 for none), as the compiled ``assign`` stage's
     ``CASE`` gives it: the first reason that holds, in the order of precedence.
@@ -319,7 +334,7 @@ def _starts(keys: pa.Table, rules: Rules | None, con: duckdb.DuckDBPyConnection,
         "inactivity": t - t[since] > threshold,  # position 0 wraps, but it is a first
     }
     if rules is not None:
-        starts.update(_rule_starts(keys, rules, con, by_user, t, user_start))
+        starts.update(_rule_starts(keys, rules, con, by_user, t, user_start, orders))
     reason = np.full(n, -1, np.int8)
     for name in reversed(START_REASONS):  # the first reason that holds wins
         if name in starts:
@@ -331,10 +346,11 @@ def _starts(keys: pa.Table, rules: Rules | None, con: duckdb.DuckDBPyConnection,
 
 
 def _rule_starts(keys: pa.Table, rules: Rules, con: duckdb.DuckDBPyConnection,
-                 by_user: np.ndarray, t: np.ndarray,
-                 user_start: np.ndarray) -> dict[str, np.ndarray]:
+                 by_user: np.ndarray, t: np.ndarray, user_start: np.ndarray,
+                 orders: _Orders | None = None) -> dict[str, np.ndarray]:
     """Per reason beyond the gap: where it holds (a user's first event aside).
-    ``user_start``: per position, its user's first position."""
+    ``user_start``: per position, its user's first position; ``orders``: see
+    :class:`_Orders` (needed by ``user_change``)."""
     n = len(t)
     starts: dict[str, np.ndarray] = {}
     previous = np.zeros(n, bool)  # shifted by one: the event before holds
@@ -357,7 +373,31 @@ def _rule_starts(keys: pa.Table, rules: Rules, con: duckdb.DuckDBPyConnection,
     if rules.client_session and rules.client_session_mode == "split":  # "compare": carried only
         starts["client_session"] = _changed(keys.column(f"{P}client_session"), by_user,
                                             user_start)
+    if rules.user_change:
+        starts["user_change"] = _in_order(_changed_hands(keys, orders), by_user)
     return starts
+
+
+def _changed_hands(keys: pa.Table, orders: _Orders) -> np.ndarray:
+    """Per key position: the event's device (``__sz_device``, its anonymousId) is present
+    and the device's previous event went to another resolved user: the SQL's ``LAG(user)
+    OVER (PARTITION BY device ORDER BY ts_us, msg, row) <> user``. The device order is the
+    time order sorted stably by device, with each run of one device's events at one
+    instant put back in (messageId, row) order (the time order had them by user first)."""
+    encoded = pc.dictionary_encode(keys.column(f"{P}device")).combine_chunks()
+    device = to_numpy(encoded.indices.fill_null(-1)).astype(np.int64)[orders.by_time]
+    order = orders.by_time[device >= 0]  # key positions with a device, in time order
+    device = device[device >= 0]
+    at = _by_code(device, len(encoded.dictionary))
+    order, device = order[at], device[at]
+    ts = orders.ts[order]
+    same = device[1:] == device[:-1]
+    order = _order_ties(order, same & (ts[1:] == ts[:-1]), None, keys.column(f"{P}msg"),
+                        orders.row)
+    user = orders.codes[order]
+    changed = np.zeros(len(orders.ts), bool)
+    changed[order[1:][same & (user[1:] != user[:-1])]] = True
+    return changed
 
 
 def _changed(values: pa.ChunkedArray, by_user: np.ndarray, user_start: np.ndarray) -> np.ndarray:
