@@ -74,16 +74,14 @@ def test_auto_picks_the_columnar_plan_for_gap_rules():
     {"passive_events": ["identify"]}, {"client_session": "context.library.name"},
     {"client_session": "context.library.name", "client_session_mode": "compare"},
     {"user_change": True}, {"user_change": True, "identity": "graph"},
+    {"enrich": True}, {"first_last": ["event"]},
 ])
 def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
     with sessionize.run(generated(200), **options) as result:
         assert result.plan == "columnar"
 
 
-@pytest.mark.parametrize("options", [
-    {"enrich": True},
-    {"first_last": ["event"]}, {"memory_limit": "2GB"},
-])
+@pytest.mark.parametrize("options", [{"memory_limit": "2GB"}])
 def test_auto_picks_the_sql_plan(options):
     with sessionize.run(generated(200), **options) as result:
         assert result.plan == "sql"
@@ -95,9 +93,14 @@ def test_auto_picks_the_sql_plan_for_a_database_file(tmp_path):
         assert len(result.sessions) == 4
 
 
-def test_columnar_plan_refuses_a_rule_it_does_not_run():
+def test_columnar_plan_refuses_a_rule_it_does_not_run(monkeypatch):
+    # every rule runs on the columnar plan today: a rule it did not run would be refused
+    monkeypatch.setattr(engine_duckdb, "unsupported_rule",
+                        lambda rules: "enrich" if rules.enrich else None)
     with pytest.raises(sessionize.OptionError, match="does not run the enrich rule"):
         sessionize.run(sessionize.sample_path(), plan="columnar", enrich=True)
+    with sessionize.run(sessionize.sample_path(), enrich=True) as result:
+        assert result.plan == "sql"
 
 
 def test_unknown_plan_is_refused():
@@ -106,12 +109,15 @@ def test_unknown_plan_is_refused():
         sessionize.run(sessionize.sample_path(), plan="fast")
 
 
-def test_unsupported_rule_names_the_first_rule():
+def test_the_columnar_plan_runs_every_rule():
     assert unsupported_rule(Rules.from_options()) is None
     assert unsupported_rule(Rules.from_options(gap_by="platform", gaps={"web": "1h"})) is None
     assert unsupported_rule(Rules.from_options(profile="mobile")) is None
     assert unsupported_rule(Rules.from_options(profile="saas")) is None
-    assert unsupported_rule(Rules.from_options(profile="saas", enrich=True)) == "enrich"
+    assert unsupported_rule(Rules.from_options(
+        profile="saas", enrich=True, first_last=["event"], client_session="sid",
+        user_change=True, campaign=True, start_events=["Open"], passive_events=["identify"],
+        identity="graph")) is None
 
 
 def test_cli_plan_flag(tmp_path):
@@ -140,6 +146,9 @@ def test_cli_plan_flag(tmp_path):
     {"passive_events": ["identify"], "gap_by": "platform", "gaps": {"mobile": "1m"}},
     {"client_session": "context.library.name", "identity": "stitch"},
     {"user_change": True, "identity": "stitch", "gap": "6h"}, {"user_change": True},
+    {"enrich": True, "bounce": "30s"}, {"first_last": ["event", "context.library.name"]},
+    {"first_last": ["event", "userId", "timestamp", "context"], "enrich": True,
+     "identity": "graph"},
 ])
 def test_plans_agree_on_generated_events(options):
     tables = run_both_plans(generated(20_000), on_invalid="quarantine", **options)
@@ -640,3 +649,28 @@ def test_plans_agree_on_a_device_s_order_at_one_instant(late_ids, reasons):
                         tables["events"].column("start_reason").to_pylist()),
                     key=lambda e: ["a1", "z1", *late_ids].index(e[0]))
     assert [e[2] for e in events] == reasons
+
+
+def test_plans_agree_on_the_edges_of_enrichment():
+    # a bounce lasts strictly less than `bounce` with at most one view; first and last
+    # values are the session's first and last present ones, never a neighbour's
+    s, h = 1_000_000, 3_600_000_000
+    times = [0, 10 * s, h, h + 10 * s - 1, 2 * h, 2 * h + 10 * s - 1, 0]
+    table = pa.table({
+        "userId": pa.array(["u"] * 6 + ["v"], pa.string()),
+        "messageId": pa.array([f"m{i}" for i in range(7)], pa.string()),
+        "type": pa.array(["page", "track", "screen", "Page", "page", "track", "track"],
+                         pa.string()),
+        "timestamp": pa.array([BASE_US + t for t in times], pa.timestamp("us", tz="UTC")),
+        "properties": pa.array([{"path": p} for p in [None, "/x", "/y", None, None, None, "/z"]],
+                               pa.struct([("path", pa.string())])),
+        "plan": pa.array([None, "free", "pro", None, None, None, "team"], pa.string()),
+    })
+    tables = run_both_plans(table, gap="30m", enrich=True, bounce="10s", first_last=["plan"])
+    got = [(r["resolved_user"], r["session_id"], r["landing_page"], r["exit_page"],
+            r["page_views"], r["screens"], r["is_bounce"], r["first_plan"], r["last_plan"])
+           for r in tables["sessions"].to_pylist()]
+    assert got == [("u", 1, "/x", "/x", 1, 0, False, "free", "free"),  # lasts 10 s exactly
+                   ("u", 2, "/y", "/y", 1, 1, False, "pro", "pro"),    # two views
+                   ("u", 3, None, None, 1, 0, True, None, None),
+                   ("v", 1, "/z", "/z", 0, 0, True, "team", "team")]

@@ -62,12 +62,11 @@ _CODE = {name: np.int8(i) for i, name in enumerate(START_REASONS)}
 
 
 def unsupported_rule(rules: Rules) -> str | None:
-    """The first rule the columnar plan does not run (``None``: it runs them all)."""
-    checks = (
-        ("enrich", bool(rules.enrich)),
-        ("first_last", bool(rules.first_last)),
-    )
-    return next((name for name, used in checks if used), None)
+    """The first rule the columnar plan does not run (``None``: it runs them all). It runs
+    every rule of :class:`~sessionize.rules.Rules`; a new rule is named here until it
+    does (docs/architecture.md, "How to add a rule option")."""
+    unsupported: tuple[tuple[str, bool], ...] = ()
+    return next((name for name, used in unsupported if used), None)
 
 
 # -- threads ------------------------------------------------------------------------------
