@@ -23,7 +23,7 @@ from test_properties import run_both_plans
 import sessionize
 from sessionize.api import execute
 from sessionize.cli.main import main
-from sessionize.columnar import kernel
+from sessionize.columnar import gather, kernel
 from sessionize.columnar.gather import _numpy_dtype, to_numpy
 from sessionize.columnar.kernel import unsupported_rule
 from sessionize.engines import duckdb as engine_duckdb
@@ -485,20 +485,44 @@ def test_analysis_agrees_when_every_event_is_quarantined():
     assert analysis["users"]["all"] == 0
 
 
-def test_a_run_and_a_report_do_not_import_pandas():
+@pytest.mark.parametrize("rules", [
+    "",
+    # every rule: booleans and dictionary codes are unpacked from their bits (to_numpy and
+    # fill_null(False) import pandas for them)
+    "gap_by='platform', gaps={'web': '1h'}, midnight='event', campaign=True, "
+    "start_events=['Signup Completed'], end_events=['identify'], passive_events=['identify'], "
+    "client_session='context.library.name', user_change=True, max_duration='1h', enrich=True, "
+    "first_last=['event'], identity='stitch'",
+])
+def test_a_run_and_a_report_do_not_import_pandas(rules):
     # pa.array and Array.to_numpy import pandas on first use (0.2 s); the columnar plan
     # builds its arrays from numpy buffers instead
     import subprocess
     import sys
 
     code = ("import sys, sessionize\n"
-            "r = sessionize.run(sessionize.sample_path())\n"
+            f"r = sessionize.run(sessionize.sample_path(), {rules})\n"
             "r.events.to_arrow(), r.sessions.to_arrow(), r.users.to_arrow(), sessionize.report(r)\n"
             "assert r.plan == 'columnar'\n"
             "print('pandas' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("nulls", [False, True])
+def test_booleans_and_codes_unpacked_from_their_bits(nulls):
+    rng = np.random.default_rng(3)
+    values = rng.random(1000) < 0.5
+    missing = (rng.random(1000) < 0.3) if nulls else np.zeros(1000, bool)
+    flags = pa.array(values.tolist(), pa.bool_(), mask=missing)
+    indices = pa.array(rng.integers(0, 9, 1000).tolist(), pa.int32(), mask=missing)
+    for offset, length in [(0, 1000), (3, 990), (8, 0), (13, 7)]:
+        want = values[offset:offset + length] & ~missing[offset:offset + length]
+        assert gather.bools(flags.slice(offset, length)).tolist() == want.tolist()
+        got = gather.dictionary_codes(indices.slice(offset, length)).tolist()
+        assert got == [-1 if v is None else v
+                       for v in indices.slice(offset, length).to_pylist()]
 
 
 def test_numpy_views_of_arrow_arrays():
@@ -674,3 +698,16 @@ def test_plans_agree_on_the_edges_of_enrichment():
                    ("u", 2, "/y", "/y", 1, 1, False, "pro", "pro"),    # two views
                    ("u", 3, None, None, 1, 0, True, None, None),
                    ("v", 1, "/z", "/z", 0, 0, True, "team", "team")]
+
+
+def test_plans_agree_on_enrichment_with_quarantined_rows():
+    # the enrichment's values are read for every input row, quarantined ones included
+    table = generated(3_000)
+    users = table.column("userId").to_pylist()
+    table = table.set_column(3, "userId", pa.array(
+        [None if i % 7 == 0 else u for i, u in enumerate(users)], pa.string()))
+    table = table.set_column(4, "anonymousId", pa.array(
+        [None if i % 7 == 0 else a for i, a in enumerate(table.column("anonymousId").to_pylist())],
+        pa.string()))
+    tables = run_both_plans(table, on_invalid="quarantine", enrich=True, first_last=["event"])
+    assert tables["quarantine"].num_rows == 429

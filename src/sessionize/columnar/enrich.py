@@ -14,6 +14,7 @@ aggregates them over the sessions, which are runs of the kernel's (user, time) o
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 
 from ..io.inputs import INPUT_TABLE, ROW
 from ..sql.compiler import quote
-from .gather import arrow, to_numpy
+from .gather import arrow, bools
 
 if TYPE_CHECKING:
     import duckdb
@@ -40,32 +41,35 @@ def enrich(result: Columnar, con: duckdb.DuckDBPyConnection,
     ``enrichment``)."""
     if not columns:
         return result.sessions
-    values = _values(con, columns, source)
+    # each value once (a first and a last value share theirs)
+    sqls = list(dict.fromkeys(sql for _, _, sql in columns))
+    values = _values(con, sqls, source)
     # per (user, time) position: the event's row in ``values``
     at = result.input_positions(values.column(ROW))[result.by_user]
     session = result.session
     starts = np.flatnonzero(result.reason >= 0)
     ends = np.append(starts[1:], len(session)) - 1 if len(starts) else starts
-    sessions = np.arange(len(starts))
     added: dict[str, pa.Array | pa.ChunkedArray] = {}
-    for i, (name, how, _) in enumerate(columns):
-        value = values.column(f"v{i}")
+    # one bit per value: present (first, last) or true (count, bounce), gathered into
+    # (user, time) order at once (one random gather, not one per value)
+    tests = list(dict.fromkeys((sql, how in ("first", "last")) for _, how, sql in columns))
+    bits = np.zeros(values.num_rows, np.uint16 if len(tests) <= 16 else np.uint64)
+    for bit, (sql, presence) in enumerate(tests):
+        value = values.column(f"v{sqls.index(sql)}")
+        bits |= bools(pc.is_valid(value) if presence else value).astype(bits.dtype) << bit
+    bits = bits[at]
+    for name, how, sql in columns:
+        value = _one_chunk(values.column(f"v{sqls.index(sql)}"))
+        flag = (bits >> tests.index((sql, how in ("first", "last")))) & 1
         if how in ("first", "last"):
-            present = np.flatnonzero(to_numpy(pc.is_valid(value))[at])
-            of = session[present]  # ascending: positions are in session order
-            if how == "first":
-                pick = np.searchsorted(of, sessions, "left")
-                found = pick < len(of)
-            else:
-                pick = np.searchsorted(of, sessions, "right") - 1
-                found = pick >= 0
-            pick = np.clip(pick, 0, max(len(present) - 1, 0))
-            found &= of[pick] == sessions if len(of) else False
-            rows = at[present[pick]] if len(present) else np.zeros(len(sessions), np.int64)
-            added[name] = pc.take(value, arrow(rows, mask=~found))  # not found: null
+            have, rows = _first_and_last(flag.astype(bool), session, at, how)
+            indices = np.zeros(len(starts), np.int64)
+            indices[have] = rows
+            missing = np.ones(len(starts), bool)
+            missing[have] = False
+            added[name] = pc.take(value, arrow(indices, mask=missing))  # missing: null
         else:
-            true = to_numpy(pc.fill_null(value, False)).astype(np.int64)[at]
-            count = np.add.reduceat(true, starts) if len(starts) else starts
+            count = np.add.reduceat(flag.astype(np.int64), starts) if len(starts) else starts
             if how == "count":
                 added[name] = arrow(count.astype(np.int64))
             else:
@@ -78,10 +82,33 @@ def enrich(result: Columnar, con: duckdb.DuckDBPyConnection,
     return table
 
 
-def _values(con: duckdb.DuckDBPyConnection, columns: list[tuple[str, str, str]],
-            source: str) -> pa.Table:
-    """The per-event values of ``columns``, every input row's, with its row number."""
-    selected = ", ".join(f"{sql} AS v{i}" for i, (_, _, sql) in enumerate(columns))
+def _first_and_last(present: np.ndarray, session: np.ndarray, at: np.ndarray,
+                    how: str) -> tuple[np.ndarray, np.ndarray]:
+    """The sessions with a value (``present`` per (user, time) position) and, for each,
+    the row (``at``) of its first (``how="first"``) or last position with one: the
+    positions with a value, in order, change session where a session's first one is."""
+    where = np.flatnonzero(present)
+    of = session[where]  # ascending: positions are in session order
+    change = np.flatnonzero(of[1:] != of[:-1]) + 1
+    if how == "first":
+        picks = np.append(0, change) if len(where) else change
+    else:
+        picks = np.append(change - 1, len(where) - 1) if len(where) else change
+    return of[picks], at[where[picks]]
+
+
+def _one_chunk(values: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """``values`` as one array where its offsets allow (a take from one array is several
+    times faster than from DuckDB's many chunks)."""
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowCapacityError):
+        return values.combine_chunks()
+    return values
+
+
+def _values(con: duckdb.DuckDBPyConnection, sqls: list[str], source: str) -> pa.Table:
+    """The per-event values ``sqls`` (as ``v0``, ``v1``, ...), every input row's, with
+    its row number."""
+    selected = ", ".join(f"{sql} AS v{i}" for i, sql in enumerate(sqls))
     # a projection keeps the input's order (DuckDB preserves insertion order)
     return con.sql(f"SELECT i.{ROW}, {selected} FROM {source} AS i").to_arrow_table()
 

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from ..io.inputs import ROW
 from ..rules import START_REASONS
 from ..sql.compiler import SEPARATOR, P
-from .gather import TS, arrow, numpy, rows, strings, take, to_numpy
+from .gather import TS, arrow, bools, dictionary_codes, numpy, rows, strings, take, to_numpy
 
 if TYPE_CHECKING:
     import duckdb
@@ -361,10 +361,10 @@ def _rule_starts(keys: pa.Table, rules: Rules, con: duckdb.DuckDBPyConnection,
         name = keys.column(f"{P}name")
         hit = np.zeros(n, bool)
         if rules.start_events:
-            hit |= _in_order(_bools(pc.is_in(name, pa.array(rules.start_events, pa.string()))),
+            hit |= _in_order(_bools(pc.is_in(name, strings(list(rules.start_events)))),
                              by_user)
         if rules.end_events:
-            ended = _in_order(_bools(pc.is_in(name, pa.array(rules.end_events, pa.string()))),
+            ended = _in_order(_bools(pc.is_in(name, strings(list(rules.end_events)))),
                               by_user)
             previous[1:] = ended[:-1]
             hit |= previous
@@ -384,7 +384,7 @@ def _changed_hands(keys: pa.Table, orders: _Orders) -> np.ndarray:
     time order sorted stably by device, with each run of one device's events at one
     instant put back in (messageId, row) order (the time order had them by user first)."""
     encoded = pc.dictionary_encode(keys.column(f"{P}device")).combine_chunks()
-    device = to_numpy(encoded.indices.fill_null(-1)).astype(np.int64)[orders.by_time]
+    device = dictionary_codes(encoded.indices)[orders.by_time]
     order = orders.by_time[device >= 0]  # key positions with a device, in time order
     device = device[device >= 0]
     at = _by_code(device, len(encoded.dictionary))
@@ -405,7 +405,7 @@ def _changed(values: pa.ChunkedArray, by_user: np.ndarray, user_start: np.ndarra
     LAST_VALUE(value IGNORE NULLS)`` over the rows before. Values are compared by their
     dictionary codes, equal exactly when the strings are."""
     encoded = pc.dictionary_encode(values).combine_chunks()
-    code = _in_order(to_numpy(encoded.indices.fill_null(-1)).astype(np.int64), by_user)
+    code = _in_order(dictionary_codes(encoded.indices), by_user)
     last = _last_before(code >= 0)
     return (code >= 0) & (last >= user_start) & (code != code[last])
 
@@ -459,7 +459,7 @@ def _last_before(has: np.ndarray) -> np.ndarray:
 
 def _bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A boolean column as numpy, nulls as false."""
-    return to_numpy(pc.fill_null(values, False)).astype(bool)
+    return bools(values)
 
 
 def _in_order(values: np.ndarray, by_user: np.ndarray) -> np.ndarray:
