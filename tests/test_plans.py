@@ -711,3 +711,20 @@ def test_plans_agree_on_enrichment_with_quarantined_rows():
         pa.string()))
     tables = run_both_plans(table, on_invalid="quarantine", enrich=True, first_last=["event"])
     assert tables["quarantine"].num_rows == 429
+
+
+def test_plans_agree_on_midnight_where_the_zone_changes():
+    # 23:30 UTC in UTC, then 23:40 UTC in Berlin (00:40 there): both are the next day in
+    # Berlin, the event's zone, so no midnight split (the previous event's own date, in
+    # UTC, is the day before); then 23:50 UTC in Kolkata (05:20, the same next day)
+    day = 1_704_067_200_000_000 + 86_400_000_000 * 10  # 2024-01-11T00:00Z
+    minute = 60_000_000
+    times = [day - 30 * minute, day - 20 * minute, day - 10 * minute]
+    table = pa.table({
+        "userId": pa.array(["u"] * 3, pa.string()),
+        "messageId": pa.array(["m0", "m1", "m2"], pa.string()),
+        "timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
+        "tz": pa.array(["UTC", "Europe/Berlin", "Asia/Kolkata"], pa.string()),
+    })
+    tables = run_both_plans(table, midnight="event", timezone_column="tz")
+    assert tables["events"].column("start_reason").to_pylist() == ["first_event", None, None]

@@ -414,25 +414,41 @@ def _midnights(keys: pa.Table, zone: str, con: duckdb.DuckDBPyConnection,
                by_user: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Where the local date (in ``zone``, or with ``"event"`` in each event's own zone)
     differs from the previous event's, by DuckDB's own ``timezone`` (the SQL plan's zone
-    rules, DST included), over every event in (user, time) order."""
-    n = len(t)
-    prev = np.empty(n, np.int64)
-    prev[:1] = t[:1]
-    prev[1:] = t[:-1]
-    columns = {"t": arrow(t, TS), "p": arrow(prev, TS)}
-    if zone == "event":
-        columns["z"] = take(keys.column(f"{P}zone"), by_user)
-        z = "z"
-    else:
-        z = "'" + zone.replace("'", "''") + "'"
+    rules, DST included), over every event in (user, time) order.
+
+    Each event's local date is computed once; the previous event's date in this event's
+    zone is then the previous event's own, except where the zone changes from one event
+    to the next (``"event"``), where it is computed again, for those events only."""
+    zones = take(keys.column(f"{P}zone"), by_user) if zone == "event" else None
+    z = "z" if zones is not None else "'" + zone.replace("'", "''") + "'"
+    dates = _local_dates(con, t, zones, z)
+    changed = np.zeros(len(t), bool)
+    np.not_equal(dates[1:], dates[:-1], out=changed[1:])
+    if zones is not None:
+        encoded = pc.dictionary_encode(zones)
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        code = dictionary_codes(encoded.indices)
+        moved = np.flatnonzero(code[1:] != code[:-1]) + 1
+        if len(moved):
+            before = _local_dates(con, t[moved - 1], take(zones, moved), z)
+            changed[moved] = before != dates[moved]
+    return changed
+
+
+def _local_dates(con: duckdb.DuckDBPyConnection, t: np.ndarray,
+                 zones: pa.Array | pa.ChunkedArray | None, z: str) -> np.ndarray:
+    """The local dates (days since 1970) of the instants ``t`` in zone ``z`` (a literal,
+    or ``"z"``: each one's own, ``zones``), by DuckDB's ``timezone``."""
+    columns = {"t": arrow(t, TS), **({"z": zones} if zones is not None else {})}
     con.register("sz_midnights", pa.table(columns))
     try:
         # a projection keeps the rows' order (DuckDB preserves insertion order)
-        changed = con.sql(f"SELECT CAST(timezone({z}, p) AS DATE) <> CAST(timezone({z}, t) "
-                          "AS DATE) AS c FROM sz_midnights").to_arrow_table().column("c")
+        dates = con.sql(f"SELECT CAST(timezone({z}, t) AS DATE) AS d "
+                        "FROM sz_midnights").to_arrow_table().column("d")
     finally:
         con.unregister("sz_midnights")
-    return _bools(changed)
+    return to_numpy(dates).astype(np.int64)
 
 
 def _cut(reason: np.ndarray, t: np.ndarray, max_us: int) -> None:
