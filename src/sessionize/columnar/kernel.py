@@ -22,10 +22,10 @@ compiled ``assign`` stage's windows do:
 It runs the gap (one, or one per event: ``gap_by``/``gaps``), midnight (in a fixed zone
 or each event's own), campaign change, start and end events, client session ids, passive
 events, ``max_duration`` and ``user_change``, with any identity policy, each as the
-compiled ``assign`` stage defines it (:func:`_starts`). :func:`unsupported_rule` names
-the first rule it does not run;
-those use the SQL plan. The tests run both plans against the reference implementation
-and require identical tables.
+compiled ``assign`` stage defines it (:func:`_starts`); the session enrichment is
+:mod:`.enrich`'s. :func:`unsupported_rule` would name a rule it did not run (none today),
+which then uses the SQL plan. The tests run both plans against the reference
+implementation and require identical tables.
 
 ``threads`` (``run(threads=)``) bounds the threads the kernel works on; one means the
 calling thread alone, ``None`` one per core.
