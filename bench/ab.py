@@ -11,8 +11,14 @@ their ratios against the first tool are printed as Markdown.
         --tool "old=../base/.venv/bin/sessionize run {file} --out {out}" \\
         --tool "polars=.venv/bin/python bench/ab.py --polars {file} {out}"
 
-``--polars FILE OUT`` is the idiomatic polars peer (bench/peers.py) writing its three
-tables as Parquet (zstd), as the CLI does.
+``--polars FILE OUT``, ``--pandas FILE OUT`` and ``--duckdb FILE OUT`` are the peers of
+bench/peers.py (idiomatic polars, the notebook's pandas, idiomatic DuckDB SQL) writing
+their three tables as Parquet (zstd), as the CLI does (DuckDB with ``COPY``):
+
+    python bench/ab.py FILE --repeats 3 \\
+        --tool "sessionize=.venv/bin/sessionize run {file} --out {out}" \\
+        --tool "duckdb=.venv/bin/python bench/ab.py --duckdb {file} {out}" \\
+        --tool "pandas=.venv/bin/python bench/ab.py --pandas {file} {out}"
 """
 
 from __future__ import annotations
@@ -41,6 +47,36 @@ def polars_tables(path: str, out: str) -> None:
         table.write_parquet(os.path.join(out, f"{name}.parquet"), compression="zstd")
 
 
+def pandas_tables(path: str, out: str) -> None:
+    import peers
+
+    events, sessions, users = peers.notebook_pandas(path)
+    os.makedirs(out, exist_ok=True)
+    for name, table in (("events", events), ("sessions", sessions), ("users", users)):
+        table.to_parquet(os.path.join(out, f"{name}.parquet"), compression="zstd")
+
+
+def duckdb_tables(path: str, out: str) -> None:
+    import duckdb
+    import peers
+
+    quoted = "'" + str(path).replace("'", "''") + "'"
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(peers.DUCKDB_EVENTS.format(source=f"read_parquet({quoted})",
+                                           minutes=peers.THRESHOLD_MINUTES))
+    con.execute(peers.DUCKDB_SESSIONS)
+    os.makedirs(out, exist_ok=True)
+    for name, query in (("events", "events"), ("sessions", "sessions"),
+                        ("users", f"({peers.DUCKDB_USERS})")):
+        target = os.path.join(out, f"{name}.parquet").replace("'", "''")
+        con.execute(f"COPY {query} TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+    con.close()
+
+
+PEERS = {"--polars": polars_tables, "--pandas": pandas_tables, "--duckdb": duckdb_tables}
+
+
 def run_once(command: str, path: Path) -> dict:
     out = tempfile.mkdtemp(prefix="sessionize-ab-")
     try:
@@ -62,8 +98,8 @@ def run_once(command: str, path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--polars"]:
-        polars_tables(argv[1], argv[2])
+    if argv[:1] and argv[0] in PEERS:
+        PEERS[argv[0]](argv[1], argv[2])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path)

@@ -30,6 +30,7 @@ class Event:
     client_session: str | None = None  # rule: client session id
     kind: str | None = None       # the event's type (identity="graph": "alias" links ids)
     previous_id: str | None = None  # an alias call's previousId
+    path: str | None = None       # the page's path (rule: enrich)
 
 
 @dataclass
@@ -47,6 +48,9 @@ class Options:
     identity: str = "event"                              # event | stitch | first | graph
     identity_cap: int = 1                                # graph: most people merged
     user_change: bool = False                            # split where a device changes hands
+    enrich: bool = False                                 # landing/exit page, views, bounces
+    bounce_us: int = 10_000_000                          # enrich: a bounce lasts less
+    first_last: tuple[str, ...] = ()                     # Event fields: first/last value
 
 
 def platform(library: str | None) -> str | None:
@@ -268,6 +272,30 @@ def changed_hands(events: list[Event], users: dict[int, str]) -> set[int]:
     return out
 
 
+def enrichment(events: list[Event], duration_us: int, options: Options) -> dict:
+    """A session's enrichment: the first and last present values (page path, the
+    ``first_last`` fields), the page and screen views, whether it bounced (at most one
+    view, shorter than ``bounce_us``)."""
+    out: dict = {}
+
+    def present(name: str) -> list:
+        return [getattr(e, name) for e in events if getattr(e, name) is not None]
+
+    if options.enrich:
+        paths = present("path")
+        kinds = [e.kind.lower() for e in events if e.kind is not None]
+        out.update(landing_page=paths[0] if paths else None,
+                   exit_page=paths[-1] if paths else None,
+                   page_views=kinds.count("page"), screens=kinds.count("screen"),
+                   is_bounce=kinds.count("page") + kinds.count("screen") <= 1
+                   and duration_us < options.bounce_us)
+    for name in options.first_last:
+        values = present(name)
+        out[f"first_{name}"] = values[0] if values else None
+        out[f"last_{name}"] = values[-1] if values else None
+    return out
+
+
 def session_key(user: str, start_us: int) -> str:
     return hashlib.md5(f"{user}|{start_us}".encode()).hexdigest()[:20]
 
@@ -316,11 +344,13 @@ def sessionize(events: list[Event], gap_us: int,
                     "session_key": session_key(user, event.ts_us),
                     "start_us": event.ts_us, "end_us": event.ts_us, "event_count": 0,
                     "start_reason": reason, "first_event": event.name, "last_event": None,
+                    "events": [],
                 }
                 sessions.append(current)
             current["end_us"] = event.ts_us
             current["event_count"] += 1
             current["last_event"] = event.name
+            current["events"].append(event)
             out_events.append({
                 "row": event.row, "resolved_user": user,
                 "prev_us": None if prev is None else prev.ts_us,
@@ -331,6 +361,7 @@ def sessionize(events: list[Event], gap_us: int,
             prev = event
     for s in sessions:
         s["duration_seconds"] = (s["end_us"] - s["start_us"]) / 1_000_000
+        s.update(enrichment(s.pop("events"), s["end_us"] - s["start_us"], options))
     users = []
     for user in sorted(by_user):
         own = [s for s in sessions if s["resolved_user"] == user]

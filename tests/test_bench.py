@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import sessionize
+from sessionize.cli.main import main
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from run import format_memory, memory_state, repeat_order  # noqa: E402
 
@@ -48,3 +51,37 @@ def test_memory_state_reads_free_memory_and_page_cache():
     assert format_memory(state) == "0.2 GiB free, 17.5 GiB page cache"
     assert memory_state("") == {} and format_memory({}) == "unknown"
     assert set(memory_state()) <= {"free_gib", "page_cache_gib"}  # this machine's
+
+
+def test_the_rich_file_runs_every_rule_on_the_columnar_plan(tmp_path):
+    import pyarrow.parquet as pq
+    import rules_overhead
+
+    path = rules_overhead.rich_file(3_000, 5, tmp_path)
+    context = pq.read_schema(path).field("context").type
+    assert [context.field(i).name for i in range(context.num_fields)] == [
+        "library", "timezone", "campaign", "sessionId", "page", "device", "os"]
+    code = main(["run", str(path), "--out", str(tmp_path / "out"), "--plan", "columnar",
+                 "--quiet", *rules_overhead.ALL_RULES])
+    assert code == 0
+    sessions = pq.read_table(tmp_path / "out" / "sessions.parquet")
+    reasons = set(sessions.column("start_reason").to_pylist())
+    assert {"start_event", "client_session", "campaign_change"} <= reasons
+    with sessionize.run(str(path)) as plain:  # the gap rule alone, on the same file
+        assert plain.plan == "columnar"
+
+
+@pytest.mark.parametrize("peer", ["--duckdb", "--pandas"])
+def test_peers_write_their_three_tables(peer, tmp_path):
+    if peer == "--pandas":
+        pytest.importorskip("pandas")
+    import ab
+    import generate
+    import pyarrow.parquet as pq
+
+    path = generate.events_file(2_000, 3, "parquet", tmp_path)
+    assert ab.main([peer, str(path), str(tmp_path / "out")]) == 0
+    counts = {name: pq.read_metadata(tmp_path / "out" / f"{name}.parquet").num_rows
+              for name in ("events", "sessions", "users")}
+    assert counts["events"] == 2_000
+    assert 0 < counts["users"] <= counts["sessions"] < 2_000

@@ -23,7 +23,7 @@ from test_properties import run_both_plans
 import sessionize
 from sessionize.api import execute
 from sessionize.cli.main import main
-from sessionize.columnar import kernel
+from sessionize.columnar import gather, kernel
 from sessionize.columnar.gather import _numpy_dtype, to_numpy
 from sessionize.columnar.kernel import unsupported_rule
 from sessionize.engines import duckdb as engine_duckdb
@@ -71,19 +71,20 @@ def test_auto_picks_the_columnar_plan_for_gap_rules():
 @pytest.mark.parametrize("options", [
     {"midnight": "UTC"}, {"midnight": "event"}, {"max_duration": "2h"}, {"campaign": True},
     {"start_events": ["Signed Up"], "end_events": ["Logged Out"]},
-    {"passive_events": ["identify"]},
+    {"passive_events": ["identify"]}, {"client_session": "context.library.name"},
+    {"client_session": "context.library.name", "client_session_mode": "compare"},
+    {"user_change": True}, {"user_change": True, "identity": "graph"},
+    {"enrich": True}, {"first_last": ["event"]},
 ])
 def test_auto_picks_the_columnar_plan_for_the_rules_it_runs(options):
     with sessionize.run(generated(200), **options) as result:
         assert result.plan == "columnar"
 
 
-@pytest.mark.parametrize("options", [
-    {"client_session": "context.library.name"}, {"enrich": True},
-    {"first_last": ["event"]}, {"user_change": True}, {"memory_limit": "2GB", "enrich": True},
-])
-def test_auto_picks_the_sql_plan(options):
-    with sessionize.run(generated(200), **options) as result:
+def test_auto_picks_the_sql_plan_with_a_database_file(tmp_path):
+    # the columnar kernel runs every rule; a database file keeps the SQL plan's tables
+    with sessionize.run(generated(200), database=str(tmp_path / "t.duckdb"),
+                        enrich=True) as result:
         assert result.plan == "sql"
 
 
@@ -93,9 +94,14 @@ def test_auto_picks_the_sql_plan_for_a_database_file(tmp_path):
         assert len(result.sessions) == 4
 
 
-def test_columnar_plan_refuses_a_rule_it_does_not_run():
+def test_columnar_plan_refuses_a_rule_it_does_not_run(monkeypatch):
+    # every rule runs on the columnar plan today: a rule it did not run would be refused
+    monkeypatch.setattr(engine_duckdb, "unsupported_rule",
+                        lambda rules: "enrich" if rules.enrich else None)
     with pytest.raises(sessionize.OptionError, match="does not run the enrich rule"):
         sessionize.run(sessionize.sample_path(), plan="columnar", enrich=True)
+    with sessionize.run(sessionize.sample_path(), enrich=True) as result:
+        assert result.plan == "sql"
 
 
 def test_unknown_plan_is_refused():
@@ -104,12 +110,15 @@ def test_unknown_plan_is_refused():
         sessionize.run(sessionize.sample_path(), plan="fast")
 
 
-def test_unsupported_rule_names_the_first_rule():
+def test_the_columnar_plan_runs_every_rule():
     assert unsupported_rule(Rules.from_options()) is None
     assert unsupported_rule(Rules.from_options(gap_by="platform", gaps={"web": "1h"})) is None
     assert unsupported_rule(Rules.from_options(profile="mobile")) is None
     assert unsupported_rule(Rules.from_options(profile="saas")) is None
-    assert unsupported_rule(Rules.from_options(profile="saas", enrich=True)) == "enrich"
+    assert unsupported_rule(Rules.from_options(
+        profile="saas", enrich=True, first_last=["event"], client_session="sid",
+        user_change=True, campaign=True, start_events=["Open"], passive_events=["identify"],
+        identity="graph")) is None
 
 
 def test_cli_plan_flag(tmp_path):
@@ -136,6 +145,11 @@ def test_cli_plan_flag(tmp_path):
     {"midnight": "America/New_York", "gap": "6h"}, {"midnight": "event", "gap": "6h"},
     {"max_duration": "10m", "gap": "2h"}, {"passive_events": ["identify", "Clicked"]},
     {"passive_events": ["identify"], "gap_by": "platform", "gaps": {"mobile": "1m"}},
+    {"client_session": "context.library.name", "identity": "stitch"},
+    {"user_change": True, "identity": "stitch", "gap": "6h"}, {"user_change": True},
+    {"enrich": True, "bounce": "30s"}, {"first_last": ["event", "context.library.name"]},
+    {"first_last": ["event", "userId", "timestamp", "context"], "enrich": True,
+     "identity": "graph"},
 ])
 def test_plans_agree_on_generated_events(options):
     tables = run_both_plans(generated(20_000), on_invalid="quarantine", **options)
@@ -472,20 +486,44 @@ def test_analysis_agrees_when_every_event_is_quarantined():
     assert analysis["users"]["all"] == 0
 
 
-def test_a_run_and_a_report_do_not_import_pandas():
+@pytest.mark.parametrize("rules", [
+    "",
+    # every rule: booleans and dictionary codes are unpacked from their bits (to_numpy and
+    # fill_null(False) import pandas for them)
+    "gap_by='platform', gaps={'web': '1h'}, midnight='event', campaign=True, "
+    "start_events=['Signup Completed'], end_events=['identify'], passive_events=['identify'], "
+    "client_session='context.library.name', user_change=True, max_duration='1h', enrich=True, "
+    "first_last=['event'], identity='stitch'",
+])
+def test_a_run_and_a_report_do_not_import_pandas(rules):
     # pa.array and Array.to_numpy import pandas on first use (0.2 s); the columnar plan
     # builds its arrays from numpy buffers instead
     import subprocess
     import sys
 
     code = ("import sys, sessionize\n"
-            "r = sessionize.run(sessionize.sample_path())\n"
+            f"r = sessionize.run(sessionize.sample_path(), {rules})\n"
             "r.events.to_arrow(), r.sessions.to_arrow(), r.users.to_arrow(), sessionize.report(r)\n"
             "assert r.plan == 'columnar'\n"
             "print('pandas' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("nulls", [False, True])
+def test_booleans_and_codes_unpacked_from_their_bits(nulls):
+    rng = np.random.default_rng(3)
+    values = rng.random(1000) < 0.5
+    missing = (rng.random(1000) < 0.3) if nulls else np.zeros(1000, bool)
+    flags = pa.array(values.tolist(), pa.bool_(), mask=missing)
+    indices = pa.array(rng.integers(0, 9, 1000).tolist(), pa.int32(), mask=missing)
+    for offset, length in [(0, 1000), (3, 990), (8, 0), (13, 7)]:
+        want = values[offset:offset + length] & ~missing[offset:offset + length]
+        assert gather.bools(flags.slice(offset, length)).tolist() == want.tolist()
+        got = gather.dictionary_codes(indices.slice(offset, length)).tolist()
+        assert got == [-1 if v is None else v
+                       for v in indices.slice(offset, length).to_pylist()]
 
 
 def test_numpy_views_of_arrow_arrays():
@@ -613,3 +651,81 @@ def test_plans_agree_on_the_edges_of_max_duration_and_end_events():
     tables = run_both_plans(table, gap="1d", max_duration="10m", end_events=["Close"])
     assert tables["events"].column("start_reason").to_pylist() == [
         "first_event", None, "max_duration", None, "max_duration", "start_event"]
+
+
+@pytest.mark.parametrize(("late_ids", "reasons"), [
+    # at 10 us the device's order is (time, messageId): zed's m5, then amy's m9, so only
+    # amy's event follows another user's; the time order has amy first (by user)
+    (["m5", "m9"], ["first_event", "first_event", None, "user_change"]),
+    # a missing messageId sorts last: amy's m9, then zed's: both follow another user
+    ([None, "m9"], ["first_event", "first_event", "user_change", "user_change"]),
+])
+def test_plans_agree_on_a_device_s_order_at_one_instant(late_ids, reasons):
+    table = pa.table({
+        "userId": pa.array(["amy", "zed", "zed", "amy"], pa.string()),
+        "anonymousId": pa.array(["tab"] * 4, pa.string()),
+        "messageId": pa.array(["a1", "z1", *late_ids], pa.string()),
+        "timestamp": pa.array([BASE_US, BASE_US, BASE_US + 10, BASE_US + 10],
+                              pa.timestamp("us", tz="UTC")),
+    })
+    tables = run_both_plans(table, user_change=True)
+    events = sorted(zip(tables["events"].column("messageId").to_pylist(),
+                        tables["events"].column("userId").to_pylist(),
+                        tables["events"].column("start_reason").to_pylist()),
+                    key=lambda e: ["a1", "z1", *late_ids].index(e[0]))
+    assert [e[2] for e in events] == reasons
+
+
+def test_plans_agree_on_the_edges_of_enrichment():
+    # a bounce lasts strictly less than `bounce` with at most one view; first and last
+    # values are the session's first and last present ones, never a neighbour's
+    s, h = 1_000_000, 3_600_000_000
+    times = [0, 10 * s, h, h + 10 * s - 1, 2 * h, 2 * h + 10 * s - 1, 0]
+    table = pa.table({
+        "userId": pa.array(["u"] * 6 + ["v"], pa.string()),
+        "messageId": pa.array([f"m{i}" for i in range(7)], pa.string()),
+        "type": pa.array(["page", "track", "screen", "Page", "page", "track", "track"],
+                         pa.string()),
+        "timestamp": pa.array([BASE_US + t for t in times], pa.timestamp("us", tz="UTC")),
+        "properties": pa.array([{"path": p} for p in [None, "/x", "/y", None, None, None, "/z"]],
+                               pa.struct([("path", pa.string())])),
+        "plan": pa.array([None, "free", "pro", None, None, None, "team"], pa.string()),
+    })
+    tables = run_both_plans(table, gap="30m", enrich=True, bounce="10s", first_last=["plan"])
+    got = [(r["resolved_user"], r["session_id"], r["landing_page"], r["exit_page"],
+            r["page_views"], r["screens"], r["is_bounce"], r["first_plan"], r["last_plan"])
+           for r in tables["sessions"].to_pylist()]
+    assert got == [("u", 1, "/x", "/x", 1, 0, False, "free", "free"),  # lasts 10 s exactly
+                   ("u", 2, "/y", "/y", 1, 1, False, "pro", "pro"),    # two views
+                   ("u", 3, None, None, 1, 0, True, None, None),
+                   ("v", 1, "/z", "/z", 0, 0, True, "team", "team")]
+
+
+def test_plans_agree_on_enrichment_with_quarantined_rows():
+    # the enrichment's values are read for every input row, quarantined ones included
+    table = generated(3_000)
+    users = table.column("userId").to_pylist()
+    table = table.set_column(3, "userId", pa.array(
+        [None if i % 7 == 0 else u for i, u in enumerate(users)], pa.string()))
+    table = table.set_column(4, "anonymousId", pa.array(
+        [None if i % 7 == 0 else a for i, a in enumerate(table.column("anonymousId").to_pylist())],
+        pa.string()))
+    tables = run_both_plans(table, on_invalid="quarantine", enrich=True, first_last=["event"])
+    assert tables["quarantine"].num_rows == 429
+
+
+def test_plans_agree_on_midnight_where_the_zone_changes():
+    # 23:30 UTC in UTC, then 23:40 UTC in Berlin (00:40 there): both are the next day in
+    # Berlin, the event's zone, so no midnight split (the previous event's own date, in
+    # UTC, is the day before); then 23:50 UTC in Kolkata (05:20, the same next day)
+    day = 1_704_067_200_000_000 + 86_400_000_000 * 10  # 2024-01-11T00:00Z
+    minute = 60_000_000
+    times = [day - 30 * minute, day - 20 * minute, day - 10 * minute]
+    table = pa.table({
+        "userId": pa.array(["u"] * 3, pa.string()),
+        "messageId": pa.array(["m0", "m1", "m2"], pa.string()),
+        "timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
+        "tz": pa.array(["UTC", "Europe/Berlin", "Asia/Kolkata"], pa.string()),
+    })
+    tables = run_both_plans(table, midnight="event", timezone_column="tz")
+    assert tables["events"].column("start_reason").to_pylist() == ["first_event", None, None]

@@ -175,10 +175,14 @@ BASES_US = [  # midnights and DST changes close by
 ]
 
 
+#: The input column of each Event field that ``first_last`` is drawn over.
+FIRST_LAST_COLUMNS = {"campaign": "utm", "client_session": "csid", "gap_key": "plat"}
+
+
 @st.composite
-def rule_streams(draw, *, columnar: bool = False):
-    """Events and rules; ``columnar``: only the rules the columnar plan runs, so that
-    every example is compared under both plans."""
+def rule_streams(draw):
+    """Events and rules: every rule, each drawn on or off (the columnar plan runs them
+    all, so every example is compared under both plans)."""
     gap = draw(st.sampled_from([60_000_000, 1_800_000_000]))
     base = draw(st.sampled_from(BASES_US))
     options = Options(
@@ -187,22 +191,30 @@ def rule_streams(draw, *, columnar: bool = False):
         start_events=draw(st.sampled_from([(), ("Open",)])),
         end_events=draw(st.sampled_from([(), ("Close",)])),
         campaign=draw(st.booleans()),
-        client_session=False if columnar else draw(st.booleans()),
+        client_session=draw(st.booleans()),
         passive=draw(st.sampled_from([(), ("Page",), ("Page", "Close")])),
         max_duration=draw(st.sampled_from([None, gap // 2, gap, 3 * gap])),
         identity=draw(st.sampled_from(["event", "stitch", "first", "graph"])),
-        user_change=False if columnar else draw(st.booleans()),
+        user_change=draw(st.booleans()),
+        enrich=draw(st.booleans()),
+        bounce_us=gap,
+        first_last=draw(st.sampled_from([(), ("campaign",), ("client_session", "gap_key")])),
     )
     events = []
     for row in range(draw(st.integers(1, 30))):
         offset = draw(st.one_of(
             st.builds(lambda k, d: k * gap + d, st.integers(0, 6), st.sampled_from([-1, 0, 1])),
             st.integers(0, 6 * gap)))
+        # with enrich, the event's type: its name when it has none (the SQL's coalesce)
+        kind = draw(st.sampled_from(["page", "Screen", "track", None])) if options.enrich \
+            else None
+        name = draw(st.sampled_from(["Open", "Close", "Page", None]))
         events.append(Event(
             row, base + max(offset, 0), draw(st.sampled_from(["u1", "u2", None])),
             draw(st.sampled_from(["a1", "a2", "a3", None])),
             draw(st.sampled_from([f"m{row:03d}", None])),
-            draw(st.sampled_from(["Open", "Close", "Page", None])),
+            name if name is not None else kind, kind=kind,
+            path=draw(st.sampled_from(["/a", "/b", None])) if options.enrich else None,
             gap_key=draw(st.sampled_from(["web", "mobile", "tv", None])),
             zone=draw(st.sampled_from(ZONES + [None])),
             campaign=draw(st.sampled_from(["google", "newsletter", None])),
@@ -228,40 +240,57 @@ def rule_options(gap: int, options: Options) -> dict:
         kwargs["max_duration"] = f"{options.max_duration}us"
     kwargs["start_events"] = list(options.start_events)
     kwargs["end_events"] = list(options.end_events)
+    if options.enrich:
+        kwargs.update(enrich=True, bounce=f"{options.bounce_us}us")
+    kwargs["first_last"] = [FIRST_LAST_COLUMNS[f] for f in options.first_last]
     return kwargs
 
 
-def check_rules(case, *, columnar: bool = False) -> None:
+def enrichment_columns(options: Options) -> dict[str, str]:
+    """The sessions table's enrichment columns -> the reference's names for them."""
+    names = ["landing_page", "exit_page", "page_views", "screens", "is_bounce"] \
+        if options.enrich else []
+    out = {name: name for name in names}
+    for field in options.first_last:
+        for end in ("first", "last"):
+            out[f"{end}_{FIRST_LAST_COLUMNS[field]}"] = f"{end}_{field}"
+    return out
+
+
+def check_rules(case) -> None:
     gap, options, events = case
-    table = to_table(events).append_column(
+    table = to_table(events)
+    if options.enrich:
+        table = table.append_column("type", pa.array([e.kind for e in events], pa.string()))
+        table = table.append_column("properties", pa.array(
+            [{"path": e.path} for e in events], pa.struct([("path", pa.string())])))
+    table = table.append_column(
         "plat", pa.array([e.gap_key for e in events], pa.string())).append_column(
         "tz", pa.array([e.zone for e in events], pa.string())).append_column(
         "utm", pa.array([e.campaign for e in events], pa.string())).append_column(
         "csid", pa.array([e.client_session for e in events], pa.string()))
     kwargs = rule_options(gap, options)
-    if columnar:  # the columnar plan runs every rule drawn: both plans are compared
-        assert unsupported_rule(Rules.from_options(**{
-            k: v for k, v in kwargs.items() if k != "on_invalid"})) is None
+    # the columnar plan runs every rule drawn: both plans are compared
+    assert unsupported_rule(Rules.from_options(**{
+        k: v for k, v in kwargs.items() if k != "on_invalid"})) is None
     tables = run_both_plans(table, **kwargs)
     got = sorted((e["row"], e["session_id"], e["start_reason"])
                  for e in tables["events"].to_pylist())
-    sessions = [(s["resolved_user"], s["session_id"], s["start_reason"], s["event_count"])
+    enriched = enrichment_columns(options)
+    sessions = [(s["resolved_user"], s["session_id"], s["start_reason"], s["event_count"],
+                 {mine: s[column] for column, mine in enriched.items()})
                 for s in tables["sessions"].to_pylist()]
     want = reference(events, gap, options)
     assert got == sorted((e["row"], e["session_id"], e["start_reason"]) for e in want["events"])
     assert sessions == [(s["resolved_user"], s["session_id"], s["start_reason"],
-                         s["event_count"]) for s in want["sessions"]]
+                         s["event_count"], {mine: s[mine] for mine in enriched.values()})
+                        for s in want["sessions"]]
 
 
 @examples(400)
 @given(rule_streams())
-def test_rules_match_reference(case):
-    check_rules(case)
-
-
-@examples(400)
-@given(rule_streams(columnar=True))
 def test_columnar_rules_match_sql_and_reference(case):
-    """The rules the columnar plan runs (midnight, campaign, start/end and passive events,
-    max_duration, per-event gaps, identities): every example under both plans."""
-    check_rules(case, columnar=True)
+    """Every rule (per-event gaps, midnight, campaign, start/end and passive events,
+    client session ids, max_duration, user_change, enrichment and first_last, identities):
+    every example under both plans, and against the reference."""
+    check_rules(case)

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["TS", "arrow", "numpy", "rows", "strings", "take", "to_numpy"]
+__all__ = ["TS", "arrow", "bools", "dictionary_codes", "numpy", "rows", "strings", "take",
+           "to_numpy"]
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -46,14 +47,48 @@ def strings(values: list[str]) -> pa.Array:
 
 def to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A fixed-width Arrow array without nulls as numpy (a view of one chunk; temporal
-    types as their integer counts). Booleans and nulls take a copy."""
+    types as their integer counts). Booleans and nulls take a copy (booleans without
+    nulls unpacked here, without pandas)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
+    if pa.types.is_boolean(values.type) and not values.null_count:
+        return bools(values)
     if values.null_count or pa.types.is_boolean(values.type):
         return values.to_numpy(zero_copy_only=False)
     dtype = _numpy_dtype(values.type)
     return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values),
                          offset=values.offset * dtype.itemsize)
+
+
+def bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean column as numpy, nulls as false: its bits unpacked (``to_numpy`` and
+    ``fill_null(False)`` import pandas for booleans)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not len(values):
+        return np.zeros(0, bool)
+    validity, data = values.buffers()[:2]
+    out = _bits(data, values.offset, len(values))
+    if values.null_count:
+        out &= _bits(validity, values.offset, len(values))
+    return out
+
+
+def dictionary_codes(indices: pa.Array) -> np.ndarray:
+    """Dictionary indices as int64 numpy, nulls as -1 (``fill_null(-1)`` imports pandas)."""
+    if not indices.null_count:
+        return to_numpy(indices).astype(np.int64)
+    dtype = _numpy_dtype(indices.type)
+    out = np.frombuffer(indices.buffers()[1], dtype=dtype, count=len(indices),
+                        offset=indices.offset * dtype.itemsize).astype(np.int64)
+    out[~_bits(indices.buffers()[0], indices.offset, len(indices))] = -1
+    return out
+
+
+def _bits(buffer: pa.Buffer, offset: int, length: int) -> np.ndarray:
+    """``length`` bits of an Arrow bitmap from bit ``offset``, as numpy booleans."""
+    bits = np.frombuffer(buffer, np.uint8)
+    return np.unpackbits(bits, count=offset + length, bitorder="little")[offset:].view(bool)
 
 
 def numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

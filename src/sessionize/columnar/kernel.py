@@ -20,11 +20,12 @@ compiled ``assign`` stage's windows do:
    (:mod:`.gather`).
 
 It runs the gap (one, or one per event: ``gap_by``/``gaps``), midnight (in a fixed zone
-or each event's own), campaign change, start and end events, passive events and
-``max_duration``, with any identity policy, each as the compiled ``assign`` stage defines
-it (:func:`_starts`). :func:`unsupported_rule` names the first rule it does not run;
-those use the SQL plan. The tests run both plans against the reference implementation
-and require identical tables.
+or each event's own), campaign change, start and end events, client session ids, passive
+events, ``max_duration`` and ``user_change``, with any identity policy, each as the
+compiled ``assign`` stage defines it (:func:`_starts`); the session enrichment is
+:mod:`.enrich`'s. :func:`unsupported_rule` would name a rule it did not run (none today),
+which then uses the SQL plan. The tests run both plans against the reference
+implementation and require identical tables.
 
 ``threads`` (``run(threads=)``) bounds the threads the kernel works on; one means the
 calling thread alone, ``None`` one per core.
@@ -46,7 +47,7 @@ import pyarrow.compute as pc
 from ..io.inputs import ROW
 from ..rules import START_REASONS
 from ..sql.compiler import SEPARATOR, P
-from .gather import TS, arrow, numpy, rows, strings, take, to_numpy
+from .gather import TS, arrow, bools, dictionary_codes, numpy, rows, strings, take, to_numpy
 
 if TYPE_CHECKING:
     import duckdb
@@ -61,14 +62,11 @@ _CODE = {name: np.int8(i) for i, name in enumerate(START_REASONS)}
 
 
 def unsupported_rule(rules: Rules) -> str | None:
-    """The first rule the columnar plan does not run (``None``: it runs them all)."""
-    checks = (
-        ("client_session", bool(rules.client_session)),
-        ("enrich", bool(rules.enrich)),
-        ("first_last", bool(rules.first_last)),
-        ("user_change", bool(getattr(rules, "user_change", False))),
-    )
-    return next((name for name, used in checks if used), None)
+    """The first rule the columnar plan does not run (``None``: it runs them all). It runs
+    every rule of :class:`~sessionize.rules.Rules`; a new rule is named here until it
+    does (docs/architecture.md, "How to add a rule option")."""
+    unsupported: tuple[tuple[str, bool], ...] = ()
+    return next((name for name, used in unsupported if used), None)
 
 
 # -- threads ------------------------------------------------------------------------------
@@ -121,11 +119,12 @@ def _time_order(ts: np.ndarray, codes: np.ndarray, msg: pa.Array | pa.ChunkedArr
     return _order_ties(order, t[1:] == t[:-1], codes, msg, row), t
 
 
-def _order_ties(order: np.ndarray, equal: np.ndarray, codes: np.ndarray,
+def _order_ties(order: np.ndarray, equal: np.ndarray, codes: np.ndarray | None,
                 msg: pa.Array | pa.ChunkedArray, row: np.ndarray | None) -> np.ndarray:
     """``order`` with every run of positions tied on time (``equal[i]``: position i + 1
-    ties with position i) ordered by user code, then messageId (missing last), then input
-    row (``row`` per key position; ``None``: key positions are in input-row order). Runs
+    ties with position i) ordered by user code (``codes``; ``None``: not by user), then
+    messageId (missing last), then input row (``row`` per key position; ``None``: key
+    positions are in input-row order). Runs
     are contiguous, so sorting the tied positions by (run, user, messageId, row) keeps
     every run in its slots; ``order`` is reordered in place and returned."""
     slots = np.flatnonzero(equal)
@@ -142,7 +141,7 @@ def _order_ties(order: np.ndarray, equal: np.ndarray, codes: np.ndarray,
     members = order[slots]
     columns = {
         "run": arrow(np.cumsum(starts_run)),
-        "user": arrow(codes[members]),
+        **({} if codes is None else {"user": arrow(codes[members])}),
         "msg": take(msg, members),
         "row": arrow(members if row is None else row[members]),
     }
@@ -254,7 +253,8 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool,
     first = np.ones(n, bool)
     np.not_equal(u[1:], u[:-1], out=first[1:])
     gaps = numpy(keys.column(f"{P}gap_us"))[by_user] if per_event_gap else None
-    reason = _starts(keys, rules, con, by_user, t, first, gap_us, gaps)
+    reason = _starts(keys, rules, con, by_user, t, first, gap_us, gaps,
+                     _Orders(ts, codes, by_time, row))
     new = reason >= 0
     session = np.cumsum(new, dtype=np.int64) - 1
     user_first = np.flatnonzero(first)
@@ -294,9 +294,22 @@ def _assign(keys: pa.Table, gap_us: int, per_event_gap: bool,
                     sessions, users_table, threads, inputs, stream, reads)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Orders:
+    """What the rules that look past the user's own order read (``user_change``: a
+    device's order), per key position: the time (us), the user's code, the input row
+    (``None``: key positions are in input-row order), and the (time, user, messageId, row)
+    order."""
+
+    ts: np.ndarray
+    codes: np.ndarray
+    by_time: np.ndarray
+    row: np.ndarray | None
+
+
 def _starts(keys: pa.Table, rules: Rules | None, con: duckdb.DuckDBPyConnection,
             by_user: np.ndarray, t: np.ndarray, first: np.ndarray, gap_us: int,
-            gaps: np.ndarray | None) -> np.ndarray:
+            gaps: np.ndarray | None, orders: _Orders | None = None) -> np.ndarray:
     """Per (user, time) position: the code of the reason its event starts a session
     (:data:`START_REASONS`' index, -1 for none), as the compiled ``assign`` stage's
     ``CASE`` gives it: the first reason that holds, in the order of precedence.
@@ -320,7 +333,7 @@ def _starts(keys: pa.Table, rules: Rules | None, con: duckdb.DuckDBPyConnection,
         "inactivity": t - t[since] > threshold,  # position 0 wraps, but it is a first
     }
     if rules is not None:
-        starts.update(_rule_starts(keys, rules, con, by_user, t, user_start))
+        starts.update(_rule_starts(keys, rules, con, by_user, t, user_start, orders))
     reason = np.full(n, -1, np.int8)
     for name in reversed(START_REASONS):  # the first reason that holds wins
         if name in starts:
@@ -332,60 +345,110 @@ def _starts(keys: pa.Table, rules: Rules | None, con: duckdb.DuckDBPyConnection,
 
 
 def _rule_starts(keys: pa.Table, rules: Rules, con: duckdb.DuckDBPyConnection,
-                 by_user: np.ndarray, t: np.ndarray,
-                 user_start: np.ndarray) -> dict[str, np.ndarray]:
+                 by_user: np.ndarray, t: np.ndarray, user_start: np.ndarray,
+                 orders: _Orders | None = None) -> dict[str, np.ndarray]:
     """Per reason beyond the gap: where it holds (a user's first event aside).
-    ``user_start``: per position, its user's first position."""
+    ``user_start``: per position, its user's first position; ``orders``: see
+    :class:`_Orders` (needed by ``user_change``)."""
     n = len(t)
     starts: dict[str, np.ndarray] = {}
     previous = np.zeros(n, bool)  # shifted by one: the event before holds
     if rules.midnight is not None:
         starts["midnight"] = _midnights(keys, rules.midnight, con, by_user, t)
     if rules.campaign:
-        # the campaign differs from the last one before it (both present)
-        encoded = pc.dictionary_encode(keys.column(f"{P}campaign")).combine_chunks()
-        code = _in_order(to_numpy(encoded.indices.fill_null(-1)).astype(np.int64), by_user)
-        last = _last_before(code >= 0)
-        starts["campaign_change"] = ((code >= 0) & (last >= user_start)
-                                     & (code != code[last]))
+        starts["campaign_change"] = _changed(keys.column(f"{P}campaign"), by_user, user_start)
     if rules.start_events or rules.end_events:
         name = keys.column(f"{P}name")
         hit = np.zeros(n, bool)
         if rules.start_events:
-            hit |= _in_order(_bools(pc.is_in(name, pa.array(rules.start_events, pa.string()))),
+            hit |= _in_order(_bools(pc.is_in(name, strings(list(rules.start_events)))),
                              by_user)
         if rules.end_events:
-            ended = _in_order(_bools(pc.is_in(name, pa.array(rules.end_events, pa.string()))),
+            ended = _in_order(_bools(pc.is_in(name, strings(list(rules.end_events)))),
                               by_user)
             previous[1:] = ended[:-1]
             hit |= previous
         starts["start_event"] = hit
+    if rules.client_session and rules.client_session_mode == "split":  # "compare": carried only
+        starts["client_session"] = _changed(keys.column(f"{P}client_session"), by_user,
+                                            user_start)
+    if rules.user_change:
+        starts["user_change"] = _in_order(_changed_hands(keys, orders), by_user)
     return starts
+
+
+def _changed_hands(keys: pa.Table, orders: _Orders) -> np.ndarray:
+    """Per key position: the event's device (``__sz_device``, its anonymousId) is present
+    and the device's previous event went to another resolved user: the SQL's ``LAG(user)
+    OVER (PARTITION BY device ORDER BY ts_us, msg, row) <> user``. The device order is the
+    time order sorted stably by device, with each run of one device's events at one
+    instant put back in (messageId, row) order (the time order had them by user first)."""
+    encoded = pc.dictionary_encode(keys.column(f"{P}device")).combine_chunks()
+    device = dictionary_codes(encoded.indices)[orders.by_time]
+    order = orders.by_time[device >= 0]  # key positions with a device, in time order
+    device = device[device >= 0]
+    at = _by_code(device, len(encoded.dictionary))
+    order, device = order[at], device[at]
+    ts = orders.ts[order]
+    same = device[1:] == device[:-1]
+    order = _order_ties(order, same & (ts[1:] == ts[:-1]), None, keys.column(f"{P}msg"),
+                        orders.row)
+    user = orders.codes[order]
+    changed = np.zeros(len(orders.ts), bool)
+    changed[order[1:][same & (user[1:] != user[:-1])]] = True
+    return changed
+
+
+def _changed(values: pa.ChunkedArray, by_user: np.ndarray, user_start: np.ndarray) -> np.ndarray:
+    """Where a value (per key position) differs from its user's last present value before
+    it, both present (the campaign, the client session id): the SQL's ``value <>
+    LAST_VALUE(value IGNORE NULLS)`` over the rows before. Values are compared by their
+    dictionary codes, equal exactly when the strings are."""
+    encoded = pc.dictionary_encode(values).combine_chunks()
+    code = _in_order(dictionary_codes(encoded.indices), by_user)
+    last = _last_before(code >= 0)
+    return (code >= 0) & (last >= user_start) & (code != code[last])
 
 
 def _midnights(keys: pa.Table, zone: str, con: duckdb.DuckDBPyConnection,
                by_user: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Where the local date (in ``zone``, or with ``"event"`` in each event's own zone)
     differs from the previous event's, by DuckDB's own ``timezone`` (the SQL plan's zone
-    rules, DST included), over every event in (user, time) order."""
-    n = len(t)
-    prev = np.empty(n, np.int64)
-    prev[:1] = t[:1]
-    prev[1:] = t[:-1]
-    columns = {"t": arrow(t, TS), "p": arrow(prev, TS)}
-    if zone == "event":
-        columns["z"] = take(keys.column(f"{P}zone"), by_user)
-        z = "z"
-    else:
-        z = "'" + zone.replace("'", "''") + "'"
+    rules, DST included), over every event in (user, time) order.
+
+    Each event's local date is computed once; the previous event's date in this event's
+    zone is then the previous event's own, except where the zone changes from one event
+    to the next (``"event"``), where it is computed again, for those events only."""
+    zones = take(keys.column(f"{P}zone"), by_user) if zone == "event" else None
+    z = "z" if zones is not None else "'" + zone.replace("'", "''") + "'"
+    dates = _local_dates(con, t, zones, z)
+    changed = np.zeros(len(t), bool)
+    np.not_equal(dates[1:], dates[:-1], out=changed[1:])
+    if zones is not None:
+        encoded = pc.dictionary_encode(zones)
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        code = dictionary_codes(encoded.indices)
+        moved = np.flatnonzero(code[1:] != code[:-1]) + 1
+        if len(moved):
+            before = _local_dates(con, t[moved - 1], take(zones, moved), z)
+            changed[moved] = before != dates[moved]
+    return changed
+
+
+def _local_dates(con: duckdb.DuckDBPyConnection, t: np.ndarray,
+                 zones: pa.Array | pa.ChunkedArray | None, z: str) -> np.ndarray:
+    """The local dates (days since 1970) of the instants ``t`` in zone ``z`` (a literal,
+    or ``"z"``: each one's own, ``zones``), by DuckDB's ``timezone``."""
+    columns = {"t": arrow(t, TS), **({"z": zones} if zones is not None else {})}
     con.register("sz_midnights", pa.table(columns))
     try:
         # a projection keeps the rows' order (DuckDB preserves insertion order)
-        changed = con.sql(f"SELECT CAST(timezone({z}, p) AS DATE) <> CAST(timezone({z}, t) "
-                          "AS DATE) AS c FROM sz_midnights").to_arrow_table().column("c")
+        dates = con.sql(f"SELECT CAST(timezone({z}, t) AS DATE) AS d "
+                        "FROM sz_midnights").to_arrow_table().column("d")
     finally:
         con.unregister("sz_midnights")
-    return _bools(changed)
+    return to_numpy(dates).astype(np.int64)
 
 
 def _cut(reason: np.ndarray, t: np.ndarray, max_us: int) -> None:
@@ -412,7 +475,7 @@ def _last_before(has: np.ndarray) -> np.ndarray:
 
 def _bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A boolean column as numpy, nulls as false."""
-    return to_numpy(pc.fill_null(values, False)).astype(bool)
+    return bools(values)
 
 
 def _in_order(values: np.ndarray, by_user: np.ndarray) -> np.ndarray:

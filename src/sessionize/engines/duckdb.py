@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import duckdb
 
+from ..columnar.enrich import enrich
 from ..columnar.gather import TS, strings
 from ..columnar.kernel import Stream, assign, unsupported_rule, workers
 from ..errors import OptionError
@@ -26,7 +27,7 @@ from ..io.inputs import INPUT_TABLE, ROW, LoadedInput, load
 from ..io.outputs import write_tables
 from ..result import Table
 from ..rules import Rules
-from ..sql.compiler import Field, P, compile_rules, quote, text_column
+from ..sql.compiler import Field, P, compile_rules, enrichment, quote, text_column
 from ..sql.identity import DuckDBRunner, build_identities
 from .base import Engine
 from .bucketed import (
@@ -488,6 +489,8 @@ class DuckDBEngine(Engine):
             result = assign(keys, gap_us=rules.gap_us, per_event_gap=bool(rules.gaps_us),
                             con=self.con, time_order=self.events_order == "time",
                             inputs=inputs, stream=stream, threads=self.threads, rules=rules)
+            result.sessions = enrich(result, self.con, enrichment(rules, fields),
+                                     rules.bounce_us, loaded.table)
         self.con.register("sz_sessions", result.sessions)
         self.con.register("sz_users", result.users)
         self.columnar = result

@@ -39,8 +39,8 @@ from ..rules import (
 from .dialects import rewriter
 from .identity import identification_key, identities_sql
 
-__all__ = ["CompiledRules", "Field", "compile_rules", "field_paths", "fields_from_schema",
-           "literal", "quote"]
+__all__ = ["CompiledRules", "Field", "compile_rules", "enrichment", "field_paths",
+           "fields_from_schema", "literal", "quote"]
 
 # Internal columns carry this prefix; they never reach the user's tables.
 P = "__sz_"
@@ -378,39 +378,46 @@ ENRICH_FIRST = {
 }
 
 
-def _enrichment_sql(rules: Rules, fields: dict[str, Field | None],
-                    side: str = "i") -> list[tuple[str, str]]:
-    """Aggregates over a session's events (joined back to the input by row).
+#: How a session enrichment aggregates its per-event value (:func:`enrichment`).
+ENRICH_AGGREGATES = ("first", "last", "count", "bounce")
 
-    First/last values are the first/last *non-missing* value in the session's order.
+
+def enrichment(rules: Rules, fields: dict[str, Field | None],
+               side: str = "i") -> list[tuple[str, str, str]]:
+    """The session enrichment (``enrich=``, ``first_last=``): per output column, how it
+    aggregates (:data:`ENRICH_AGGREGATES`) and the per-event value it aggregates, as SQL
+    over the input (its columns qualified by ``side``):
+
+    - ``first``/``last``: the first/last *non-missing* value in the session's order;
+    - ``count``: the events whose value (a condition) is true;
+    - ``bounce``: at most one event whose value is true, and the session lasts less than
+      ``bounce``.
+
+    The SQL plan aggregates these in SQL (:func:`_enrichment_sql`), the columnar plan
+    over its runs of the (user, time) order, from the same values.
+
+    >>> enrichment(Rules(first_last=("plan",)), {"enrich:plan": Field('"plan"', "VARCHAR")})
+    [('first_plan', 'first', 'i."plan"'), ('last_plan', 'last', 'i."plan"')]
     """
-    def first(expr: str) -> str:
-        return f"arg_min({expr}, a.{P}seq) FILTER (WHERE {expr} IS NOT NULL)"
-
-    def last(expr: str) -> str:
-        return f"arg_max({expr}, a.{P}seq) FILTER (WHERE {expr} IS NOT NULL)"
-
     def text(key: str) -> str:
         field = fields.get(f"enrich:{key}")
         if field is None:
             return "CAST(NULL AS VARCHAR)"
         return _text_sql(dataclasses.replace(field, sql=_qualify(field.sql, side)))
 
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, str]] = []
     if rules.enrich:
         path = f"coalesce({text('context.page.path')}, {text('properties.path')})"
         for name, key in ENRICH_FIRST.items():
             expr = path if key == "page_path" else text(key)
             if key == "context.library.name":
                 expr = platform_sql(expr)
-            out.append((name, first(expr)))
-        out.insert(1, ("exit_page", last(path)))
+            out.append((name, "first", expr))
+        out.insert(1, ("exit_page", "last", path))
         kind = f"lower({text('type')})"
-        out.append(("page_views", f"count(*) FILTER (WHERE {kind} = 'page')"))
-        out.append(("screens", f"count(*) FILTER (WHERE {kind} = 'screen')"))
-        views = f"count(*) FILTER (WHERE {kind} IN ('page', 'screen'))"
-        out.append(("is_bounce", f"{views} <= 1 AND max(a.{P}ts_us) - min(a.{P}ts_us) "
-                                 f"< {rules.bounce_us}"))
+        out.append(("page_views", "count", f"{kind} = 'page'"))
+        out.append(("screens", "count", f"{kind} = 'screen'"))
+        out.append(("is_bounce", "bounce", f"{kind} IN ('page', 'screen')"))
     for column in rules.first_last:
         label = column.replace(".", "_")
         field = fields[f"enrich:{column}"]
@@ -420,9 +427,24 @@ def _enrichment_sql(rules: Rules, fields: dict[str, Field | None],
             value = _text_sql(dataclasses.replace(field, sql=_qualify(field.sql, side)))
         else:
             value = _qualify(field.sql, side)
-        out.append((f"first_{label}", first(value)))
-        out.append((f"last_{label}", last(value)))
+        out.append((f"first_{label}", "first", value))
+        out.append((f"last_{label}", "last", value))
     return out
+
+
+def _enrichment_sql(rules: Rules, fields: dict[str, Field | None],
+                    side: str = "i") -> list[tuple[str, str]]:
+    """Aggregates over a session's events (joined back to the input by row)."""
+    def aggregate(how: str, value: str) -> str:
+        if how in ("first", "last"):
+            pick = "arg_min" if how == "first" else "arg_max"
+            return f"{pick}({value}, a.{P}seq) FILTER (WHERE {value} IS NOT NULL)"
+        if how == "count":
+            return f"count(*) FILTER (WHERE {value})"
+        return (f"count(*) FILTER (WHERE {value}) <= 1 AND max(a.{P}ts_us) - min(a.{P}ts_us) "
+                f"< {rules.bounce_us}")
+
+    return [(name, aggregate(how, value)) for name, how, value in enrichment(rules, fields, side)]
 
 
 def _qualify(sql: str, side: str = "i") -> str:
