@@ -257,18 +257,23 @@ def enrichment_columns(options: Options) -> dict[str, str]:
     return out
 
 
-def check_rules(case) -> None:
-    gap, options, events = case
+def rule_table(events, options: Options) -> pa.Table:
+    """The events with the columns the drawn rules read (rule_options names them)."""
     table = to_table(events)
     if options.enrich:
         table = table.append_column("type", pa.array([e.kind for e in events], pa.string()))
         table = table.append_column("properties", pa.array(
             [{"path": e.path} for e in events], pa.struct([("path", pa.string())])))
-    table = table.append_column(
+    return table.append_column(
         "plat", pa.array([e.gap_key for e in events], pa.string())).append_column(
         "tz", pa.array([e.zone for e in events], pa.string())).append_column(
         "utm", pa.array([e.campaign for e in events], pa.string())).append_column(
         "csid", pa.array([e.client_session for e in events], pa.string()))
+
+
+def check_rules(case) -> None:
+    gap, options, events = case
+    table = rule_table(events, options)
     kwargs = rule_options(gap, options)
     # the columnar plan runs every rule drawn: both plans are compared
     assert unsupported_rule(Rules.from_options(**{

@@ -142,13 +142,26 @@ class Layout:
     message_column: str | None     # the input column that is __sz_msg, unchanged
 
 
-def partition_sql(keys_riding: str, layout: Layout, bounds: list[str]) -> str:
+def unsupported_rule(rules: Rules) -> str | None:
+    """The first rule the bucketed plan does not run yet (``None``: it runs them all):
+    the session enrichment reads the input's rows by number, which the buckets do not
+    keep, and ``user_change`` orders a device's ties by columns the buckets do not
+    carry."""
+    unsupported = (("enrich", rules.enrich), ("first_last", bool(rules.first_last)),
+                   ("user_change", rules.user_change))
+    return next((name for name, used in unsupported if used), None)
+
+
+def partition_sql(keys_riding: str, layout: Layout, bounds: list[str],
+                  copies: dict[str, str]) -> str:
     """The select the partition writes: the keys (without ``__sz_ts``, the microseconds
     seen as a time, nor ``__sz_msg`` when it is an input column as it is), the input
-    columns the events table shows, and the bucket."""
+    columns the events table shows (from the internal column that holds the same values
+    where the keys carry only that one: ``copies``), and the bucket."""
     omit = {f"{P}ts"} | ({f"{P}msg"} if layout.message_column in layout.inputs else set())
     selected = [quote(name) for name in layout.key_names if name not in omit]
-    selected += [f"{quote(source)} AS {quote(name)}" for source, name in layout.inputs.items()]
+    selected += [f"{quote(copies.get(source, source))} AS {quote(name)}"
+                 for source, name in layout.inputs.items()]
     selected.append(f"{bucket_sql(quote(P + 'user'), bounds)} AS {BUCKET}")
     return f"SELECT {', '.join(selected)} FROM ({keys_riding})"
 

@@ -42,6 +42,9 @@ from .bucketed import (
     run_buckets,
     user_bounds,
 )
+from .bucketed import (
+    unsupported_rule as bucketed_unsupported,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -383,12 +386,18 @@ class DuckDBEngine(Engine):
             raise OptionError(f"plan={self.plan!r}{kernel} does not run the {rule} rule; use "
                               "plan='sql' (which spills to disk under memory_limit) or 'auto' "
                               "(which picks the SQL plan for it)")
+        per_bucket = bucketed_unsupported(rules)
+        if self.plan == "bucketed" and per_bucket is not None:
+            raise OptionError(f"plan='bucketed' does not run the {per_bucket} rule yet; use "
+                              "plan='sql' (which spills to disk under memory_limit) or "
+                              "'auto' (which picks the SQL plan for it when the input does "
+                              "not fit)")
         if self.plan != "auto":
             return self.plan
         if rule is not None or self.database:
             return "sql"
         if not self._fits_in_memory(loaded):  # under memory_limit, else half the memory
-            return "bucketed" if self.events_table else "sql"
+            return "bucketed" if self.events_table and per_bucket is None else "sql"
         return "columnar"
 
     def _input_rows(self, loaded: LoadedInput) -> int:
@@ -454,7 +463,8 @@ class DuckDBEngine(Engine):
             bounds = user_bounds(self.con, f"SELECT {P}user FROM ({compiled.sql('keys')})",
                                  buckets)
         self.bucketed = run_buckets(
-            self.con, partition_sql(riding.sql("keys"), layout, bounds), len(bounds) + 1,
+            self.con, partition_sql(riding.sql("keys"), layout, bounds, riding.copies),
+            len(bounds) + 1,
             os.path.join(self._workdir, "bucketed"), layout, rules,
             events_order=self.events_order, threads=self.threads, progress=self._progress)
         invalid = 0

@@ -135,6 +135,9 @@ class CompiledRules:
     renamed: dict[str, str]
     identity: str = "event"   # the identity policy and its cap, for the diagnostics
     identity_cap: int = 1
+    #: input columns that do not ride along with the keys (``join_back=False``) because
+    #: an internal column holds the same values: column -> that internal column
+    copies: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def _tree(self, stage: str) -> exp.Expression | None:
         text = self.texts.get(stage)
@@ -851,5 +854,6 @@ def compile_rules(rules: Rules, fields: dict[str, Field | None], input_columns: 
                           "events_unordered": events_unordered,
                           "sessions": sessions, "users": users, "identities": identities,
                           "keys": keys}, renamed,
-                         identity=rules.identity, identity_cap=rules.graph_cap)
+                         identity=rules.identity, identity_cap=rules.graph_cap,
+                         copies={} if join_back else same)
 
