@@ -45,8 +45,7 @@ from ..durations import short as _short
 from ..errors import OptionError
 from ..io.inputs import LoadedInput
 from ..result import Result, require
-from ..rules import PLATFORM_LIBRARIES, PLATFORM_PATTERNS
-from ..sql.compiler import literal
+from ..sql.compiler import platform_cases
 from . import mixture
 
 __all__ = [
@@ -124,11 +123,7 @@ def platform_of(raw: str) -> str:
     Applied to the distinct names only (a handful), never per event: the regular
     expressions would otherwise cost a second per 10M events.
     """
-    cases = [f"WHEN {raw} IN ({', '.join(literal(n) for n in names)}) THEN '{group}'"
-             for group, names in PLATFORM_LIBRARIES.items()]
-    cases += [f"WHEN regexp_matches({raw}, {literal(pattern)}) THEN '{group}'"
-              for group, pattern in PLATFORM_PATTERNS]
-    return f"CASE WHEN {raw} = '' THEN 'unknown' {' '.join(cases)} ELSE {raw} END"
+    return f"CASE WHEN {raw} = '' THEN 'unknown' {platform_cases(raw)} ELSE {raw} END"
 
 
 def _input_schema(result: Result) -> dict[str, str]:

@@ -294,13 +294,18 @@ def platform_sql(lib: str) -> str:
     >>> print(platform_sql("x")[:60])
     CASE WHEN x IS NULL OR trim(x) = '' THEN NULL WHEN lower(tri
     """
-    name = f"lower(trim({lib}))"
+    return (f"CASE WHEN {lib} IS NULL OR trim({lib}) = '' THEN NULL "
+            f"{platform_cases(f'lower(trim({lib}))')} ELSE 'server' END")
+
+
+def platform_cases(name: str) -> str:
+    """The ``WHEN ... THEN platform`` branches for a lower-cased, trimmed library name:
+    the listed names, then the patterns (shared with the threshold analysis)."""
     cases = [f"WHEN {name} IN ({', '.join(literal(n) for n in names)}) THEN '{group}'"
              for group, names in PLATFORM_LIBRARIES.items()]
     cases += [f"WHEN regexp_matches({name}, {literal(pattern)}) THEN '{group}'"
               for group, pattern in PLATFORM_PATTERNS]
-    return (f"CASE WHEN {lib} IS NULL OR trim({lib}) = '' THEN NULL "
-            f"{' '.join(cases)} ELSE 'server' END")
+    return " ".join(cases)
 
 
 @dataclasses.dataclass(frozen=True)
