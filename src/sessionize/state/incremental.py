@@ -215,6 +215,7 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
     n_new = counts.get("new", 0)
 
     # -- 4: recompute the affected users ----------------------------------------------------
+    identified = False  # sz_rows holds the stored rows to read (_affected_identified)
     if full:
         con.execute(f"CREATE OR REPLACE TEMP TABLE sz_affected ({USER} VARCHAR, "
                     "cut_sid BIGINT, cut_ts TIMESTAMPTZ)")
@@ -224,13 +225,14 @@ def _run(worker: DuckDBEngine, source: Any, rules: Rules, path: str, *, engine: 
         rows = con.execute("SELECT count(*) FROM sz_rows").fetchall()[0][0]
         stored = con.execute(f"SELECT count(*) FROM {SCHEMA}.{RAW}").fetchall()[0][0]
         full = rows > WHOLE_STATE_SHARE * stored
+        identified = not full
     else:
         _affected(con, rules, first=first)
     recompute = first or n_new > 0
     new_tables: dict[str, Any] = {}
     if recompute:
         new_tables = _recompute(con, loaded, engine, rules, seq0, first=first, full=full,
-                                rows_chosen=stitched and not first and not full)
+                                rows_chosen=identified)
         for name, table in new_tables.items():
             con.register(f"sz_new_{name}", table)
         if not (first or full):
